@@ -1,0 +1,51 @@
+"""Run a coroutine from synchronous code, also inside a running event loop (Jupyter).
+
+Synchronous calls are served by one long-lived event loop on a daemon thread, so that
+network clients and locks stay bound to a single loop across calls, and a caller that is
+itself inside ``asyncio`` (a notebook cell) is not refused as ``asyncio.run`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=_loop.run_forever, name="rankwise-sync-loop", daemon=True
+            )
+            thread.start()
+        return _loop
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Block until ``coroutine`` finishes and return its result (or raise its error)."""
+    loop = _background_loop()
+    if _running_loop() is loop:
+        coroutine.close()
+        raise RuntimeError("run_sync cannot be called from rankwise's own sync loop")
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

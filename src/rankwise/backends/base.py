@@ -1,0 +1,122 @@
+"""The Backend protocol every LLM backend implements, and the results it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rankwise.prompts import Message
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; methods check this when they are built.
+
+    - ``chat``: generates text from chat messages.
+    - ``logprobs``: returns log-probs of chosen labels for the first generated token.
+    - ``exact_logprobs``: those log-probs cover every label (local weights), not only the
+      top-k alternatives an API lists.
+    - ``prompt_logprobs``: scores a given continuation (query likelihood).
+    - ``attention``: exposes attention weights (in-context reranking).
+    - ``max_context``: the context length in tokens.
+    """
+
+    chat: bool = True
+    logprobs: bool = False
+    exact_logprobs: bool = False
+    prompt_logprobs: bool = False
+    attention: bool = False
+    max_context: int = 4096
+
+    def has(self, name: str) -> bool:
+        """True if the capability called ``name`` is present."""
+        return bool(getattr(self, name))
+
+
+@dataclass
+class Generation:
+    """Text generated for one prompt."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+
+
+@dataclass
+class LabelLogprobs:
+    """Log-probs of candidate labels (e.g. "Yes"/"No") as the first generated token.
+
+    ``logprobs`` holds only the labels the backend could see: a local model sees every label,
+    an API only those among its top alternatives. ``text`` is what the model actually produced.
+    """
+
+    logprobs: dict[str, float] = field(default_factory=dict)
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+
+
+@dataclass
+class ContinuationLogprobs:
+    """Per-token log-probs of a given continuation after a given prefix."""
+
+    token_logprobs: list[float]
+    prompt_tokens: int = 0
+    retries: int = 0
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean(self) -> float:
+        return self.total / len(self.token_logprobs) if self.token_logprobs else float("-inf")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An LLM that rankwise methods can call. All calls are async."""
+
+    @property
+    def model_name(self) -> str:
+        """A name for the model, used in reports and cache keys."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """The backend family: ``"openai"``, ``"transformers"``, ``"langchain"``, ..."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Generation:
+        """Generate a reply to chat messages (greedy at temperature 0)."""
+        ...
+
+    async def label_logprobs(
+        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
+    ) -> LabelLogprobs:
+        """Log-probs of each label's first token as the reply's first token."""
+        ...
+
+    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        """Log-probs of ``continuation`` tokens after raw text ``prefix`` (no chat template)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` under this backend's tokenizer (or a documented estimate)."""
+        ...
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` of at most ``max_tokens`` tokens."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release network clients or worker threads."""
+        ...

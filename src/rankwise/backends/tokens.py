@@ -1,0 +1,87 @@
+"""Token counting for API backends without any network access.
+
+tiktoken downloads its encodings on first use. rankwise never lets it: an encoding is loaded
+only when its file is already on disk (tiktoken's own cache, ``TIKTOKEN_CACHE_DIR``, or the
+copy that ``llama-index-core`` ships). Otherwise counts fall back to an estimate of one token
+per four characters, and truncation cuts at the matching character count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+CHARS_PER_TOKEN = 4
+_ENV_LOCK = threading.Lock()
+
+
+def _candidate_dirs() -> list[Path]:
+    folders = [os.environ.get("TIKTOKEN_CACHE_DIR"), os.environ.get("DATA_GYM_CACHE_DIR")]
+    found = [Path(folder) for folder in folders if folder]
+    found.append(Path(tempfile.gettempdir()) / "data-gym-cache")
+    spec = importlib.util.find_spec("llama_index")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            found.append(Path(location) / "core" / "_static" / "tiktoken_cache")
+    return found
+
+
+@cache
+def local_encoding(name: str = "o200k_base") -> Any | None:
+    """The tiktoken encoding ``name`` if its file is on disk, else ``None`` (never downloads)."""
+    file_name = hashlib.sha1(_BLOB.format(name=name).encode()).hexdigest()
+    folder = next((d for d in _candidate_dirs() if (d / file_name).is_file()), None)
+    if folder is None:
+        return None
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    with _ENV_LOCK:  # tiktoken reads its cache folder from the environment at call time
+        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+        try:
+            return tiktoken.get_encoding(name)
+        except Exception:  # a corrupt file must never break a rerank
+            return None
+        finally:
+            if previous is None:
+                os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+@dataclass
+class TokenCounter:
+    """Counts and truncates with a local tiktoken encoding, or with the 4-chars estimate."""
+
+    encoding_name: str = "o200k_base"
+
+    @property
+    def exact(self) -> bool:
+        """True when a real tokenizer is in use."""
+        return local_encoding(self.encoding_name) is not None
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text``."""
+        encoding = local_encoding(self.encoding_name)
+        if encoding is None:
+            return math.ceil(len(text) / CHARS_PER_TOKEN)
+        return len(encoding.encode(text, disallowed_special=()))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` of at most ``max_tokens`` tokens."""
+        encoding = local_encoding(self.encoding_name)
+        if encoding is None:
+            return text[: max_tokens * CHARS_PER_TOKEN]
+        ids = encoding.encode(text, disallowed_special=())
+        return text if len(ids) <= max_tokens else encoding.decode(ids[:max_tokens])

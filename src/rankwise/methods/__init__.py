@@ -1,0 +1,56 @@
+"""Ranking methods, by CLI name."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from rankwise.backends.base import Capabilities
+from rankwise.errors import UnknownMethodError
+from rankwise.methods.base import MethodResult, RankingMethod
+from rankwise.methods.pointwise import PointwiseYesNo, QueryLikelihood
+
+METHODS: dict[str, type[RankingMethod]] = {
+    cls.name: cls
+    for cls in (
+        PointwiseYesNo,
+        QueryLikelihood,
+    )
+}
+
+
+def method_names() -> list[str]:
+    """Every method name rankwise implements."""
+    return list(METHODS)
+
+
+def build_method(name: str, **options: Any) -> RankingMethod:
+    """Instantiate the method called ``name`` with its options."""
+    cls = METHODS.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, METHODS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownMethodError(f"unknown method {name!r}.{hint} Available: {', '.join(METHODS)}")
+    try:
+        return cls(**options)
+    except TypeError as error:
+        raise UnknownMethodError(f"bad options for method {name!r}: {error}") from error
+
+
+def methods_supported_by(capabilities: Capabilities) -> list[str]:
+    """Names of the methods a backend with ``capabilities`` can run."""
+    return [
+        name
+        for name, cls in METHODS.items()
+        if all(capabilities.has(need) for need in cls.requires)
+    ]
+
+
+__all__ = [
+    "METHODS",
+    "MethodResult",
+    "RankingMethod",
+    "build_method",
+    "method_names",
+    "methods_supported_by",
+]

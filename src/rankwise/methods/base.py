@@ -1,0 +1,66 @@
+"""What every ranking method implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rankwise.backends.base import Capabilities
+from rankwise.context import RankContext
+from rankwise.types import Candidate, ScoreKind
+
+
+@dataclass
+class MethodResult:
+    """A method's answer: ``order`` lists input positions best first; ``scores[i]`` belongs to
+    input position ``i`` (not to rank ``i``)."""
+
+    order: list[int]
+    scores: list[float]
+
+
+class RankingMethod(ABC):
+    """A ranking method: pure logic over a backend reached through a :class:`RankContext`.
+
+    Subclasses set ``name`` (the CLI name), ``score_kind``, ``requires`` (capability names
+    the backend must have) and ``absolute_scores`` (True when a score means the same across
+    queries and calls, so thresholds make sense).
+    """
+
+    name: ClassVar[str]
+    score_kind: ClassVar[ScoreKind]
+    requires: ClassVar[tuple[str, ...]] = ("chat",)
+    absolute_scores: ClassVar[bool] = False
+
+    def missing_capabilities(self, capabilities: Capabilities) -> list[str]:
+        """Capabilities this method needs that ``capabilities`` lacks."""
+        return [name for name in self.requires if not capabilities.has(name)]
+
+    def expected_calls(self, n: int) -> int | None:
+        """LLM calls for ``n`` non-empty candidates, when it does not depend on the answers."""
+        return None
+
+    def empty_score(self) -> float:
+        """Score given to candidates with empty text (they rank last without an LLM call)."""
+        return 0.0
+
+    @abstractmethod
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        """Rank ``candidates`` (at least two, none empty) for ``query``."""
+
+
+def order_by_scores(scores: Sequence[float]) -> list[int]:
+    """Positions sorted by descending score; ties keep input order (stable)."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+def rank_scores(order: Sequence[int]) -> list[float]:
+    """The rank-derived score ``1 / rank`` (1-based) for order-only methods, by input position."""
+    scores = [0.0] * len(order)
+    for rank, position in enumerate(order, start=1):
+        scores[position] = 1.0 / rank
+    return scores

@@ -1,0 +1,119 @@
+"""Pointwise methods: each passage is scored alone, so all calls run concurrently.
+
+- ``pointwise``: the llm-rankers yes/no prompt; score = P(Yes) / (P(Yes) + P(No)) from the
+  first-token log-probs of "Yes" and "No".
+- ``pointwise-qlm``: query likelihood (UPR): score = mean log P(query tokens | passage prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+from rankwise.backends.base import LabelLogprobs
+from rankwise.context import RankContext
+from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores
+from rankwise.types import Candidate
+
+
+class PointwiseYesNo(RankingMethod):
+    """Yes/no relevance from first-token log-probs. Calls: one per candidate.
+
+    Scores are pseudo-probabilities in [0, 1]. When an API lists only one of the labels among
+    its top log-probs, the other's mass is taken as the rest (score = P(Yes), or 1 − P(No)).
+    When neither is listed, the generated text decides ("yes" → 0.5, else 0.0) and the trace
+    records a fallback.
+    """
+
+    name = "pointwise"
+    score_kind = "probability"
+    requires = ("chat", "logprobs")
+    absolute_scores = True
+
+    def __init__(
+        self,
+        *,
+        prompt: str = "pointwise_yes_no",
+        max_passage_tokens: int | None = 128,
+        yes: str = "Yes",
+        no: str = "No",
+    ) -> None:
+        self.prompt = prompt
+        self.max_passage_tokens = max_passage_tokens
+        self.yes = yes
+        self.no = no
+
+    def expected_calls(self, n: int) -> int:
+        return n
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        template = context.prompts.get(self.prompt)
+
+        async def score(position: int, candidate: Candidate) -> float:
+            text = context.truncate(candidate.text, self.max_passage_tokens)
+            messages = template.render(query=query, text=text)
+            answer = await context.label_logprobs(messages, [self.yes, self.no])
+            return self.read(answer, position, context)
+
+        scores = await asyncio.gather(*(score(i, c) for i, c in enumerate(candidates)))
+        return MethodResult(order_by_scores(scores), list(scores))
+
+    def read(self, answer: LabelLogprobs, position: int, context: RankContext) -> float:
+        """Turn label log-probs into P(Yes | Yes or No)."""
+        yes = answer.logprobs.get(self.yes)
+        no = answer.logprobs.get(self.no)
+        if yes is not None and no is not None:
+            return 1.0 / (1.0 + math.exp(no - yes))
+        if yes is not None:
+            return math.exp(yes)
+        if no is not None:
+            return 1.0 - math.exp(no)
+        fallback = 0.5 if answer.text.strip().lower().startswith("yes") else 0.0
+        context.trace.record(
+            "fallback",
+            "no yes/no log-probs in the answer; scored from the generated text",
+            position=position,
+            text=answer.text[:80],
+            score=fallback,
+        )
+        return fallback
+
+
+class QueryLikelihood(RankingMethod):
+    """Query likelihood (UPR / QLM): how well the passage explains the query.
+
+    Score: mean log-prob per query token of `` {query}`` after the prompt ``Passage: {text}
+    Please write a question based on this passage. Question:`` (raw text, no chat template).
+    Within one query the mean ranks exactly like the sum. Calls: one forward pass per candidate.
+    """
+
+    name = "pointwise-qlm"
+    score_kind = "log_likelihood"
+    requires = ("prompt_logprobs",)
+
+    def __init__(self, *, prompt: str = "pointwise_qlm", max_passage_tokens: int | None = 256):
+        self.prompt = prompt
+        self.max_passage_tokens = max_passage_tokens
+
+    def expected_calls(self, n: int) -> int:
+        return n
+
+    def empty_score(self) -> float:
+        return -1e9
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        template = context.prompts.get(self.prompt)
+
+        async def score(candidate: Candidate) -> float:
+            text = context.truncate(candidate.text, self.max_passage_tokens)
+            prefix = template.render_text(text=text)
+            result = await context.continuation_logprobs(prefix, " " + query.strip())
+            return result.mean
+
+        scores = await asyncio.gather(*(score(c) for c in candidates))
+        return MethodResult(order_by_scores(scores), list(scores))

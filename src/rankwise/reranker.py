@@ -1,0 +1,174 @@
+"""The Reranker facade: a method, a backend and a few options; ``await arerank(query, docs)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rankwise._sync import run_sync
+from rankwise.backends.base import Backend
+from rankwise.context import RankContext
+from rankwise.errors import CapabilityError, InputError
+from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
+from rankwise.methods import RankingMethod, build_method, methods_supported_by
+from rankwise.methods.base import MethodResult, rank_scores
+from rankwise.prompts import PromptLibrary
+from rankwise.types import Candidate, RankedCandidate, RankedList
+
+
+class Reranker:
+    """Rerank documents for a query with an LLM.
+
+    Args:
+        method: a method name (``pointwise``, ``pointwise-qlm``, ...) or a
+            :class:`~rankwise.methods.RankingMethod` instance.
+        backend: a backend instance; a string is a local model (hub id, folder, ``.gguf``
+            or ``"default"``); ``None`` uses the embedded SmolLM2 model, loaded on first use.
+        top_n: how many candidates :attr:`RankedList.selected` keeps (all by default).
+        score_threshold: keep only candidates scoring at least this (methods with absolute
+            scores only, e.g. ``pointwise``).
+        prompts: overrides of prompt templates by name.
+        **options: options of the method, e.g. ``max_passage_tokens=256``.
+
+    Example::
+
+        reranker = Reranker("pointwise-qlm", top_n=3)
+        ranked = reranker.rerank("how long do fleas live", ["...", "..."])
+        for item in ranked.selected:
+            print(item.rank, item.score, item.text[:60])
+    """
+
+    def __init__(
+        self,
+        method: str | RankingMethod = "pointwise",
+        backend: Backend | str | None = None,
+        *,
+        top_n: int | None = None,
+        score_threshold: float | None = None,
+        prompts: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(method, RankingMethod):
+            if options:
+                raise InputError("pass method options to the method instance, not to Reranker")
+            self.method = method
+        else:
+            self.method = build_method(method, **options)
+        if top_n is not None and top_n < 0:
+            raise InputError(f"top_n must be >= 0, got {top_n}")
+        if score_threshold is not None and not self.method.absolute_scores:
+            raise InputError(
+                f"method {self.method.name!r} gives {self.method.score_kind} scores that only "
+                "order one list, so a score_threshold would be meaningless; use top_n, or a "
+                "method with absolute scores such as 'pointwise'"
+            )
+        self.top_n = top_n
+        self.score_threshold = score_threshold
+        self.prompts = PromptLibrary(prompts)
+        self._backend_spec = backend
+        self._backend: Backend | None = None
+        if backend is not None and not isinstance(backend, str):
+            self._backend = backend
+            self._check(backend)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, loading the local model on first access when none was given."""
+        if self._backend is None:
+            from rankwise.backends.transformers import TransformersBackend
+
+            spec = self._backend_spec if isinstance(self._backend_spec, str) else "default"
+            self._backend = TransformersBackend(spec)
+            self._check(self._backend)
+        return self._backend
+
+    def _check(self, backend: Backend) -> None:
+        missing = self.method.missing_capabilities(backend.capabilities)
+        if missing:
+            usable = methods_supported_by(backend.capabilities)
+            raise CapabilityError(
+                f"method {self.method.name!r} needs {', '.join(missing)}, which backend "
+                f"{backend.kind}:{backend.model_name} does not offer. Methods that work with it: "
+                f"{', '.join(usable) or 'none'}"
+            )
+
+    async def arerank(
+        self, query: str, documents: Iterable[DocumentLike], *, top_n: int | None = None
+    ) -> RankedList:
+        """Rank ``documents`` for ``query``. Every document comes back exactly once."""
+        query = normalise_query(query)
+        candidates = normalise_documents(documents)
+        if not query.strip():
+            raise InputError("query is empty; pass the text to rank documents against")
+        started = time.perf_counter()
+        context = RankContext(self.backend, self.prompts)
+        ranked = [i for i, c in enumerate(candidates) if c.text.strip()]
+        empty = [i for i, c in enumerate(candidates) if not c.text.strip()]
+        if empty:
+            context.trace.record(
+                "info",
+                f"{len(empty)} empty document(s) placed last without an LLM call",
+                positions=empty,
+            )
+        result = await self._rank_nonempty(query, [candidates[i] for i in ranked], context)
+        order = [ranked[i] for i in result.order] + empty
+        scores = dict(zip(ranked, result.scores, strict=True))
+        scores.update(dict.fromkeys(empty, self.method.empty_score()))
+        if self.method.score_kind == "rank":
+            scores = dict(enumerate(rank_scores(order)))
+        context.usage.seconds = time.perf_counter() - started
+        return RankedList(
+            query=query,
+            method=self.method.name,
+            model=self.backend.model_name,
+            score_kind=self.method.score_kind,
+            items=_ranked_items(candidates, order, scores),
+            top_n=self.top_n if top_n is None else top_n,
+            score_threshold=self.score_threshold,
+            usage=context.usage,
+            trace=context.trace,
+        )
+
+    def rerank(
+        self, query: str, documents: Iterable[DocumentLike], *, top_n: int | None = None
+    ) -> RankedList:
+        """Synchronous :meth:`arerank`; safe to call inside a running event loop (Jupyter)."""
+        return run_sync(self.arerank(query, documents, top_n=top_n))
+
+    async def _rank_nonempty(
+        self, query: str, candidates: list[Candidate], context: RankContext
+    ) -> MethodResult:
+        needs_scores = self.score_threshold is not None and self.method.absolute_scores
+        if len(candidates) == 0 or (len(candidates) == 1 and not needs_scores):
+            return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
+        result = await self.method.rank(query, candidates, context)
+        if sorted(result.order) != list(range(len(candidates))) or len(result.scores) != len(
+            candidates
+        ):
+            raise RuntimeError(
+                f"method {self.method.name!r} returned an invalid ranking; please report this bug"
+            )
+        return result
+
+    async def aclose(self) -> None:
+        """Close the backend's clients and threads."""
+        if self._backend is not None:
+            await self._backend.aclose()
+
+
+def _ranked_items(
+    candidates: list[Candidate], order: list[int], scores: dict[int, float]
+) -> list[RankedCandidate]:
+    return [
+        RankedCandidate(
+            id=candidates[position].id,
+            text=candidates[position].text,
+            metadata=candidates[position].metadata,
+            score=scores[position],
+            rank=rank,
+            input_rank=position + 1,
+            input_score=candidates[position].score,
+        )
+        for rank, position in enumerate(order, start=1)
+    ]

@@ -1,0 +1,147 @@
+"""Public data types: the candidates that go in and the ranked list that comes out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Candidate(BaseModel):
+    """One document to rank.
+
+    ``id`` defaults to the input position (as a string) when not given.
+    ``score`` is the first-stage (retriever) score, kept for reference only.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+    score: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RankedCandidate(Candidate):
+    """A candidate with its place in the ranking.
+
+    ``rank`` is 1-based. ``score`` is the reranker's score (its meaning depends on the method,
+    see :attr:`RankedList.score_kind`); ``input_rank`` and ``input_score`` keep the first stage.
+    """
+
+    score: float
+    rank: int
+    input_rank: int
+    input_score: float | None = None
+
+
+class Usage(BaseModel):
+    """What a rerank cost: LLM calls, tokens, cache hits and wall-clock seconds."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        """Add another usage record into this one, field by field."""
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cache_hits += other.cache_hits
+        self.retries += other.retries
+        self.seconds += other.seconds
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+TraceKind = Literal["fallback", "repair", "retry", "truncation", "budget", "info"]
+
+
+class TraceEvent(BaseModel):
+    """One notable thing that happened while ranking."""
+
+    kind: TraceKind
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trace(BaseModel):
+    """The record of fallbacks, repairs, retries and truncations of one rerank."""
+
+    events: list[TraceEvent] = Field(default_factory=list)
+
+    def record(self, kind: TraceKind, message: str, **data: Any) -> None:
+        """Append an event."""
+        self.events.append(TraceEvent(kind=kind, message=message, data=data))
+
+    def count(self, kind: TraceKind) -> int:
+        """How many events of one kind were recorded."""
+        return sum(1 for event in self.events if event.kind == kind)
+
+    @property
+    def fallbacks(self) -> list[TraceEvent]:
+        return [event for event in self.events if event.kind == "fallback"]
+
+
+ScoreKind = Literal["probability", "log_likelihood", "wins", "rank", "attention", "fused"]
+
+
+class RankedList(BaseModel):
+    """Every input candidate exactly once, best first, with usage and trace.
+
+    ``items`` always holds the whole ranking. ``top_n`` and ``score_threshold`` only decide
+    what :attr:`selected` returns; what they cut stays in ``items`` (see :attr:`cut`).
+    When abstention is on and the ranker abstains, :attr:`selected` is empty.
+    """
+
+    query: str
+    method: str
+    model: str
+    score_kind: ScoreKind
+    items: list[RankedCandidate]
+    top_n: int | None = None
+    score_threshold: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+    trace: Trace = Field(default_factory=Trace)
+    abstained: bool = False
+    confidence: float | None = None
+
+    @model_validator(mode="after")
+    def _check_contract(self) -> RankedList:
+        ids = [item.id for item in self.items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a RankedList must hold every candidate exactly once")
+        if [item.rank for item in self.items] != list(range(1, len(self.items) + 1)):
+            raise ValueError("ranks must be 1..N in list order")
+        return self
+
+    @property
+    def selected(self) -> list[RankedCandidate]:
+        """The candidates to pass on: cut by ``top_n`` and ``score_threshold``, empty if abstained."""
+        if self.abstained:
+            return []
+        chosen = self.items
+        if self.score_threshold is not None:
+            chosen = [item for item in chosen if item.score >= self.score_threshold]
+        if self.top_n is not None:
+            chosen = chosen[: self.top_n]
+        return chosen
+
+    @property
+    def cut(self) -> list[RankedCandidate]:
+        """The candidates that :attr:`selected` leaves out, in ranked order."""
+        kept = {item.id for item in self.selected}
+        return [item for item in self.items if item.id not in kept]
+
+    @property
+    def ids(self) -> list[str]:
+        """All ids in ranked order."""
+        return [item.id for item in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
