@@ -122,7 +122,7 @@ class RankedList(BaseModel):
 
     @property
     def selected(self) -> list[RankedCandidate]:
-        """The candidates to pass on: cut by ``top_n`` and ``score_threshold``, empty if abstained."""
+        """Candidates to pass on: cut by ``top_n`` and ``score_threshold``; empty if abstained."""
         if self.abstained:
             return []
         chosen = self.items

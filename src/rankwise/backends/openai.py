@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp server, Ollama) via ``openai``'s async client.
+"""Any OpenAI-compatible chat API (OpenAI, vLLM, llama.cpp, Ollama) via the async `openai` client.
 
 Retries are done here, not by the SDK, so that each retry is counted in ``Usage.retries`` and
 ``Retry-After`` is honoured. Concurrency is bounded by a semaphore per event loop.
