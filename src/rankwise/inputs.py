@@ -63,9 +63,9 @@ def _to_candidate(document: object, position: int) -> Candidate:
 
 
 def _from_mapping(document: Mapping[str, Any], position: int) -> Candidate:
-    text = document.get("text", document.get("page_content"))
-    if text is None:
+    if "text" not in document and "page_content" not in document:
         raise InputError(f"document {position} has no 'text' key; keys are {sorted(document)}")
+    text = document["text"] if "text" in document else document["page_content"]
     if not isinstance(text, str):
         raise InputError(
             f"document {position} has text of type {type(text).__name__}; text must be a str"

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 
+from rankwise._concurrency import gather_all
 from rankwise.backends.base import LabelLogprobs
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores
@@ -58,7 +58,7 @@ class PointwiseYesNo(RankingMethod):
             answer = await context.label_logprobs(messages, [self.yes, self.no])
             return self.read(answer, position, context)
 
-        scores = await asyncio.gather(*(score(i, c) for i, c in enumerate(candidates)))
+        scores = await gather_all(score(i, c) for i, c in enumerate(candidates))
         return MethodResult(order_by_scores(scores), list(scores))
 
     def read(self, answer: LabelLogprobs, position: int, context: RankContext) -> float:
@@ -115,5 +115,5 @@ class QueryLikelihood(RankingMethod):
             result = await context.continuation_logprobs(prefix, " " + query.strip())
             return result.mean
 
-        scores = await asyncio.gather(*(score(c) for c in candidates))
+        scores = await gather_all(score(c) for c in candidates)
         return MethodResult(order_by_scores(scores), list(scores))

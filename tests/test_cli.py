@@ -1,0 +1,71 @@
+"""The rankwise command, run in-process on real DL19 data with the real local model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rankwise.cli import main
+from tests.conftest import DL19
+
+REPORT_KEYS = {
+    "method", "model", "queries", "depth", "ndcg@10", "input_ndcg@10",
+    "calls", "prompt_tokens", "completion_tokens", "seconds",
+}
+
+
+def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
+    report_path = tmp_path / "r.json"
+    code = main([
+        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
+        "--method", "pointwise", "--depth", "6", "--queries", "2", "--report", str(report_path),
+    ])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["queries"] == 2 and report["depth"] == 6
+    assert report["calls"] == 12 and report["prompt_tokens"] > 12 * 50
+    assert report["completion_tokens"] == 12
+    assert 0.0 <= report["ndcg@10"] <= 1.0 and report["seconds"] > 0
+    assert json.loads(capsys.readouterr().out)["calls"] == 12
+
+
+def test_rerank_writes_a_trec_run_with_every_document(tmp_path) -> None:
+    output = tmp_path / "run.trec"
+    code = main([
+        "rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--method", "pointwise-qlm",
+        "--depth", "5", "--queries", "2", "--output", str(output),
+    ])
+    assert code == 0
+    rows = [line.split() for line in output.read_text().splitlines()]
+    assert len(rows) == 10
+    for qid in {row[0] for row in rows}:
+        ranks = [int(row[3]) for row in rows if row[0] == qid]
+        assert ranks == [1, 2, 3, 4, 5]
+        scores = [float(row[4]) for row in rows if row[0] == qid]
+        assert scores == sorted(scores, reverse=True)
+        assert len({row[2] for row in rows if row[0] == qid}) == 5
+
+
+def test_demo_prints_before_and_after(capsys) -> None:
+    assert main(["demo", "--queries", "1", "--depth", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "BM25 nDCG@10" in out and "reranked nDCG@10" in out and "mean" in out
+    assert "pointwise-qlm" in out
+
+
+def test_unreachable_server_is_a_clean_error(capsys) -> None:
+    code = main([
+        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
+        "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+        "--depth", "3", "--queries", "1",
+    ])
+    assert code == 2
+    assert "could not reach http://127.0.0.1:9/v1" in capsys.readouterr().err
+
+
+def test_unknown_method_is_refused_by_the_parser(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--data", "x", "--qrels", "y", "--method", "nope"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""Bad input and impossible configurations raise typed errors with useful messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankwise import (
+    CapabilityError,
+    DuplicateIdError,
+    InputError,
+    OpenAIBackend,
+    Reranker,
+    UnknownMethodError,
+)
+
+
+def test_unknown_method_suggests_the_closest() -> None:
+    with pytest.raises(UnknownMethodError, match="Did you mean 'pointwise'"):
+        Reranker("pointwize", OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"))
+
+
+def test_bad_method_option_is_reported() -> None:
+    with pytest.raises(UnknownMethodError, match="bad options"):
+        Reranker("pointwise", OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), windw=3)
+
+
+def test_logprob_method_on_a_backend_without_logprobs_names_alternatives() -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", logprobs=False)
+    with pytest.raises(CapabilityError, match="needs logprobs"):
+        Reranker("pointwise", backend)
+
+
+def test_query_likelihood_needs_prompt_logprobs() -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(CapabilityError, match="prompt_logprobs.*Methods that work with it: pointwise"):
+        Reranker("pointwise-qlm", backend)
+
+
+def test_threshold_on_an_order_only_method_is_refused() -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match="log_likelihood"):
+        Reranker("pointwise-qlm", backend, score_threshold=0.3)
+
+
+def test_no_api_key_and_no_base_url(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(Exception, match="OPENAI_API_KEY"):
+        OpenAIBackend("gpt-4o-mini")
+
+
+async def test_input_errors_surface_before_any_call(stub) -> None:
+    reranker = Reranker("pointwise", OpenAIBackend("m", base_url=stub.base_url))
+    with pytest.raises(DuplicateIdError):
+        await reranker.arerank("q", [{"id": 1, "text": "a"}, {"id": "1", "text": "b"}])
+    with pytest.raises(InputError, match="text of type"):
+        await reranker.arerank("q", [{"text": None}])
+    with pytest.raises(InputError, match="query is empty"):
+        await reranker.arerank("  ", ["a", "b"])
+    assert stub.requests == []

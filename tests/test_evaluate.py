@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import math
+
+from rankwise.evaluate import mean, ndcg_at_k, recall_at_k, reciprocal_rank
+
+
+def test_bm25_order_on_dl19_matches_trec_eval(dl19, dl19_qrels) -> None:
+    scores = [
+        ndcg_at_k([str(c["docid"]) for c in record.candidates], dl19_qrels[record.qid])
+        for record in dl19
+        if record.qid in dl19_qrels
+    ]
+    assert len(scores) == 43
+    assert round(mean(scores), 4) == 0.5058
+
+
+def test_ndcg_by_hand() -> None:
+    judged = {"a": 3, "b": 1, "c": 0, "z": 2}
+    dcg = 1 / math.log2(2) + 3 / math.log2(3)
+    idcg = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert math.isclose(ndcg_at_k(["b", "a", "c"], judged), dcg / idcg)
+    assert ndcg_at_k(["z", "a"], {}) == 0.0
+    assert reciprocal_rank(["c", "b"], judged) == 0.5
+    assert recall_at_k(["a"], judged) == 1 / 3

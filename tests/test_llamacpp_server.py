@@ -1,0 +1,95 @@
+"""Integration: a real llama.cpp server (llama-cpp-python) on 127.0.0.1 serving the same GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from rankwise import OpenAIBackend, Reranker
+from rankwise.backends.model_files import default_gguf_path
+from rankwise.cli import main
+from tests.conftest import DL19
+
+pytestmark = pytest.mark.server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("RANKWISE_REQUIRE_SERVER"):
+            pytest.fail("llama-cpp-python[server] is not installed; run ./run setup")
+        pytest.skip("llama-cpp-python[server] is not installed")
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--logits_all", "True",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama.cpp server exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    json.load(response)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("llama.cpp server did not start within 120 s")
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def test_pointwise_through_the_real_server(llama_server, dl19, local_backend) -> None:
+    record = dl19[0]
+    docs = record.documents(8)
+    backend = OpenAIBackend("smollm2", base_url=llama_server, top_logprobs=5, timeout=120)
+    ranked = await Reranker("pointwise", backend).arerank(record.query, docs)
+    await backend.aclose()
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert ranked.usage.calls == 8
+    assert ranked.usage.prompt_tokens > 8 * 50  # real usage from the server's responses
+    assert ranked.trace.fallbacks == []  # the server returned Yes/No log-probs every time
+    # The server runs the 4-bit GGUF, the local backend its dequantised weights: the scores
+    # must still agree closely, document by document.
+    local = await Reranker("pointwise", local_backend).arerank(record.query, docs)
+    local_scores = {item.id: item.score for item in local.items}
+    for item in ranked.items:
+        assert abs(item.score - local_scores[item.id]) < 0.15, (item.id, item.score)
+
+
+def test_cli_eval_against_the_server(llama_server, tmp_path) -> None:
+    report_path = tmp_path / "r.json"
+    code = main([
+        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
+        "--method", "pointwise", "--depth", "5", "--queries", "2",
+        "--backend", "openai", "--model", "smollm2", "--base-url", llama_server,
+        "--timeout", "120", "--report", str(report_path),
+    ])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["backend"] == "openai" and report["calls"] == 10
+    assert report["prompt_tokens"] > 0 and report["completion_tokens"] > 0

@@ -1,0 +1,136 @@
+"""The real embedded SmolLM2 model through TransformersBackend and the Reranker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from rankwise import Reranker
+from rankwise.backends.model_files import converted_model_dir, default_gguf_path, is_complete
+from rankwise.prompts import Message
+
+
+def _docs(record, depth):
+    return record.documents(depth)
+
+
+def test_default_model_is_cached_as_safetensors(local_backend) -> None:
+    folder = converted_model_dir(default_gguf_path())
+    assert is_complete(folder)
+    assert (folder / "model.safetensors").is_file()
+    assert local_backend.model_name == "SmolLM2-135M-Instruct"
+
+
+async def test_yes_no_are_single_tokens_at_the_assistant_turn(local_backend) -> None:
+    prompt = local_backend.chat_prompt([Message("user", "Is water wet?")])
+    assert local_backend.label_token_id("Yes", prompt) == 10539
+    assert local_backend.label_token_id("No", prompt) == 5230
+
+
+async def test_batched_logprobs_equal_one_at_a_time(local_backend, dl19) -> None:
+    """Padding and batching must not change the numbers."""
+    record = dl19[0]
+    prompts = [
+        [Message("user", f"Passage: {doc['text'][:400]}\nQuery: {record.query}\nAnswer 'Yes' or 'No'")]
+        for doc in _docs(record, 6)
+    ]
+    alone = [await local_backend.label_logprobs(p, ["Yes", "No"]) for p in prompts]
+    together = await asyncio.gather(*(local_backend.label_logprobs(p, ["Yes", "No"]) for p in prompts))
+    for a, b in zip(alone, together, strict=True):
+        assert a.prompt_tokens == b.prompt_tokens
+        for label in ("Yes", "No"):
+            assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
+
+
+async def test_model_work_does_not_block_the_event_loop(local_backend, dl19) -> None:
+    record = dl19[1]
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    reranker = Reranker("pointwise", local_backend)
+    task = asyncio.create_task(ticker())
+    await reranker.arerank(record.query, _docs(record, 16))
+    done.set()
+    await task
+    assert ticks >= 5  # the loop kept running while the model worked
+
+
+async def test_pointwise_ranking_is_a_permutation_with_aligned_scores(local_backend, dl19) -> None:
+    record = dl19[2]
+    docs = _docs(record, 10)
+    ranked = await Reranker("pointwise", local_backend).arerank(record.query, docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert [i.rank for i in ranked.items] == list(range(1, 11))
+    assert all(0.0 <= i.score <= 1.0 for i in ranked.items)
+    assert [i.score for i in ranked.items] == sorted((i.score for i in ranked.items), reverse=True)
+    assert ranked.usage.calls == 10 and ranked.usage.prompt_tokens > 0
+    # Alignment: rescoring the top document alone reproduces its score.
+    top = ranked.items[0]
+    alone = await Reranker("pointwise", local_backend, score_threshold=0.0).arerank(
+        record.query, [{"id": top.id, "text": top.text}]
+    )
+    assert math.isclose(alone.items[0].score, top.score, abs_tol=1e-3)
+    by_id = {d["id"]: d for d in docs}
+    for item in ranked.items:
+        assert item.text == by_id[item.id]["text"]
+        assert item.input_score == by_id[item.id]["score"]
+
+
+async def test_query_likelihood_ranks_with_log_likelihood_scores(local_backend, dl19) -> None:
+    record = dl19[0]
+    ranked = await Reranker("pointwise-qlm", local_backend).arerank(record.query, _docs(record, 8))
+    assert ranked.score_kind == "log_likelihood"
+    assert ranked.usage.calls == 8 and ranked.usage.completion_tokens == 0
+    assert all(i.score < 0 for i in ranked.items)
+    assert len(set(ranked.ids)) == 8
+
+
+@pytest.mark.parametrize("documents", [[], ["only one"]])
+async def test_zero_and_one_document_make_no_call(local_backend, documents) -> None:
+    ranked = await Reranker("pointwise", local_backend).arerank("q", documents)
+    assert len(ranked) == len(documents)
+    assert ranked.usage.calls == 0
+
+
+async def test_empty_text_ranks_last_without_a_call(local_backend) -> None:
+    docs = ["", "Fleas live for up to a year.", "   ", "Concrete floors are cheap."]
+    ranked = await Reranker("pointwise", local_backend).arerank("how long do fleas live", docs)
+    assert ranked.ids[-2:] == ["0", "2"]
+    assert ranked.usage.calls == 2
+    assert ranked.trace.count("info") == 1
+
+
+def test_sync_rerank_works_inside_a_running_loop(local_backend) -> None:
+    reranker = Reranker("pointwise", local_backend, top_n=2)
+
+    async def notebook_cell():
+        return reranker.rerank("what is wifi", ["Wifi is wireless networking.", "Cats purr.", "x"])
+
+    ranked = asyncio.run(notebook_cell())
+    assert len(ranked.selected) == 2 and len(ranked.items) == 3
+    again = reranker.rerank("what is wifi", ["a", "b"])  # and outside a loop, twice
+    assert sorted(again.ids) == ["0", "1"]
+
+
+async def test_truncation_keeps_long_documents_rankable(local_backend) -> None:
+    long_text = "flea " * 20000
+    ranked = await Reranker("pointwise", local_backend).arerank(
+        "fleas", [long_text, "Fleas are insects."]
+    )
+    assert ranked.usage.prompt_tokens < 2 * 250
+
+
+async def test_generation_is_greedy_and_deterministic(local_backend) -> None:
+    messages = [Message("user", "Name a colour.")]
+    first = await local_backend.generate(messages, max_tokens=8)
+    second = await local_backend.generate(messages, max_tokens=8)
+    assert first.text == second.text and first.text.strip()
+    assert 0 < first.completion_tokens <= 8

@@ -1,0 +1,149 @@
+"""OpenAIBackend over real HTTP against a loopback stub: scoring, retries and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from rankwise import BackendError, BackendUnavailableError, OpenAIBackend, Reranker
+from tests.stub_server import Reply, StubServer, completion, user_text, yes_no
+
+DOCS = [
+    {"id": "low", "text": "relevance 0.10"},
+    {"id": "high", "text": "relevance 0.90"},
+    {"id": "mid", "text": "relevance 0.50"},
+]
+
+
+def by_stated_relevance(request) -> Reply:
+    value = float(re.search(r"relevance (\d\.\d+)", user_text(request)).group(1))
+    return Reply(body=yes_no(value, prompt_tokens=20))
+
+
+def backend_for(server: StubServer, **kwargs) -> OpenAIBackend:
+    options = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 2.0}
+    options.update(kwargs)
+    return OpenAIBackend("stub", base_url=server.base_url, **options)
+
+
+async def test_pointwise_reads_yes_no_logprobs(stub) -> None:
+    stub.handler = by_stated_relevance
+    ranked = await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS)
+    assert ranked.ids == ["high", "mid", "low"]
+    assert [round(i.score, 3) for i in ranked.items] == [0.9, 0.5, 0.1]
+    assert ranked.usage.calls == 3 and ranked.usage.prompt_tokens == 60
+    assert ranked.usage.completion_tokens == 3
+    sent = stub.requests[0]
+    assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0.0
+
+
+async def test_429_with_retry_after_is_retried_and_counted(stub) -> None:
+    calls = {"n": 0}
+
+    def handler(request):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return Reply(status=429, body={"error": {"message": "slow down"}},
+                         headers={"retry-after": "0.2"})
+        return by_stated_relevance(request)
+
+    stub.handler = handler
+    started = time.perf_counter()
+    ranked = await Reranker("pointwise", backend_for(stub, max_backoff=1.0)).arerank("q", DOCS[:2])
+    assert time.perf_counter() - started >= 0.2  # Retry-After honoured
+    assert ranked.usage.retries == 1 and ranked.usage.calls == 2
+    assert ranked.ids == ["high", "low"]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_server_errors_are_retried(stub, status) -> None:
+    failures = {"left": 2}
+
+    def handler(request):
+        if failures["left"]:
+            failures["left"] -= 1
+            return Reply(status=status, body={"error": {"message": "boom"}})
+        return by_stated_relevance(request)
+
+    stub.handler = handler
+    ranked = await Reranker("pointwise", backend_for(stub, concurrency=1)).arerank("q", DOCS[:2])
+    assert ranked.usage.retries == 2
+    assert ranked.ids == ["high", "low"]
+
+
+async def test_malformed_json_is_retried_then_a_typed_error(stub) -> None:
+    def handler(request):
+        slow = "0.90" in user_text(request)  # the sibling call: slow, and would be retried too
+        return Reply(body=b'{"choices": [', delay=0.5 if slow else 0.0)
+
+    stub.handler = handler
+    backend = backend_for(stub, max_retries=2)
+    with pytest.raises(BackendError, match="failed after retries"):
+        await Reranker("pointwise", backend).arerank("q", DOCS[:2])
+    await asyncio.sleep(1.0)
+    # 3 tries of the failing document, 1 of the slow one, which was cancelled, not retried.
+    assert len(stub.requests) == 4
+
+
+async def test_empty_choices_is_retried(stub) -> None:
+    answers = iter([Reply(body={"choices": []})])
+    stub.handler = lambda request: next(answers, None) or by_stated_relevance(request)
+    ranked = await Reranker("pointwise", backend_for(stub, concurrency=1)).arerank("q", DOCS[:2])
+    assert ranked.usage.retries == 1
+
+
+async def test_timeout_then_unavailable(stub) -> None:
+    stub.handler = lambda request: Reply(body=yes_no(0.5), delay=1.0)
+    backend = backend_for(stub, timeout=0.2, max_retries=1)
+    with pytest.raises(BackendUnavailableError, match="could not reach"):
+        await Reranker("pointwise", backend).arerank("q", DOCS[:2])
+
+
+async def test_missing_logprobs_fall_back_to_the_text_and_are_traced(stub) -> None:
+    stub.handler = lambda request: Reply(
+        body=completion("Yes" if "0.90" in user_text(request) else "No")
+    )
+    ranked = await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS)
+    assert ranked.ids[0] == "high"
+    assert sorted(ranked.ids) == ["high", "low", "mid"]
+    assert len(ranked.trace.fallbacks) == 3
+
+
+async def test_unreachable_base_url_is_a_clear_error() -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff=0.01)
+    with pytest.raises(BackendUnavailableError, match="base_url"):
+        await Reranker("pointwise", backend).arerank("q", ["a", "b"])
+
+
+async def test_concurrency_is_bounded_and_real(stub) -> None:
+    stub.handler = lambda request: Reply(body=yes_no(0.5), delay=0.2)
+    backend = backend_for(stub, concurrency=4)
+    docs = [f"doc {i}" for i in range(12)]
+    started = time.perf_counter()
+    ranked = await Reranker("pointwise", backend).arerank("q", docs)
+    elapsed = time.perf_counter() - started
+    assert stub.max_in_flight == 4
+    assert elapsed < 12 * 0.2 / 2  # far below the sequential 2.4 s
+    assert len(ranked) == 12
+
+
+async def test_labels_with_leading_space_count_as_the_label(stub) -> None:
+    stub.handler = lambda request: Reply(
+        body=completion(" Yes", top_logprobs={" Yes": -0.2, "Yes": -2.0, " No": -3.0})
+    )
+    ranked = await Reranker("pointwise", backend_for(stub), score_threshold=0.0).arerank("q", ["a"])
+    import math
+
+    p_yes = math.exp(-0.2) + math.exp(-2.0)
+    assert math.isclose(ranked.items[0].score, p_yes / (p_yes + math.exp(-3.0)), rel_tol=1e-6)
+
+
+async def test_one_backend_serves_the_sync_api_and_several_loops(stub) -> None:
+    stub.handler = by_stated_relevance
+    reranker = Reranker("pointwise", backend_for(stub))
+    first = await reranker.arerank("q", DOCS)
+    second = await asyncio.to_thread(reranker.rerank, "q", DOCS)
+    assert first.ids == second.ids == ["high", "mid", "low"]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rankwise import Candidate, DuplicateIdError, InputError, RankedList
+from rankwise.inputs import normalise_documents, normalise_query
+from rankwise.types import RankedCandidate
+
+
+def _item(id_: str, rank: int, score: float) -> RankedCandidate:
+    return RankedCandidate(id=id_, text=id_, score=score, rank=rank, input_rank=rank)
+
+
+def test_strings_get_positional_ids() -> None:
+    docs = normalise_documents(["a", "b", ""])
+    assert [d.id for d in docs] == ["0", "1", "2"]
+    assert [d.text for d in docs] == ["a", "b", ""]
+
+
+def test_dicts_keep_id_score_and_metadata() -> None:
+    docs = normalise_documents(
+        [{"id": 7, "text": "x", "score": 1.5, "metadata": {"source": "s"}}, {"docid": "d", "text": "y"}]
+    )
+    assert docs[0] == Candidate(id="7", text="x", score=1.5, metadata={"source": "s"})
+    assert docs[1].id == "d"
+
+
+def test_candidates_pass_through() -> None:
+    candidate = Candidate(id="c", text="t")
+    assert normalise_documents([candidate]) == [candidate]
+
+
+def test_duplicate_ids_are_an_error_that_names_them() -> None:
+    with pytest.raises(DuplicateIdError, match="documents 0 and 2 share the id 'a'"):
+        normalise_documents([{"id": "a", "text": "1"}, {"id": "b", "text": "2"}, {"id": "a", "text": "3"}])
+
+
+@pytest.mark.parametrize(
+    ("documents", "message"),
+    [
+        ([{"text": 5}], "text of type int"),
+        ([{"body": "x"}], "has no 'text' key"),
+        ([3.0], "document 0 is a float"),
+        ("just a string", "not a single str"),
+        (None, "documents is None"),
+        ([{"text": "x", "score": "high"}], "non-numeric score"),
+    ],
+)
+def test_bad_documents_raise_input_error(documents: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        normalise_documents(documents)  # type: ignore[arg-type]
+
+
+def test_query_must_be_text() -> None:
+    with pytest.raises(InputError, match="query must be a str"):
+        normalise_query(["q"])
+
+
+@given(st.lists(st.text(max_size=20), max_size=30))
+def test_normaliser_keeps_every_document_in_order(texts: list[str]) -> None:
+    docs = normalise_documents(texts)
+    assert [d.text for d in docs] == texts
+    assert len({d.id for d in docs}) == len(texts)
+
+
+def test_ranked_list_rejects_duplicates_and_bad_ranks() -> None:
+    with pytest.raises(ValueError, match="exactly once"):
+        RankedList(query="q", method="m", model="x", score_kind="rank",
+                   items=[_item("a", 1, 1.0), _item("a", 2, 0.5)])
+    with pytest.raises(ValueError, match="ranks must be"):
+        RankedList(query="q", method="m", model="x", score_kind="rank",
+                   items=[_item("a", 2, 1.0), _item("b", 1, 0.5)])
+
+
+def test_selected_and_cut_partition_the_list() -> None:
+    items = [_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)]
+    ranked = RankedList(query="q", method="m", model="x", score_kind="probability", items=items,
+                        top_n=2, score_threshold=0.5)
+    assert [i.id for i in ranked.selected] == ["a", "b"]
+    assert [i.id for i in ranked.cut] == ["c"]
+    ranked.score_threshold = 0.7
+    assert [i.id for i in ranked.selected] == ["a"]
+    assert [i.id for i in ranked.cut] == ["b", "c"]
+    ranked.abstained = True
+    assert ranked.selected == [] and len(ranked.cut) == 3
