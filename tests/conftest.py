@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rankwise.evaluate import QueryRecord, load_qrels, load_queries  # noqa: E402
-from tests.stub_server import StubServer  # noqa: E402
+from rankwise.evaluate import QueryRecord, load_qrels, load_queries
+from tests.stub_server import StubServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DL19 = ROOT / "data" / "dl19"

@@ -49,8 +49,12 @@ def completion(
         ]
         choice["logprobs"] = {
             "content": [
-                {"token": best, "logprob": top_logprobs[best], "bytes": None,
-                 "top_logprobs": alternatives}
+                {
+                    "token": best,
+                    "logprob": top_logprobs[best],
+                    "bytes": None,
+                    "top_logprobs": alternatives,
+                }
             ]
         }
     return {
@@ -71,8 +75,9 @@ def yes_no(p_yes: float, **kwargs: Any) -> dict[str, Any]:
     """A yes/no answer with the given P(Yes) (and P(No) = 1 - P(Yes))."""
     p_yes = min(max(p_yes, 1e-6), 1 - 1e-6)
     text = "Yes" if p_yes >= 0.5 else "No"
-    return completion(text, top_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)},
-                      **kwargs)
+    return completion(
+        text, top_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)}, **kwargs
+    )
 
 
 class StubServer:
@@ -139,6 +144,4 @@ class StubServer:
 
 def user_text(request: dict[str, Any]) -> str:
     """All user-message text of a chat request, joined."""
-    return "\n".join(
-        m["content"] for m in request.get("messages", []) if m.get("role") == "user"
-    )
+    return "\n".join(m["content"] for m in request.get("messages", []) if m.get("role") == "user")

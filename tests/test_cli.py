@@ -10,17 +10,38 @@ from rankwise.cli import main
 from tests.conftest import DL19
 
 REPORT_KEYS = {
-    "method", "model", "queries", "depth", "ndcg@10", "input_ndcg@10",
-    "calls", "prompt_tokens", "completion_tokens", "seconds",
+    "method",
+    "model",
+    "queries",
+    "depth",
+    "ndcg@10",
+    "input_ndcg@10",
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "seconds",
 }
 
 
 def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
     report_path = tmp_path / "r.json"
-    code = main([
-        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
-        "--method", "pointwise", "--depth", "6", "--queries", "2", "--report", str(report_path),
-    ])
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(DL19 / "bm25-top100.jsonl"),
+            "--qrels",
+            str(DL19 / "qrels.txt"),
+            "--method",
+            "pointwise",
+            "--depth",
+            "6",
+            "--queries",
+            "2",
+            "--report",
+            str(report_path),
+        ]
+    )
     assert code == 0
     report = json.loads(report_path.read_text())
     assert REPORT_KEYS <= set(report)
@@ -33,10 +54,21 @@ def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
 
 def test_rerank_writes_a_trec_run_with_every_document(tmp_path) -> None:
     output = tmp_path / "run.trec"
-    code = main([
-        "rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--method", "pointwise-qlm",
-        "--depth", "5", "--queries", "2", "--output", str(output),
-    ])
+    code = main(
+        [
+            "rerank",
+            "--data",
+            str(DL19 / "bm25-top100.jsonl"),
+            "--method",
+            "pointwise-qlm",
+            "--depth",
+            "5",
+            "--queries",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
     assert code == 0
     rows = [line.split() for line in output.read_text().splitlines()]
     assert len(rows) == 10
@@ -56,11 +88,25 @@ def test_demo_prints_before_and_after(capsys) -> None:
 
 
 def test_unreachable_server_is_a_clean_error(capsys) -> None:
-    code = main([
-        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
-        "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
-        "--depth", "3", "--queries", "1",
-    ])
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(DL19 / "bm25-top100.jsonl"),
+            "--qrels",
+            str(DL19 / "qrels.txt"),
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--depth",
+            "3",
+            "--queries",
+            "1",
+        ]
+    )
     assert code == 2
     assert "could not reach http://127.0.0.1:9/v1" in capsys.readouterr().err
 

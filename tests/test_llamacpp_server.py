@@ -29,23 +29,36 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory) -> Iterator[str]:
     if importlib.util.find_spec("llama_cpp") is None:
         if os.environ.get("RANKWISE_REQUIRE_SERVER"):
             pytest.fail("llama-cpp-python[server] is not installed; run ./run setup")
         pytest.skip("llama-cpp-python[server] is not installed")
     port = _free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--logits_all", "True",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(default_gguf_path()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--logits_all",
+        "True",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = log_path.open("wb")  # a file, not a pipe: the server logs a lot and must not block
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {process.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"llama.cpp server exited: {log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
                     json.load(response)
@@ -61,6 +74,7 @@ def llama_server() -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 async def test_pointwise_through_the_real_server(llama_server, dl19, local_backend) -> None:
@@ -83,12 +97,31 @@ async def test_pointwise_through_the_real_server(llama_server, dl19, local_backe
 
 def test_cli_eval_against_the_server(llama_server, tmp_path) -> None:
     report_path = tmp_path / "r.json"
-    code = main([
-        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
-        "--method", "pointwise", "--depth", "5", "--queries", "2",
-        "--backend", "openai", "--model", "smollm2", "--base-url", llama_server,
-        "--timeout", "120", "--report", str(report_path),
-    ])
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(DL19 / "bm25-top100.jsonl"),
+            "--qrels",
+            str(DL19 / "qrels.txt"),
+            "--method",
+            "pointwise",
+            "--depth",
+            "5",
+            "--queries",
+            "2",
+            "--backend",
+            "openai",
+            "--model",
+            "smollm2",
+            "--base-url",
+            llama_server,
+            "--timeout",
+            "120",
+            "--report",
+            str(report_path),
+        ]
+    )
     assert code == 0
     report = json.loads(report_path.read_text())
     assert report["backend"] == "openai" and report["calls"] == 10

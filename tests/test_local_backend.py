@@ -33,11 +33,17 @@ async def test_batched_logprobs_equal_one_at_a_time(local_backend, dl19) -> None
     """Padding and batching must not change the numbers."""
     record = dl19[0]
     prompts = [
-        [Message("user", f"Passage: {doc['text'][:400]}\nQuery: {record.query}\nAnswer 'Yes' or 'No'")]
+        [
+            Message(
+                "user", f"Passage: {doc['text'][:400]}\nQuery: {record.query}\nAnswer 'Yes' or 'No'"
+            )
+        ]
         for doc in _docs(record, 6)
     ]
     alone = [await local_backend.label_logprobs(p, ["Yes", "No"]) for p in prompts]
-    together = await asyncio.gather(*(local_backend.label_logprobs(p, ["Yes", "No"]) for p in prompts))
+    together = await asyncio.gather(
+        *(local_backend.label_logprobs(p, ["Yes", "No"]) for p in prompts)
+    )
     for a, b in zip(alone, together, strict=True):
         assert a.prompt_tokens == b.prompt_tokens
         for label in ("Yes", "No"):

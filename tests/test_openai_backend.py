@@ -46,8 +46,9 @@ async def test_429_with_retry_after_is_retried_and_counted(stub) -> None:
     def handler(request):
         calls["n"] += 1
         if calls["n"] == 1:
-            return Reply(status=429, body={"error": {"message": "slow down"}},
-                         headers={"retry-after": "0.2"})
+            return Reply(
+                status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "0.2"}
+            )
         return by_stated_relevance(request)
 
     stub.handler = handler

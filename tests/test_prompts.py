@@ -18,7 +18,9 @@ def test_multi_message_templates_split_on_role_lines() -> None:
     )
     messages = template.render(query="x")
     assert [(m.role, m.content) for m in messages] == [
-        ("system", "You rank."), ("user", "Q: x\nmore"), ("assistant", "Ok.")
+        ("system", "You rank."),
+        ("user", "Q: x\nmore"),
+        ("assistant", "Ok."),
     ]
 
 

@@ -21,7 +21,10 @@ def test_strings_get_positional_ids() -> None:
 
 def test_dicts_keep_id_score_and_metadata() -> None:
     docs = normalise_documents(
-        [{"id": 7, "text": "x", "score": 1.5, "metadata": {"source": "s"}}, {"docid": "d", "text": "y"}]
+        [
+            {"id": 7, "text": "x", "score": 1.5, "metadata": {"source": "s"}},
+            {"docid": "d", "text": "y"},
+        ]
     )
     assert docs[0] == Candidate(id="7", text="x", score=1.5, metadata={"source": "s"})
     assert docs[1].id == "d"
@@ -34,7 +37,9 @@ def test_candidates_pass_through() -> None:
 
 def test_duplicate_ids_are_an_error_that_names_them() -> None:
     with pytest.raises(DuplicateIdError, match="documents 0 and 2 share the id 'a'"):
-        normalise_documents([{"id": "a", "text": "1"}, {"id": "b", "text": "2"}, {"id": "a", "text": "3"}])
+        normalise_documents(
+            [{"id": "a", "text": "1"}, {"id": "b", "text": "2"}, {"id": "a", "text": "3"}]
+        )
 
 
 @pytest.mark.parametrize(
@@ -67,17 +72,34 @@ def test_normaliser_keeps_every_document_in_order(texts: list[str]) -> None:
 
 def test_ranked_list_rejects_duplicates_and_bad_ranks() -> None:
     with pytest.raises(ValueError, match="exactly once"):
-        RankedList(query="q", method="m", model="x", score_kind="rank",
-                   items=[_item("a", 1, 1.0), _item("a", 2, 0.5)])
+        RankedList(
+            query="q",
+            method="m",
+            model="x",
+            score_kind="rank",
+            items=[_item("a", 1, 1.0), _item("a", 2, 0.5)],
+        )
     with pytest.raises(ValueError, match="ranks must be"):
-        RankedList(query="q", method="m", model="x", score_kind="rank",
-                   items=[_item("a", 2, 1.0), _item("b", 1, 0.5)])
+        RankedList(
+            query="q",
+            method="m",
+            model="x",
+            score_kind="rank",
+            items=[_item("a", 2, 1.0), _item("b", 1, 0.5)],
+        )
 
 
 def test_selected_and_cut_partition_the_list() -> None:
     items = [_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)]
-    ranked = RankedList(query="q", method="m", model="x", score_kind="probability", items=items,
-                        top_n=2, score_threshold=0.5)
+    ranked = RankedList(
+        query="q",
+        method="m",
+        model="x",
+        score_kind="probability",
+        items=items,
+        top_n=2,
+        score_threshold=0.5,
+    )
     assert [i.id for i in ranked.selected] == ["a", "b"]
     assert [i.id for i in ranked.cut] == ["c"]
     ranked.score_threshold = 0.7

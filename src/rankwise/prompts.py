@@ -1,19 +1,26 @@
 """Prompt templates, loaded by name from the ``prompts/`` folder shipped with the package.
 
-A template file is plain text with ``{placeholder}`` fields. A file may hold several chat
-messages, each introduced by a line such as ``=== system ===``, ``=== user ===`` or
-``=== assistant ===``; a file with no such line is one user message. Only the placeholders
-that are passed are replaced, in a single pass, so braces inside passage text are safe.
+A template file is plain text with ``{placeholder}`` fields, split into sections by marker lines:
 
-Override any template by passing ``prompts={"name": "template text"}`` to :class:`Reranker`,
-or by pointing ``RANKWISE_PROMPTS_DIR`` at a folder of files with the same names.
+- ``=== system ===``, ``=== user ===``, ``=== assistant ===``: one chat message each. A file
+  with no marker is one user message.
+- ``=== user, each passage ===`` / ``=== assistant, each passage ===``: messages repeated once
+  per passage (RankGPT's multi-turn format), filled from that passage's fields.
+- ``=== each passage ===``: the format of one passage inside the ``{passages}`` field; the
+  passages are joined by a newline, or by what the marker names (``=== each passage,
+  separated by a blank line ===``).
+
+Only the placeholders that are passed are replaced, in a single pass, so braces inside
+passage text are safe. Override any template by passing ``prompts={"name": "template text"}``
+to :class:`Reranker`, or by pointing ``RANKWISE_PROMPTS_DIR`` at a folder of files with the
+same names.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,7 +30,12 @@ from typing import Literal
 from rankwise.errors import PromptNotFoundError
 
 Role = Literal["system", "user", "assistant"]
-_ROLE_LINE = re.compile(r"^=== (system|user|assistant) ===$", re.MULTILINE)
+_MARKER = re.compile(
+    r"^=== (system|user|assistant|each passage)(, each passage)?"
+    r"(?:, separated by (a newline|a blank line|nothing))? ===$",
+    re.MULTILINE,
+)
+_SEPARATORS = {None: "\n", "a newline": "\n", "a blank line": "\n\n", "nothing": ""}
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
@@ -39,39 +51,82 @@ class Message:
 
 
 @dataclass(frozen=True)
+class _Part:
+    role: Role
+    text: str
+    per_passage: bool = False
+
+
+@dataclass(frozen=True)
 class PromptTemplate:
-    """A parsed template: a list of (role, text) parts with placeholders."""
+    """A parsed template: chat-message parts and an optional per-passage format."""
 
     name: str
-    parts: tuple[tuple[Role, str], ...]
+    parts: tuple[_Part, ...]
+    passage_format: str | None = None
+    passage_separator: str = "\n"
 
     @classmethod
     def parse(cls, name: str, source: str) -> PromptTemplate:
-        """Split a template file into messages."""
+        """Split a template file into its sections."""
         if source.endswith("\n"):
             source = source[:-1]
-        markers = list(_ROLE_LINE.finditer(source))
+        markers = list(_MARKER.finditer(source))
         if not markers:
-            return cls(name, (("user", source),))
-        parts: list[tuple[Role, str]] = []
+            return cls(name, (_Part("user", source),))
+        parts: list[_Part] = []
+        leading = source[: markers[0].start()]
+        if leading.strip():  # text before the first marker is a user message
+            parts.append(_Part("user", leading[:-1] if leading.endswith("\n") else leading))
+        passage_format: str | None = None
+        separator = "\n"
         for index, marker in enumerate(markers):
             end = markers[index + 1].start() - 1 if index + 1 < len(markers) else len(source)
             body = source[marker.end() + 1 : end]
-            parts.append((marker.group(1), body))  # type: ignore[arg-type]
-        return cls(name, tuple(parts))
+            kind, repeated, joiner = marker.groups()
+            if kind == "each passage":
+                passage_format, separator = body, _SEPARATORS[joiner]
+            else:
+                parts.append(_Part(kind, body, per_passage=repeated is not None))  # type: ignore[arg-type]
+        return cls(name, tuple(parts), passage_format, separator)
 
     @property
     def fields(self) -> set[str]:
         """The placeholder names this template uses."""
-        return {match.group(1) for _, text in self.parts for match in _FIELD.finditer(text)}
+        texts = [part.text for part in self.parts] + [self.passage_format or ""]
+        return {match.group(1) for text in texts for match in _FIELD.finditer(text)}
 
-    def render(self, **values: object) -> list[Message]:
-        """Fill the placeholders and return chat messages."""
-        return [Message(role, fill(text, values)) for role, text in self.parts]
+    def render(
+        self, passages: Sequence[Mapping[str, object]] = (), **values: object
+    ) -> list[Message]:
+        """Fill the placeholders and return chat messages.
 
-    def render_text(self, **values: object) -> str:
-        """Fill the placeholders of a single-message template and return its text."""
-        return "\n\n".join(message.content for message in self.render(**values))
+        ``passages`` fill the per-passage messages and the ``{passages}`` field.
+        """
+        if self.passage_format is not None:
+            values["passages"] = self.passage_separator.join(
+                fill(self.passage_format, {**values, **item}) for item in passages
+            )
+        messages: list[Message] = []
+        index = 0
+        while index < len(self.parts):
+            part = self.parts[index]
+            if not part.per_passage:
+                messages.append(Message(part.role, fill(part.text, values)))
+                index += 1
+                continue
+            block = []
+            while index < len(self.parts) and self.parts[index].per_passage:
+                block.append(self.parts[index])
+                index += 1
+            for item in passages:
+                merged = {**values, **item}
+                messages.extend(Message(p.role, fill(p.text, merged)) for p in block)
+        return messages
+
+    def render_text(self, passages: Sequence[Mapping[str, object]] = (), **values: object) -> str:
+        """Fill the placeholders and return the messages' text joined by blank lines."""
+        return "\n\n".join(message.content for message in self.render(passages, **values))
 
 
 def fill(text: str, values: Mapping[str, object]) -> str:

@@ -26,6 +26,8 @@ from rankwise.prompts import Message
 T = TypeVar("T")
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+_PREFIX_TOKENS = 3  # tokens generated to get past an assistant prefix such as "["
 
 
 class MalformedResponseError(BackendError):
@@ -128,24 +130,31 @@ class OpenAIBackend:
     async def label_logprobs(
         self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
     ) -> LabelLogprobs:
+        """First-token log-probs of ``labels`` among the top alternatives.
+
+        Chat APIs cannot be made to continue a partial assistant turn, so an
+        ``assistant_prefix`` (such as FIRST's ``[``) is handled by generating a few tokens and
+        reading the alternatives at the position right after the prefix.
+        """
         if not self._capabilities.logprobs:
             raise CapabilityError(f"{self.model_name} was configured without log-probs")
-        if assistant_prefix:
-            messages = [*messages, Message("assistant", assistant_prefix)]
+        prefix = assistant_prefix.strip()
         response, retries = await self._complete(
             messages,
-            max_tokens=1,
+            max_tokens=1 + (_PREFIX_TOKENS if prefix else 0),
             temperature=0.0,
             logprobs=True,
-            top_logprobs=self.top_logprobs,
+            top_logprobs=min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
         )
         choice = response.choices[0]
         usage = response.usage
         found: dict[str, float] = {}
         content = choice.logprobs.content if choice.logprobs is not None else None
         if content:
-            alternatives = [(alt.token, alt.logprob) for alt in content[0].top_logprobs or []]
-            alternatives.append((content[0].token, content[0].logprob))
+            position = _position_after(content, prefix)
+            entry = content[position]
+            alternatives = [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
+            alternatives.append((entry.token, entry.logprob))
             found = _match_labels(alternatives, labels)
         return LabelLogprobs(
             logprobs=found,
@@ -214,6 +223,19 @@ class OpenAIBackend:
         delay = min(self.max_backoff, self.backoff * (2**retries)) * (0.5 + random.random() / 2)
         after = _retry_after(error)
         return min(self.max_backoff, after) if after is not None else delay
+
+
+def _position_after(content: Sequence[Any], prefix: str) -> int:
+    """Index of the generated token that follows ``prefix`` (0 when there is no prefix or the
+    model did not write it)."""
+    if not prefix:
+        return 0
+    written = ""
+    for index, entry in enumerate(content[:-1]):
+        written += entry.token
+        if written.strip().endswith(prefix):
+            return index + 1
+    return 0
 
 
 def _match_labels(alternatives: list[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:

@@ -8,13 +8,24 @@ from typing import Any
 from rankwise.backends.base import Capabilities
 from rankwise.errors import UnknownMethodError
 from rankwise.methods.base import MethodResult, RankingMethod
+from rankwise.methods.first import First
+from rankwise.methods.listwise import ListwiseFull, ListwiseSlidingWindow
+from rankwise.methods.pairwise import PairwiseAllPairs, PairwiseHeapsort, PairwiseSliding
 from rankwise.methods.pointwise import PointwiseYesNo, QueryLikelihood
+from rankwise.methods.setwise import SetwiseHeapsort
 
 METHODS: dict[str, type[RankingMethod]] = {
     cls.name: cls
     for cls in (
         PointwiseYesNo,
         QueryLikelihood,
+        PairwiseAllPairs,
+        PairwiseHeapsort,
+        PairwiseSliding,
+        ListwiseSlidingWindow,
+        ListwiseFull,
+        First,
+        SetwiseHeapsort,
     )
 }
 

@@ -1,0 +1,82 @@
+"""FIRST: listwise ranking from the logits of the first generated identifier token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rankwise.context import RankContext
+from rankwise.methods.base import MethodResult, RankingMethod, rank_scores
+from rankwise.methods.windows import slide, window_starts
+from rankwise.parsing import LETTERS, fence_ids, first_words
+from rankwise.types import Candidate
+
+
+class First(RankingMethod):
+    """FIRST (Reddy et al., 2024): one forward pass per window, no generation.
+
+    Passages get letter ids ``[A]``..; after the chat prompt and a literal ``[``, the
+    log-probs of the single-token letters order the window (letters the model did not
+    list, on APIs, follow in their current order and are traced). Windows slide as in
+    RankGPT. Calls: ``ceil((N - window) / step) + 1`` for N > window, else 1. Score:
+    ``1 / rank``.
+    """
+
+    name = "first"
+    score_kind = "rank"
+    requires = ("chat", "logprobs")
+
+    def __init__(
+        self,
+        *,
+        window: int = 20,
+        step: int = 10,
+        max_words: int | None = 300,
+        prompt: str = "first",
+    ) -> None:
+        if not 2 <= window <= len(LETTERS):
+            raise ValueError(f"FIRST uses letter ids, so 2 <= window <= 26 (got {window})")
+        if step < 1:
+            raise ValueError("step must be >= 1")
+        self.window = window
+        self.step = step
+        self.max_words = max_words
+        self.prompt = prompt
+
+    def expected_calls(self, n: int) -> int:
+        return len(window_starts(n, self.window, self.step))
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        template = context.prompts.get(self.prompt)
+        safe_query = fence_ids(query)
+
+        async def rank_window(positions: list[int]) -> list[int]:
+            labels = LETTERS[: len(positions)]
+            passages = [
+                {
+                    "label": labels[k],
+                    "passage": fence_ids(first_words(candidates[p].text, self.max_words)),
+                }
+                for k, p in enumerate(positions)
+            ]
+            messages = template.render(
+                passages,
+                query=safe_query,
+                num=len(positions),
+                example_ordering="[B] > [A]",
+            )
+            answer = await context.label_logprobs(messages, list(labels), assistant_prefix="[")
+            seen = sorted(answer.logprobs, key=lambda label: -answer.logprobs[label])
+            missing = [label for label in labels if label not in answer.logprobs]
+            if missing:
+                context.trace.record(
+                    "repair" if seen else "fallback",
+                    f"{len(missing)} identifier(s) had no log-prob; kept in window order",
+                    window=list(positions),
+                    missing=len(missing),
+                )
+            return [positions[labels.index(label)] for label in seen + missing]
+
+        order = await slide(list(range(len(candidates))), self.window, self.step, rank_window)
+        return MethodResult(order, rank_scores(order))

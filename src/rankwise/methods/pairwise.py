@@ -1,0 +1,251 @@
+"""Pairwise Ranking Prompting (PRP, Qin et al. 2023): all pairs, heapsort top-k, sliding-K.
+
+Every comparison asks both orders, (a, b) and (b, a); a wins only when both answers agree,
+otherwise it is a tie. On backends with exact log-probs (local models) the answer is read in
+scoring mode, comparing the log-probs of "A" and "B" after the prefix "Passage:"; elsewhere the
+model generates and the text is parsed ("Passage A/B", else a bare letter). Unreadable
+answers count as ties and are summed up in the trace.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Literal
+
+from rankwise._concurrency import gather_all
+from rankwise.context import RankContext
+from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores, rank_scores
+from rankwise.parsing import parse_choice
+from rankwise.types import Candidate
+
+Mode = Literal["auto", "score", "generate"]
+LABELS = "AB"
+
+
+class Comparator:
+    """Asks the model which of two passages is more relevant, in both orders."""
+
+    def __init__(
+        self,
+        query: str,
+        candidates: Sequence[Candidate],
+        context: RankContext,
+        *,
+        prompt: str,
+        mode: Mode,
+        max_passage_tokens: int | None,
+        labels: str = LABELS,
+    ) -> None:
+        self.query = query
+        self.context = context
+        self.template = context.prompts.get(prompt)
+        self.texts = [context.truncate(c.text, max_passage_tokens) for c in candidates]
+        exact = context.backend.capabilities.exact_logprobs
+        self.mode: Mode = ("score" if exact else "generate") if mode == "auto" else mode
+        self.labels = labels
+        self.comparisons = 0
+        self.unreadable = 0
+        self.answers = 0
+
+    async def choose(self, positions: Sequence[int], **fields: str) -> int | None:
+        """Index (into ``positions``) of the passage the model picks, or None if unreadable."""
+        self.answers += 1
+        messages = self.template.render(
+            [{"label": self.labels[k], "passage": self.texts[p]} for k, p in enumerate(positions)],
+            query=self.query,
+            **fields,
+        )
+        labels = self.labels[: len(positions)]
+        if self.mode == "score":
+            answer = await self.context.label_logprobs(
+                messages, [f" {label}" for label in labels], assistant_prefix="Passage:"
+            )
+            if len(answer.logprobs) == len(labels):
+                return max(range(len(labels)), key=lambda k: answer.logprobs[f" {labels[k]}"])
+            choice = parse_choice(answer.text, labels)
+        else:
+            generated = await self.context.generate(messages, max_tokens=8)
+            choice = parse_choice(generated.text, labels)
+        if choice is None:
+            self.unreadable += 1
+        return choice
+
+    async def prefer(self, a: int, b: int) -> int:
+        """+1 if ``a`` beats ``b`` in both orders, -1 if ``b`` beats ``a``, else 0."""
+        self.comparisons += 1
+        first, second = await gather_all(
+            [
+                self.choose([a, b], doc1=self.texts[a], doc2=self.texts[b]),
+                self.choose([b, a], doc1=self.texts[b], doc2=self.texts[a]),
+            ]
+        )
+        if first == 0 and second == 1:
+            return 1
+        if first == 1 and second == 0:
+            return -1
+        return 0
+
+    def report(self) -> None:
+        """Record comparison counts and unreadable answers in the trace."""
+        self.context.trace.record(
+            "info",
+            f"{self.comparisons} comparisons, mode {self.mode}",
+            comparisons=self.comparisons,
+        )
+        if self.unreadable:
+            self.context.trace.record(
+                "fallback",
+                f"{self.unreadable} of {self.answers} answers named no passage; counted as ties "
+                "(or kept the parent)",
+                unreadable=self.unreadable,
+                answers=self.answers,
+            )
+
+
+class _PairwiseMethod(RankingMethod):
+    requires = ("chat",)
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "auto",
+        max_passage_tokens: int | None = 128,
+        prompt: str = "prp",
+        top_k: int = 10,
+    ) -> None:
+        if mode not in ("auto", "score", "generate"):
+            raise ValueError(f"mode must be 'auto', 'score' or 'generate', got {mode!r}")
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        self.mode: Mode = mode
+        self.max_passage_tokens = max_passage_tokens
+        self.prompt = prompt
+        self.top_k = top_k
+
+    def missing_capabilities(self, capabilities):  # type: ignore[no-untyped-def]
+        missing = super().missing_capabilities(capabilities)
+        if self.mode == "score" and not capabilities.exact_logprobs:
+            missing.append("exact_logprobs")
+        return missing
+
+    labels: str = LABELS
+
+    def comparator(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> Comparator:
+        return Comparator(
+            query,
+            candidates,
+            context,
+            prompt=self.prompt,
+            mode=self.mode,
+            max_passage_tokens=self.max_passage_tokens,
+            labels=self.labels,
+        )
+
+
+class PairwiseAllPairs(_PairwiseMethod):
+    """PRP-Allpair: every pair in both orders, all concurrent. Calls: N·(N−1).
+    Score: wins + 0.5·ties (a Borda count in [0, N−1]); ties keep input order."""
+
+    name = "prp-allpair"
+    score_kind = "wins"
+
+    def expected_calls(self, n: int) -> int:
+        return n * (n - 1)
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        compare = self.comparator(query, candidates, context)
+        pairs = list(itertools.combinations(range(len(candidates)), 2))
+        outcomes = await gather_all(compare.prefer(a, b) for a, b in pairs)
+        scores = [0.0] * len(candidates)
+        for (a, b), outcome in zip(pairs, outcomes, strict=True):
+            if outcome == 1:
+                scores[a] += 1
+            elif outcome == -1:
+                scores[b] += 1
+            else:
+                scores[a] += 0.5
+                scores[b] += 0.5
+        compare.report()
+        return MethodResult(order_by_scores(scores), scores)
+
+
+class PairwiseHeapsort(_PairwiseMethod):
+    """PRP-Sorting: heapsort where a > b only on a consistent win; extracts the top ``top_k``,
+    the rest follow in first-stage order. Calls: 2 per comparison, O(N + k·log N)
+    comparisons, depending on the answers (the trace records the count). Score: 1/rank."""
+
+    name = "prp-heapsort"
+    score_kind = "rank"
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        compare = self.comparator(query, candidates, context)
+
+        async def greater(a: int, b: int) -> bool:
+            return await compare.prefer(a, b) == 1
+
+        order = await heap_top_k(list(range(len(candidates))), self.top_k, greater, children=2)
+        compare.report()
+        return MethodResult(order, rank_scores(order))
+
+
+class PairwiseSliding(_PairwiseMethod):
+    """PRP-Sliding-K: ``top_k`` bubble passes from the bottom up, swapping neighbours on a
+    consistent win. Calls: 2·Σ_{i<K}(N−1−i) with K = min(top_k, N−1). Score: 1/rank."""
+
+    name = "prp-sliding"
+    score_kind = "rank"
+
+    def expected_calls(self, n: int) -> int:
+        passes = min(self.top_k, n - 1)
+        return 2 * sum(n - 1 - i for i in range(passes))
+
+    async def rank(
+        self, query: str, candidates: Sequence[Candidate], context: RankContext
+    ) -> MethodResult:
+        compare = self.comparator(query, candidates, context)
+        order = list(range(len(candidates)))
+        for settled in range(min(self.top_k, len(order) - 1)):
+            for j in range(len(order) - 2, settled - 1, -1):
+                if await compare.prefer(order[j + 1], order[j]) == 1:
+                    order[j], order[j + 1] = order[j + 1], order[j]
+        compare.report()
+        return MethodResult(order, rank_scores(order))
+
+
+async def heap_top_k(items: list[int], k: int, greater, children: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Pairwise heapsort (``children`` = 2) of ``items``: the top ``k`` by ``greater``, then
+    the rest in their original order."""
+    heap = list(items)
+
+    async def heapify(size: int, root: int) -> None:
+        while True:
+            largest = root
+            for child in range(children * root + 1, min(children * root + children + 1, size)):
+                if await greater(heap[child], heap[largest]):
+                    largest = child
+            if largest == root:
+                return
+            heap[root], heap[largest] = heap[largest], heap[root]
+            root = largest
+
+    size = len(heap)
+    for root in range(size // children, -1, -1):
+        await heapify(size, root)
+    top: list[int] = []
+    for end in range(size - 1, 0, -1):
+        heap[0], heap[end] = heap[end], heap[0]
+        top.append(heap[end])
+        if len(top) == k:
+            break
+        await heapify(end, 0)
+    if len(top) < k and len(top) < len(items):  # the last remaining item is the next best
+        top.append(heap[0])
+    chosen = set(top)
+    return top + [item for item in items if item not in chosen]
