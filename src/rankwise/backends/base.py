@@ -76,6 +76,19 @@ class ContinuationLogprobs:
         return self.total / len(self.token_logprobs) if self.token_logprobs else float("-inf")
 
 
+@dataclass
+class AttentionScan:
+    """Attention paid by query texts to a context, summed over heads and layers.
+
+    ``spans[i]`` is the token range of context piece ``i``; ``attention[q][t]`` is the mean,
+    over the tokens of query text ``q``, of the attention to context token ``t``.
+    """
+
+    spans: list[tuple[int, int]]
+    attention: list[list[float]]
+    prompt_tokens: int = 0
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An LLM that rankwise methods can call. All calls are async."""

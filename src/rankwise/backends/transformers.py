@@ -6,6 +6,7 @@ coroutines are coalesced into padded, length-sorted batches (see :mod:`rankwise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -15,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.base import (
+    AttentionScan,
+    Capabilities,
+    ContinuationLogprobs,
+    Generation,
+    LabelLogprobs,
+)
 from rankwise.backends.batching import BatchStats, MicroBatcher
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
@@ -177,8 +184,74 @@ class TransformersBackend:
         request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
         return await self._continuations.submit(request)
 
+    async def query_attention(
+        self, context_pieces: Sequence[str], query_texts: Sequence[str]
+    ) -> AttentionScan:
+        """Attention from each query text to every context token (see :class:`AttentionScan`).
+
+        The context is encoded once; its key/value cache is reused for each query text.
+        Runs with eager attention for this call only, on the model's worker thread.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._attention_scan, list(context_pieces), list(query_texts)
+        )
+
+    def chat_affixes(self) -> tuple[str, str]:
+        """The chat template's text before and after a lone user message."""
+        sentinel = "\u2063RANKWISE\u2063"
+        rendered = self.chat_prompt([Message("user", sentinel)])
+        before, _, after = rendered.partition(sentinel)
+        return before, after
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)
+
+    def _attention_scan(self, pieces: list[str], query_texts: list[str]) -> AttentionScan:
+        started = time.perf_counter()
+        context_ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for piece in pieces:
+            ids = self.tokenizer.encode(piece, add_special_tokens=False)
+            spans.append((len(context_ids), len(context_ids) + len(ids)))
+            context_ids.extend(ids)
+        previous = getattr(self.model.config, "_attn_implementation", None)
+        self.model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                prefix = torch.tensor([context_ids], device=self._device)
+                cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                cache = cache.past_key_values
+                attention: list[list[float]] = []
+                query_tokens = 0
+                for text in query_texts:
+                    ids = self.tokenizer.encode(text, add_special_tokens=False)
+                    query_tokens += len(ids)
+                    query = torch.tensor([ids], device=self._device)
+                    positions = torch.arange(len(context_ids), len(context_ids) + len(ids))
+                    output = self.model(
+                        input_ids=query,
+                        past_key_values=cache,
+                        position_ids=positions.unsqueeze(0).to(self._device),
+                        use_cache=True,
+                        output_attentions=True,
+                        logits_to_keep=1,
+                    )
+                    total = None
+                    for layer in output.attentions:  # (1, heads, query, context + query)
+                        summed = layer[0, :, :, : len(context_ids)].float().sum(dim=0)
+                        total = summed if total is None else total + summed
+                    attention.append(total.mean(dim=0).tolist())
+                    cache.crop(-len(ids))  # drop this query, keep the shared context
+        finally:
+            if previous:
+                self.model.set_attn_implementation(previous)
+        self.stats.seconds += time.perf_counter() - started
+        return AttentionScan(
+            spans=spans,
+            attention=attention,
+            prompt_tokens=len(context_ids) + query_tokens,
+        )
 
     # ------------------------------------------------------------------ batched work
     def _padded(self, sequences: list[list[int]]) -> tuple[Any, Any, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rankwise.backends.base import Capabilities
 from rankwise.errors import UnknownMethodError
+from rankwise.methods.attention import InContextReranking
 from rankwise.methods.base import MethodResult, RankingMethod
 from rankwise.methods.first import First
 from rankwise.methods.listwise import ListwiseFull, ListwiseSlidingWindow
@@ -26,6 +27,7 @@ METHODS: dict[str, type[RankingMethod]] = {
         ListwiseFull,
         First,
         SetwiseHeapsort,
+        InContextReranking,
     )
 }
 

@@ -16,6 +16,7 @@ from typing import Literal
 from rankwise._concurrency import gather_all
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores, rank_scores
+from rankwise.methods.heap import heap_top_k
 from rankwise.parsing import parse_choice
 from rankwise.types import Candidate
 
@@ -175,8 +176,11 @@ class PairwiseAllPairs(_PairwiseMethod):
 
 
 class PairwiseHeapsort(_PairwiseMethod):
-    """PRP-Sorting: heapsort where a > b only on a consistent win; extracts the top ``top_k``,
-    the rest follow in first-stage order. Calls: 2 per comparison, O(N + k·log N)
+    """PRP-Sorting: heapsort where a > b on a consistent win; extracts the top ``top_k``,
+    the rest follow in first-stage order. A tie (inconsistent or unreadable answers) goes
+    to the candidate earlier in the first stage, so a model that says nothing useful leaves
+    the input order unchanged (the published code treats a tie as "not greater", which
+    shuffles the list through the heap). Calls: 2 per comparison, O(N + k·log N)
     comparisons, depending on the answers (the trace records the count). Score: 1/rank."""
 
     name = "prp-heapsort"
@@ -187,10 +191,15 @@ class PairwiseHeapsort(_PairwiseMethod):
     ) -> MethodResult:
         compare = self.comparator(query, candidates, context)
 
-        async def greater(a: int, b: int) -> bool:
-            return await compare.prefer(a, b) == 1
+        async def pick(group: list[int]) -> int:
+            best = 0
+            for challenger in range(1, len(group)):
+                outcome = await compare.prefer(group[challenger], group[best])
+                if outcome == 1 or (outcome == 0 and group[challenger] < group[best]):
+                    best = challenger  # a tie goes to the earlier first-stage candidate
+            return best
 
-        order = await heap_top_k(list(range(len(candidates))), self.top_k, greater, children=2)
+        order = await heap_top_k(list(range(len(candidates))), self.top_k, 2, pick)
         compare.report()
         return MethodResult(order, rank_scores(order))
 
@@ -217,35 +226,3 @@ class PairwiseSliding(_PairwiseMethod):
                     order[j], order[j + 1] = order[j + 1], order[j]
         compare.report()
         return MethodResult(order, rank_scores(order))
-
-
-async def heap_top_k(items: list[int], k: int, greater, children: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Pairwise heapsort (``children`` = 2) of ``items``: the top ``k`` by ``greater``, then
-    the rest in their original order."""
-    heap = list(items)
-
-    async def heapify(size: int, root: int) -> None:
-        while True:
-            largest = root
-            for child in range(children * root + 1, min(children * root + children + 1, size)):
-                if await greater(heap[child], heap[largest]):
-                    largest = child
-            if largest == root:
-                return
-            heap[root], heap[largest] = heap[largest], heap[root]
-            root = largest
-
-    size = len(heap)
-    for root in range(size // children, -1, -1):
-        await heapify(size, root)
-    top: list[int] = []
-    for end in range(size - 1, 0, -1):
-        heap[0], heap[end] = heap[end], heap[0]
-        top.append(heap[end])
-        if len(top) == k:
-            break
-        await heapify(end, 0)
-    if len(top) < k and len(top) < len(items):  # the last remaining item is the next best
-        top.append(heap[0])
-    chosen = set(top)
-    return top + [item for item in items if item not in chosen]

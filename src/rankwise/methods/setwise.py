@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, rank_scores
+from rankwise.methods.heap import heap_top_k
 from rankwise.methods.pairwise import Mode, _PairwiseMethod
 from rankwise.parsing import LETTERS
 from rankwise.types import Candidate
@@ -17,7 +18,9 @@ class SetwiseHeapsort(_PairwiseMethod):
     over the parent and its children (labels A, B, C, ...); if a child wins, it swaps with
     the parent and the step recurses into it. Likelihood mode on local models (the label
     with the highest log-prob after "Passage:"), generation elsewhere. An unreadable answer
-    keeps the parent. Calls: about N/c + k·log_c N, depending on the answers (the trace
+    picks the candidate earliest in the first stage (the published code keeps the parent,
+    which shuffles the list through the heap), so a model that says nothing useful leaves
+    the input order unchanged. Calls: about N/c + k·log_c N, depending on the answers (the trace
     records the count). Output: the top ``top_k``, then the rest in first-stage order;
     score 1/rank.
     """
@@ -46,33 +49,14 @@ class SetwiseHeapsort(_PairwiseMethod):
         self, query: str, candidates: Sequence[Candidate], context: RankContext
     ) -> MethodResult:
         compare = self.comparator(query, candidates, context)
-        heap = list(range(len(candidates)))
-        c = self.children
 
-        async def heapify(size: int, root: int) -> None:
-            while c * root + 1 < size:
-                nodes = [root, *range(c * root + 1, min(c * root + c + 1, size))]
-                compare.comparisons += 1
-                best = await compare.choose([heap[node] for node in nodes])
-                largest = nodes[best] if best is not None and best < len(nodes) else root
-                if largest == root:
-                    return
-                heap[root], heap[largest] = heap[largest], heap[root]
-                root = largest
+        async def pick(group: list[int]) -> int:
+            compare.comparisons += 1
+            best = await compare.choose(group)
+            if best is None:  # unreadable: the earliest in the first stage
+                return min(range(len(group)), key=group.__getitem__)
+            return best
 
-        size = len(heap)
-        for root in range(size // c, -1, -1):
-            await heapify(size, root)
-        top: list[int] = []
-        for end in range(size - 1, 0, -1):
-            heap[0], heap[end] = heap[end], heap[0]
-            top.append(heap[end])
-            if len(top) == self.top_k:
-                break
-            await heapify(end, 0)
-        if len(top) < self.top_k:
-            top.append(heap[0])
-        chosen = set(top)
-        order = top + [p for p in range(len(candidates)) if p not in chosen]
+        order = await heap_top_k(list(range(len(candidates))), self.top_k, self.children, pick)
         compare.report()
         return MethodResult(order, rank_scores(order))

@@ -1,0 +1,110 @@
+"""Every ranking method: correctness against a perfect judge over real HTTP, exact call
+counts, the never-drop invariants on the real local model, and fallbacks on bad answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rankwise import CapabilityError, OpenAIBackend, Reranker
+from rankwise.methods import method_names
+from tests.oracle import oracle, prose, relevance_docs
+
+API_METHODS = [
+    "pointwise",
+    "prp-allpair",
+    "prp-heapsort",
+    "prp-sliding",
+    "listwise",
+    "listwise-full",
+    "first",
+    "setwise",
+]
+LOCAL_ONLY = ["pointwise-qlm", "icr"]
+# How much of the order a perfect judge must get exactly right, for N candidates.
+EXACT_PREFIX = {
+    "prp-heapsort": 10,
+    "prp-sliding": 10,
+    "setwise": 10,  # top-k methods (k = 10)
+    "listwise": 10,
+    "first": 10,  # window 20, step 10: the top 10 are final after one pass
+}
+
+
+def api_backend(server) -> OpenAIBackend:
+    return OpenAIBackend("oracle", base_url=server.base_url, backoff=0.01, timeout=5)
+
+
+def test_every_method_name_is_covered() -> None:
+    assert sorted(API_METHODS + LOCAL_ONLY) == sorted(method_names())
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 25])
+@pytest.mark.parametrize("method", API_METHODS)
+async def test_perfect_judge_gives_the_true_order_with_exact_calls(stub, method, n) -> None:
+    rng = random.Random(n)
+    values = rng.sample(range(100, 999), n)
+    docs = relevance_docs([v / 1000 for v in values])
+    truth = [doc["id"] for _, doc in sorted(zip(values, docs, strict=True), key=lambda p: -p[0])]
+    stub.handler = oracle
+    reranker = Reranker(method, api_backend(stub))
+    ranked = await reranker.arerank("which passage is most relevant?", docs)
+
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    exact = min(n, EXACT_PREFIX.get(method, n))
+    assert ranked.ids[:exact] == truth[:exact]
+    assert ranked.usage.calls == len(stub.requests)
+    expected = reranker.method.expected_calls(n)
+    if expected is not None:
+        assert ranked.usage.calls == expected
+    else:  # answer-dependent methods report their comparisons in the trace
+        comparisons = next(
+            e.data["comparisons"] for e in ranked.trace.events if "comparisons" in e.data
+        )
+        per_comparison = 2 if method.startswith("prp") else 1
+        assert ranked.usage.calls == per_comparison * comparisons
+    assert ranked.trace.fallbacks == []
+
+
+@pytest.mark.parametrize("method", API_METHODS)
+async def test_answers_that_say_nothing_fall_back_without_raising(stub, method) -> None:
+    stub.handler = prose
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
+    ranked = await Reranker(method, api_backend(stub)).arerank("q", docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert ranked.trace.fallbacks, "an unreadable answer must be recorded in the trace"
+    assert ranked.ids == [d["id"] for d in docs]  # no information: the input order stands
+
+
+@pytest.mark.parametrize("method", LOCAL_ONLY)
+def test_local_only_methods_refuse_api_backends(method) -> None:
+    with pytest.raises(CapabilityError, match="Methods that work with it"):
+        Reranker(method, OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"))
+
+
+@pytest.mark.parametrize("method", API_METHODS + LOCAL_ONLY)
+async def test_every_method_on_the_local_model_keeps_every_document(
+    local_backend, dl19, method
+) -> None:
+    record = dl19[3]
+    docs = record.documents(5)
+    reranker = Reranker(method, local_backend)
+    ranked = await reranker.arerank(record.query, docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    by_id = {d["id"]: d for d in docs}
+    for item in ranked.items:
+        assert item.text == by_id[item.id]["text"]
+        assert item.input_score == by_id[item.id]["score"]
+    scores = [item.score for item in ranked.items]
+    assert scores == sorted(scores, reverse=True)  # scores follow the ranking
+    if ranked.score_kind == "rank":
+        assert scores == [1 / r for r in range(1, 6)]
+    expected = reranker.method.expected_calls(5)
+    if expected is not None:
+        assert ranked.usage.calls == expected
+    assert ranked.usage.calls > 0 and ranked.usage.prompt_tokens > 0
+
+    for few in ([], [docs[0]]):
+        small = await reranker.arerank(record.query, few)
+        assert small.ids == [d["id"] for d in few] and small.usage.calls == 0

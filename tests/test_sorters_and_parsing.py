@@ -1,0 +1,90 @@
+"""Property-based tests: permutation repair and the heap sorters against a known total order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rankwise.methods.heap import heap_top_k
+from rankwise.methods.windows import window_starts
+from rankwise.parsing import clean_answer, parse_choice, parse_permutation
+
+ids_text = st.lists(st.integers(min_value=-3, max_value=40), max_size=40).map(
+    lambda values: " > ".join(f"[{v}]" for v in values)
+)
+
+
+@given(st.integers(min_value=0, max_value=30), st.one_of(ids_text, st.text(max_size=200)))
+def test_repair_always_gives_a_permutation(size: int, text: str) -> None:
+    repair = parse_permutation(text, size)
+    assert sorted(repair.order) == list(range(size))
+
+
+@given(st.permutations(list(range(12))))
+def test_a_clean_answer_is_read_exactly(order: list[int]) -> None:
+    text = " > ".join(f"[{i + 1}]" for i in order)
+    repair = parse_permutation(text, 12)
+    assert repair.order == order and not repair.repaired
+
+
+@given(st.permutations(list(range(8))), st.integers(min_value=1, max_value=8))
+def test_a_partial_answer_keeps_its_order_then_the_rest(order: list[int], keep: int) -> None:
+    text = "<think>[1] > [2]</think>" + " > ".join(f"[{i + 1}]" for i in order[:keep])
+    repair = parse_permutation(text, 8)
+    assert repair.order[:keep] == order[:keep]
+    assert repair.order[keep:] == sorted(order[keep:])
+
+
+def test_the_published_repair_example() -> None:
+    repair = parse_permutation("[3] > [1] > [2] > [3] > [25]", 4)
+    assert repair.order == [2, 0, 1, 3]
+    assert (repair.missing, repair.duplicates, repair.out_of_range) == ([3], [2], [24])
+
+
+def test_letters_and_exotic_digits() -> None:
+    assert parse_permutation("[C] > [A]", 3, letters=True).order == [2, 0, 1]
+    assert clean_answer("①⑩２") == "1102"
+    assert parse_choice("Passage B is better", "AB") == 1
+    assert parse_choice("I'd say A.", "AB") == 0
+    assert parse_choice("neither", "AB") is None
+
+
+async def _sorted_top(values: list[int], k: int, children: int, setwise: bool) -> list[int]:
+    async def pick(group: list[int]) -> int:
+        if setwise:
+            return max(range(len(group)), key=lambda j: values[group[j]])
+        best = 0
+        for j in range(1, len(group)):
+            if values[group[j]] > values[group[best]]:
+                best = j
+        return best
+
+    return await heap_top_k(list(range(len(values))), k, children, pick)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(), min_size=0, max_size=60, unique=True),
+    st.integers(min_value=1, max_value=15),
+    st.integers(min_value=2, max_value=5),
+    st.booleans(),
+)
+def test_heapsort_with_a_perfect_comparator_returns_the_true_top_k(
+    values: list[int], k: int, children: int, setwise: bool
+) -> None:
+    result = asyncio.run(_sorted_top(values, k, children, setwise))
+    truth = sorted(range(len(values)), key=lambda i: -values[i])
+    assert sorted(result) == list(range(len(values)))
+    assert result[:k] == truth[:k]
+    rest = result[min(k, len(values)) :]
+    assert rest == sorted(rest)  # the others keep first-stage order
+
+
+@given(st.integers(min_value=1, max_value=300), st.integers(2, 40), st.integers(1, 40))
+def test_windows_cover_the_top_and_count_as_documented(n: int, window: int, step: int) -> None:
+    starts = window_starts(n, window, step)
+    assert starts[-1] == 0
+    expected = 1 if n <= window else -(-(n - window) // step) + 1
+    assert len(starts) == expected
