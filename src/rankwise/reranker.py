@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rankwise._sync import run_sync
+from rankwise.abstain import Abstention
 from rankwise.backends.base import Backend
 from rankwise.context import RankContext
 from rankwise.errors import CapabilityError, InputError
@@ -29,6 +30,8 @@ class Reranker:
         score_threshold: keep only candidates scoring at least this (methods with absolute
             scores only, e.g. ``pointwise``).
         prompts: overrides of prompt templates by name.
+        abstain: an :class:`~rankwise.abstain.Abstention` rule; when it fires,
+            ``RankedList.abstained`` is True and ``selected`` is empty (``items`` keeps all).
         **options: options of the method, e.g. ``max_passage_tokens=256``.
 
     Example::
@@ -47,6 +50,7 @@ class Reranker:
         top_n: int | None = None,
         score_threshold: float | None = None,
         prompts: Mapping[str, str] | None = None,
+        abstain: Abstention | None = None,
         **options: Any,
     ) -> None:
         if isinstance(method, RankingMethod):
@@ -63,8 +67,14 @@ class Reranker:
                 "order one list, so a score_threshold would be meaningless; use top_n, or a "
                 "method with absolute scores such as 'pointwise'"
             )
+        if abstain is not None and not self.method.absolute_scores and abstain.confidence == "max":
+            raise InputError(
+                f"abstaining on the max score needs absolute scores, which {self.method.name!r} "
+                "does not give; use 'pointwise', or a calibrated abstention"
+            )
         self.top_n = top_n
         self.score_threshold = score_threshold
+        self.abstain = abstain
         self.prompts = PromptLibrary(prompts)
         self._backend_spec = backend
         self._backend: Backend | None = None
@@ -118,16 +128,27 @@ class Reranker:
         if self.method.score_kind == "rank":
             scores = dict(enumerate(rank_scores(order)))
         context.usage.seconds = time.perf_counter() - started
+        items = _ranked_items(candidates, order, scores)
+        abstained, confidence = False, None
+        if self.abstain is not None and items:
+            abstained, confidence = self.abstain.decide([item.score for item in items])
+            if abstained:
+                context.trace.record(
+                    "info", f"abstained: confidence {confidence:.4g} < {self.abstain.threshold}",
+                    confidence=confidence, rule=self.abstain.confidence,
+                )
         return RankedList(
             query=query,
             method=self.method.name,
             model=self.backend.model_name,
             score_kind=self.method.score_kind,
-            items=_ranked_items(candidates, order, scores),
+            items=items,
             top_n=self.top_n if top_n is None else top_n,
             score_threshold=self.score_threshold,
             usage=context.usage,
             trace=context.trace,
+            abstained=abstained,
+            confidence=confidence,
         )
 
     def rerank(
@@ -139,7 +160,8 @@ class Reranker:
     async def _rank_nonempty(
         self, query: str, candidates: list[Candidate], context: RankContext
     ) -> MethodResult:
-        needs_scores = self.score_threshold is not None and self.method.absolute_scores
+        wants_scores = self.score_threshold is not None or self.abstain is not None
+        needs_scores = wants_scores and self.method.absolute_scores
         if len(candidates) == 0 or (len(candidates) == 1 and not needs_scores):
             return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
         result = await self.method.rank(query, candidates, context)

@@ -107,9 +107,18 @@ class Backend(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        assistant_prefix: str = "",
     ) -> Generation:
-        """Generate a reply to chat messages (greedy at temperature 0)."""
+        """Generate a reply to chat messages (greedy at temperature 0).
+
+        ``assistant_prefix`` starts the reply (local models); chat APIs cannot continue a
+        partial reply, so they ignore it and the caller's parser must cope without it.
+        """
         ...
 
     async def label_logprobs(

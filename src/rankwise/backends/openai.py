@@ -7,7 +7,6 @@ Retries are done here, not by the SDK, so that each retry is counted in ``Usage.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import random
 import weakref
@@ -19,6 +18,7 @@ import httpx
 import openai
 
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.framework import match_labels, position_after_prefix
 from rankwise.backends.tokens import TokenCounter
 from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError
 from rankwise.prompts import Message
@@ -113,8 +113,15 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ requests
     async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        assistant_prefix: str = "",
     ) -> Generation:
+        """Chat completion. ``assistant_prefix`` is ignored: chat APIs cannot be made to
+        continue a partial reply."""
         response, retries = await self._complete(
             messages, max_tokens=max_tokens, temperature=temperature
         )
@@ -151,11 +158,11 @@ class OpenAIBackend:
         found: dict[str, float] = {}
         content = choice.logprobs.content if choice.logprobs is not None else None
         if content:
-            position = _position_after(content, prefix)
+            position = position_after_prefix([entry.token for entry in content], prefix)
             entry = content[position]
             alternatives = [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
             alternatives.append((entry.token, entry.logprob))
-            found = _match_labels(alternatives, labels)
+            found = match_labels(alternatives, labels)
         return LabelLogprobs(
             logprobs=found,
             text=choice.message.content or "",
@@ -223,39 +230,6 @@ class OpenAIBackend:
         delay = min(self.max_backoff, self.backoff * (2**retries)) * (0.5 + random.random() / 2)
         after = _retry_after(error)
         return min(self.max_backoff, after) if after is not None else delay
-
-
-def _position_after(content: Sequence[Any], prefix: str) -> int:
-    """Index of the generated token that follows ``prefix`` (0 when there is no prefix or the
-    model did not write it)."""
-    if not prefix:
-        return 0
-    written = ""
-    for index, entry in enumerate(content[:-1]):
-        written += entry.token
-        if written.strip().endswith(prefix):
-            return index + 1
-    return 0
-
-
-def _match_labels(alternatives: list[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
-    """Sum probabilities of tokens that spell each label (ignoring surrounding space)."""
-    found: dict[str, float] = {}
-    seen: set[tuple[str, float]] = set()
-    for token, logprob in alternatives:
-        if (token, logprob) in seen:
-            continue
-        seen.add((token, logprob))
-        for label in labels:
-            if token.strip() == label.strip() and token.strip():
-                previous = found.get(label)
-                found[label] = logprob if previous is None else _logaddexp(previous, logprob)
-    return found
-
-
-def _logaddexp(a: float, b: float) -> float:
-    high, low = max(a, b), min(a, b)
-    return high + math.log1p(math.exp(low - high))
 
 
 def _is_retryable(error: Exception) -> bool:

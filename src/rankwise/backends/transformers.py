@@ -166,9 +166,14 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ async API
     async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        assistant_prefix: str = "",
     ) -> Generation:
-        ids = self.encode_prompt(self.chat_prompt(messages))
+        ids = self.encode_prompt(self.chat_prompt(messages, assistant_prefix))
         return await self._generations.submit(_GenerateRequest(ids, max_tokens))
 
     async def label_logprobs(

@@ -1,10 +1,11 @@
 """Pairwise Ranking Prompting (PRP, Qin et al. 2023): all pairs, heapsort top-k, sliding-K.
 
 Every comparison asks both orders, (a, b) and (b, a); a wins only when both answers agree,
-otherwise it is a tie. On backends with exact log-probs (local models) the answer is read in
-scoring mode, comparing the log-probs of "A" and "B" after the prefix "Passage:"; elsewhere the
-model generates and the text is parsed ("Passage A/B", else a bare letter). Unreadable
-answers count as ties and are summed up in the trace.
+otherwise it is a tie. Local models read the answer after the chat template plus
+`` Passage:`` (as llm-rankers does): in scoring mode (the default there) by comparing the
+log-probs of " A" and " B", in generation mode from one greedy token. Chat APIs generate a
+short reply that is parsed ("Passage A/B", else a bare letter). Unreadable answers count as
+ties and are summed up in the trace.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from rankwise.parsing import parse_choice
 from rankwise.types import Candidate
 
 Mode = Literal["auto", "score", "generate"]
+Ties = Literal["first-stage", "published"]
 LABELS = "AB"
+ANSWER_PREFIX = " Passage:"  # what llm-rankers appends after a causal model's chat template
 
 
 class Comparator:
@@ -42,8 +45,8 @@ class Comparator:
         self.context = context
         self.template = context.prompts.get(prompt)
         self.texts = [context.truncate(c.text, max_passage_tokens) for c in candidates]
-        exact = context.backend.capabilities.exact_logprobs
-        self.mode: Mode = ("score" if exact else "generate") if mode == "auto" else mode
+        self.local = context.backend.capabilities.exact_logprobs
+        self.mode: Mode = ("score" if self.local else "generate") if mode == "auto" else mode
         self.labels = labels
         self.comparisons = 0
         self.unreadable = 0
@@ -60,11 +63,17 @@ class Comparator:
         labels = self.labels[: len(positions)]
         if self.mode == "score":
             answer = await self.context.label_logprobs(
-                messages, [f" {label}" for label in labels], assistant_prefix="Passage:"
+                messages, [f" {label}" for label in labels], assistant_prefix=ANSWER_PREFIX
             )
             if len(answer.logprobs) == len(labels):
                 return max(range(len(labels)), key=lambda k: answer.logprobs[f" {labels[k]}"])
             choice = parse_choice(answer.text, labels)
+        elif self.local:
+            generated = await self.context.generate(
+                messages, max_tokens=1, assistant_prefix=ANSWER_PREFIX
+            )
+            token = generated.text.strip().upper()
+            choice = labels.index(token) if len(token) == 1 and token in labels else None
         else:
             generated = await self.context.generate(messages, max_tokens=8)
             choice = parse_choice(generated.text, labels)
@@ -114,9 +123,13 @@ class _PairwiseMethod(RankingMethod):
         max_passage_tokens: int | None = 128,
         prompt: str = "prp",
         top_k: int = 10,
+        ties: Ties = "first-stage",
     ) -> None:
         if mode not in ("auto", "score", "generate"):
             raise ValueError(f"mode must be 'auto', 'score' or 'generate', got {mode!r}")
+        if ties not in ("first-stage", "published"):
+            raise ValueError(f"ties must be 'first-stage' or 'published', got {ties!r}")
+        self.ties: Ties = ties
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         self.mode: Mode = mode
@@ -179,8 +192,8 @@ class PairwiseHeapsort(_PairwiseMethod):
     """PRP-Sorting: heapsort where a > b on a consistent win; extracts the top ``top_k``,
     the rest follow in first-stage order. A tie (inconsistent or unreadable answers) goes
     to the candidate earlier in the first stage, so a model that says nothing useful leaves
-    the input order unchanged (the published code treats a tie as "not greater", which
-    shuffles the list through the heap). Calls: 2 per comparison, O(N + k·log N)
+    the input order unchanged. ``ties="published"`` treats a tie as "not greater", as the
+    published code does (which shuffles such a list through the heap). Calls: 2 per comparison, O(N + k·log N)
     comparisons, depending on the answers (the trace records the count). Score: 1/rank."""
 
     name = "prp-heapsort"
@@ -195,7 +208,8 @@ class PairwiseHeapsort(_PairwiseMethod):
             best = 0
             for challenger in range(1, len(group)):
                 outcome = await compare.prefer(group[challenger], group[best])
-                if outcome == 1 or (outcome == 0 and group[challenger] < group[best]):
+                earlier = group[challenger] < group[best] and self.ties == "first-stage"
+                if outcome == 1 or (outcome == 0 and earlier):
                     best = challenger  # a tie goes to the earlier first-stage candidate
             return best
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, rank_scores
 from rankwise.methods.heap import heap_top_k
-from rankwise.methods.pairwise import Mode, _PairwiseMethod
+from rankwise.methods.pairwise import Mode, Ties, _PairwiseMethod
 from rankwise.parsing import LETTERS
 from rankwise.types import Candidate
 
@@ -17,10 +17,11 @@ class SetwiseHeapsort(_PairwiseMethod):
     """Setwise heapsort with ``children`` (c) children per node: each heapify step is one call
     over the parent and its children (labels A, B, C, ...); if a child wins, it swaps with
     the parent and the step recurses into it. Likelihood mode on local models (the label
-    with the highest log-prob after "Passage:"), generation elsewhere. An unreadable answer
+    with the highest log-prob after " Passage:"), generation elsewhere (``mode="generate"``
+    on a local model reads one greedy token after " Passage:", as llm-rankers does). An unreadable answer
     picks the candidate earliest in the first stage (the published code keeps the parent,
-    which shuffles the list through the heap), so a model that says nothing useful leaves
-    the input order unchanged. Calls: about N/c + k·log_c N, depending on the answers (the trace
+    which shuffles the list through the heap; ``ties="published"`` does that), so a model
+    that says nothing useful leaves the input order unchanged. Calls: about N/c + k·log_c N, depending on the answers (the trace
     records the count). Output: the top ``top_k``, then the rest in first-stage order;
     score 1/rank.
     """
@@ -37,11 +38,13 @@ class SetwiseHeapsort(_PairwiseMethod):
         max_passage_tokens: int | None = 128,
         prompt: str = "setwise",
         top_k: int = 10,
+        ties: Ties = "first-stage",
     ) -> None:
         if not 1 <= children < len(LETTERS):
             raise ValueError(f"children must be between 1 and 25, got {children}")
         super().__init__(
-            mode=mode, max_passage_tokens=max_passage_tokens, prompt=prompt, top_k=top_k
+            mode=mode, max_passage_tokens=max_passage_tokens, prompt=prompt, top_k=top_k,
+            ties=ties,
         )
         self.children = children
 
@@ -53,8 +56,9 @@ class SetwiseHeapsort(_PairwiseMethod):
         async def pick(group: list[int]) -> int:
             compare.comparisons += 1
             best = await compare.choose(group)
-            if best is None:  # unreadable: the earliest in the first stage
-                return min(range(len(group)), key=group.__getitem__)
+            if best is None:  # unreadable: the earliest in the first stage, or the parent
+                published = self.ties == "published"
+                return 0 if published else min(range(len(group)), key=group.__getitem__)
             return best
 
         order = await heap_top_k(list(range(len(candidates))), self.top_k, self.children, pick)

@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmarks: data loading, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rankwise.evaluate import QueryRecord, load_qrels, load_queries  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DL19 = ROOT / "data" / "dl19"
+
+
+def dl19(queries: int | None) -> tuple[list[QueryRecord], dict[str, dict[str, int]]]:
+    """The first ``queries`` DL19 queries and the qrels."""
+    return load_queries(DL19 / "bm25-top100.jsonl", queries), load_qrels(DL19 / "qrels.txt")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``bench/results/NAME.json`` and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path

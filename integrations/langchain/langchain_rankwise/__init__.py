@@ -1,0 +1,7 @@
+"""LangChain integration for rankwise: ``RankwiseRerank``, ``RankwiseRetriever``, ``rankwise_tool``."""
+
+from langchain_rankwise.compressor import RankwiseRerank
+from langchain_rankwise.retriever import RankwiseRetriever
+from langchain_rankwise.tools import rankwise_tool
+
+__all__ = ["RankwiseRerank", "RankwiseRetriever", "rankwise_tool"]

@@ -1,0 +1,88 @@
+"""RankwiseRerank: a LangChain document compressor backed by a rankwise method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langchain_rankwise._convert import selected_documents, to_candidates
+from rankwise._sync import run_sync
+from rankwise.abstain import Abstention
+from rankwise.adapters import make_reranker
+from rankwise.reranker import Reranker
+from rankwise.types import RankedList
+
+
+class RankwiseRerank(BaseDocumentCompressor):
+    """Rerank retrieved documents with an LLM; use it in ``ContextualCompressionRetriever``.
+
+    Each returned document is a copy with ``metadata["relevance_score"]`` (the method's score)
+    and ``metadata["rank"]``. Pass ``backend=`` (a rankwise backend, or a local model name),
+    or ``llm=`` (any LangChain chat model); with neither, the embedded local model is used.
+
+    Example::
+
+        compressor = RankwiseRerank(method="pointwise-qlm", top_n=3)
+        retriever = ContextualCompressionRetriever(
+            base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 20})
+        )
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    top_n: int | None = 3
+    method: str = "pointwise"
+    backend: Any = None
+    llm: Any = None
+    llm_logprobs: bool = False
+    score_threshold: float | None = None
+    abstain: Abstention | None = None
+    method_options: dict[str, Any] = Field(default_factory=dict)
+
+    _reranker: Reranker | None = PrivateAttr(default=None)
+    _last: RankedList | None = PrivateAttr(default=None)
+
+    @property
+    def reranker(self) -> Reranker:
+        """The rankwise Reranker these fields describe (built on first use)."""
+        if self._reranker is None:
+            self._reranker = make_reranker(
+                method=self.method,
+                backend=self.backend,
+                llm=self.llm,
+                llm_logprobs=self.llm_logprobs,
+                top_n=self.top_n,
+                score_threshold=self.score_threshold,
+                abstain=self.abstain,
+                options=self.method_options,
+            )
+        return self._reranker
+
+    @property
+    def last_result(self) -> RankedList | None:
+        """The full ranked list of the latest call: every document, usage and trace."""
+        return self._last
+
+    async def arank(self, documents: Sequence[Document], query: str) -> tuple[RankedList, list[Document]]:
+        """Rerank and return both the full :class:`RankedList` and the selected documents."""
+        candidates, originals = to_candidates(documents)
+        ranked = await self.reranker.arerank(query, candidates)
+        self._last = ranked
+        return ranked, selected_documents(ranked, originals)
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """Rerank natively on the event loop and keep the selected documents."""
+        _, selected = await self.arank(documents, query)
+        return selected
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """Synchronous twin of :meth:`acompress_documents` (safe inside Jupyter)."""
+        return run_sync(self.acompress_documents(documents, query, callbacks))

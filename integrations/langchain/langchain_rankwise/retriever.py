@@ -1,0 +1,81 @@
+"""RankwiseRetriever: wrap any LangChain retriever with rewrite → retrieve → fuse → rerank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from langchain_rankwise._convert import selected_documents, to_candidates
+from langchain_rankwise.compressor import RankwiseRerank
+from rankwise._sync import run_sync
+from rankwise.pipeline import RetrievalPipeline, Rewrite
+from rankwise.types import Candidate
+
+
+class RankwiseRetriever(BaseRetriever):
+    """Retrieve with ``base_retriever`` (for the query and any rewrites), fuse the lists with
+    reciprocal rank fusion, rerank the pool with ``reranker``, and return its selection.
+
+    When the reranker's abstention rule fires, the result is ``[]`` and the callbacks get a
+    text event saying why.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base_retriever: BaseRetriever
+    reranker: RankwiseRerank
+    rewrite: Rewrite | None = None
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        originals: dict[str, Document] = {}
+
+        async def retrieve(text: str) -> list[Candidate]:
+            documents = await self.base_retriever.ainvoke(
+                text, config={"callbacks": run_manager.get_child()}
+            )
+            candidates, mapping = to_candidates(documents)
+            for key, document in mapping.items():
+                originals.setdefault(key, document)
+            return candidates
+
+        pipeline = RetrievalPipeline(self.reranker.reranker, rewrite=self.rewrite)
+        ranked = await pipeline.arun(query, retrieve)
+        self.reranker._last = ranked
+        if ranked.abstained:
+            await run_manager.on_text(
+                f"rankwise abstained: confidence {ranked.confidence} below the threshold",
+                verbose=False,
+            )
+        return selected_documents(ranked, originals)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        async def run() -> list[Document]:
+            return await self._aget_relevant_documents(
+                query, run_manager=_AsyncRunManagerShim(run_manager)
+            )
+
+        return run_sync(run())
+
+
+class _AsyncRunManagerShim:
+    """Lets the sync path reuse the async implementation with the sync run manager."""
+
+    def __init__(self, manager: CallbackManagerForRetrieverRun) -> None:
+        self._manager = manager
+
+    def get_child(self) -> Any:
+        return self._manager.get_child()
+
+    async def on_text(self, text: str, **kwargs: Any) -> None:
+        self._manager.on_text(text, **kwargs)

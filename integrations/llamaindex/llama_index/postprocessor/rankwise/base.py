@@ -1,0 +1,116 @@
+"""RankwiseRerank: a LlamaIndex node postprocessor backed by a rankwise method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from rankwise._sync import run_sync
+from rankwise.abstain import Abstention
+from rankwise.adapters import make_reranker
+from rankwise.errors import InputError
+from rankwise.reranker import Reranker
+from rankwise.types import Candidate, RankedList
+
+dispatcher = get_dispatcher(__name__)
+
+
+def nodes_to_candidates(nodes: Sequence[NodeWithScore]) -> list[Candidate]:
+    """Candidates keyed by node id, with the node's text as the model sees it."""
+    return [
+        Candidate(id=n.node.node_id, text=n.node.get_content(metadata_mode=MetadataMode.EMBED))
+        for n in nodes
+    ]
+
+
+def selected_nodes(ranked: RankedList, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+    """The selected nodes, each with ``score`` set to the rankwise score."""
+    by_id = {n.node.node_id: n for n in nodes}
+    return [NodeWithScore(node=by_id[i.id].node, score=i.score) for i in ranked.selected]
+
+
+class RankwiseRerank(BaseNodePostprocessor):
+    """Rerank retrieved nodes with an LLM.
+
+    ``NodeWithScore.score`` becomes the method's score. Pass ``backend=`` (a rankwise
+    backend or local model name) or ``llm=`` (a LlamaIndex LLM, or ``"settings"`` for
+    ``Settings.llm``); with neither, the embedded local model is used.
+
+    Example::
+
+        engine = index.as_query_engine(
+            similarity_top_k=20, node_postprocessors=[RankwiseRerank(method="pointwise-qlm", top_n=3)]
+        )
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    top_n: int | None = Field(default=3, description="Nodes to keep.")
+    method: str = Field(default="pointwise", description="rankwise method name.")
+    backend: Any = Field(default=None, description="A rankwise backend or local model name.")
+    llm: Any = Field(default=None, description="A LlamaIndex LLM, or 'settings'.")
+    llm_logprobs: bool = Field(default=False, description="The LLM returns log-probs.")
+    score_threshold: float | None = Field(default=None, description="Minimum score to keep.")
+    abstain: Abstention | None = Field(default=None, description="Abstention rule.")
+    method_options: dict[str, Any] = Field(default_factory=dict)
+
+    _reranker: Reranker | None = PrivateAttr(default=None)
+    _last: RankedList | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RankwiseRerank"
+
+    @property
+    def reranker(self) -> Reranker:
+        """The rankwise Reranker these fields describe (built on first use)."""
+        if self._reranker is None:
+            llm = self.llm
+            if llm == "settings":
+                from llama_index.core import Settings
+
+                llm = Settings.llm
+            self._reranker = make_reranker(
+                method=self.method,
+                backend=self.backend,
+                llm=llm,
+                llm_logprobs=self.llm_logprobs,
+                top_n=self.top_n,
+                score_threshold=self.score_threshold,
+                abstain=self.abstain,
+                options=self.method_options,
+            )
+        return self._reranker
+
+    @property
+    def last_result(self) -> RankedList | None:
+        """The full ranked list of the latest call: every node, usage and trace."""
+        return self._last
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise InputError("RankwiseRerank needs the query: pass query_bundle or query_str")
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes),
+                model_name=f"rankwise:{self.method}",
+            )
+        )
+        ranked = await self.reranker.arerank(query_bundle.query_str, nodes_to_candidates(nodes))
+        self._last = ranked
+        chosen = selected_nodes(ranked, nodes)
+        dispatcher.event(ReRankEndEvent(nodes=chosen))
+        return chosen
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return run_sync(self._apostprocess_nodes(nodes, query_bundle))

@@ -1,0 +1,51 @@
+"""Reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from rankwise.types import Candidate
+
+RRF_K = 60
+
+
+def text_id(text: str) -> str:
+    """A stable id from content, for documents that have none."""
+    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def content_key(candidate: Candidate) -> str:
+    """A document's identity for deduplication: its id, else a hash of its text."""
+    return candidate.id or text_id(candidate.text)
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Candidate]],
+    *,
+    k: int = RRF_K,
+    weights: Sequence[float] | None = None,
+) -> list[Candidate]:
+    """Fuse ranked lists: score(d) = Σ weight / (k + rank), 1-based ranks.
+
+    Documents are deduplicated by :func:`content_key` (first occurrence kept); absent
+    documents add nothing; ties keep first-seen order. The fused score is stored in each
+    returned candidate's ``score``.
+    """
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    scores: dict[str, float] = {}
+    first: dict[str, Candidate] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        seen_here: set[str] = set()
+        for rank, candidate in enumerate(ranking, start=1):
+            key = content_key(candidate)
+            if key in seen_here:
+                continue
+            seen_here.add(key)
+            first.setdefault(key, candidate)
+            scores[key] = scores.get(key, 0.0) + weight / (k + rank)
+    order = sorted(first, key=lambda key: -scores[key])  # stable: first-seen order on ties
+    return [first[key].model_copy(update={"score": scores[key]}) for key in order]

@@ -1,0 +1,171 @@
+"""The LangChain adapter with real LangChain objects: an InMemoryVectorStore over real MiniLM
+embeddings, ContextualCompressionRetriever, callbacks and tools, reranked by the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from langchain_classic.retrievers import ContextualCompressionRetriever
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
+
+from rankwise import OpenAIBackend, Reranker
+from rankwise.abstain import Abstention
+from tests.oracle import oracle, relevance_docs
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain embeddings over a loaded SentenceTransformer."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.model.encode(texts, normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.encode([text], normalize_embeddings=True)[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def store(minilm, dl19):
+    record = dl19[0]
+    documents = [
+        Document(page_content=c["text"], metadata={"docid": str(c["docid"]), "bm25": c["score"]},
+                 id=str(c["docid"]))
+        for c in record.candidates[:20]
+    ]
+    vector_store = InMemoryVectorStore(MiniLMEmbeddings(minilm))
+    vector_store.add_documents(documents)
+    return vector_store, record.query
+
+
+async def test_compressor_reorders_as_the_reranker_says(store, local_backend) -> None:
+    vector_store, query = store
+    base = vector_store.as_retriever(search_kwargs={"k": 8})
+    compressor = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=3)
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base)
+    got = await retriever.ainvoke(query)
+
+    retrieved = await base.ainvoke(query)
+    expected = await Reranker("pointwise-qlm", local_backend).arerank(
+        query, [{"id": d.id, "text": d.page_content} for d in retrieved]
+    )
+    assert [d.id for d in got] == expected.ids[:3]
+    assert [d.metadata["rank"] for d in got] == [1, 2, 3]
+    scores = {i.id: i.score for i in expected.items}
+    for document in got:
+        assert document.metadata["relevance_score"] == pytest.approx(scores[document.id], abs=1e-4)
+        assert document.metadata["docid"] == document.id and "bm25" in document.metadata
+    assert len(compressor.last_result.items) == 8  # nothing lost: the cut stays reachable
+
+
+async def test_threshold_and_top_n(store, local_backend) -> None:
+    vector_store, query = store
+    documents = await vector_store.as_retriever(search_kwargs={"k": 6}).ainvoke(query)
+    loose = RankwiseRerank(method="pointwise", backend=local_backend, top_n=4, score_threshold=0.0)
+    kept = await loose.acompress_documents(documents, query)
+    assert len(kept) == 4
+    strict = RankwiseRerank(method="pointwise", backend=local_backend, top_n=4, score_threshold=0.5)
+    kept = await strict.acompress_documents(documents, query)
+    assert all(d.metadata["relevance_score"] >= 0.5 for d in kept)
+    expected = [i.id for i in strict.last_result.items if i.score >= 0.5][:4]
+    assert [d.id for d in kept] == expected
+    impossible = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.01)
+    assert await impossible.acompress_documents(documents, query) == []
+    assert len(impossible.last_result.items) == 6
+
+
+def test_sync_compress_works_inside_a_running_loop(store, local_backend) -> None:
+    vector_store, query = store
+    documents = vector_store.similarity_search(query, k=4)
+    compressor = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=2)
+
+    async def cell():
+        return compressor.compress_documents(documents, query)
+
+    assert len(asyncio.run(cell())) == 2
+
+
+class _TextEvents(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def on_text(self, text: str, **kwargs) -> None:
+        self.texts.append(text)
+
+
+async def test_retriever_pipeline_and_abstention(store, local_backend) -> None:
+    vector_store, query = store
+    base = vector_store.as_retriever(search_kwargs={"k": 5})
+    reranker = RankwiseRerank(method="pointwise", backend=local_backend, top_n=2)
+    retriever = RankwiseRetriever(base_retriever=base, reranker=reranker)
+    got = await retriever.ainvoke(query)
+    assert len(got) == 2 and [d.metadata["rank"] for d in got] == [1, 2]
+    assert retriever.invoke(query) == got  # the sync twin gives the same documents
+
+    never = RankwiseRerank(
+        method="pointwise", backend=local_backend, abstain=Abstention("max", threshold=1.01)
+    )
+    events = _TextEvents()
+    abstaining = RankwiseRetriever(base_retriever=base, reranker=never)
+    assert await abstaining.ainvoke(query, config={"callbacks": [events]}) == []
+    assert any("abstained" in text for text in events.texts)
+    assert never.last_result.abstained and len(never.last_result.items) == 5
+
+
+async def test_retriever_fuses_rewrites(store, local_backend) -> None:
+    vector_store, query = store
+    base = vector_store.as_retriever(search_kwargs={"k": 3})
+
+    async def rewrite(text: str) -> list[str]:
+        return ["flea lifespan", "how long do fleas live"]
+
+    reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    got = await RankwiseRetriever(base_retriever=base, reranker=reranker, rewrite=rewrite).ainvoke(query)
+    pool = set()
+    for text in [query, *await rewrite(query)]:
+        pool |= {d.id for d in await base.ainvoke(text)}
+    assert sorted(d.id for d in got) == sorted(pool)  # fused, deduplicated, nothing lost
+
+
+async def test_tools_have_typed_schemas_and_work(store, local_backend) -> None:
+    vector_store, query = store
+    reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    tool = rankwise_tool(reranker)
+    assert set(tool.args) == {"query", "passages", "top_n"}
+    passages = [d.page_content for d in vector_store.similarity_search(query, k=4)]
+    out = await tool.ainvoke({"query": query, "passages": passages, "top_n": 2})
+    assert [r["rank"] for r in out["results"]] == [1, 2]
+    assert all(r["text"] in passages for r in out["results"])
+    search = rankwise_tool(reranker, retriever=vector_store.as_retriever(search_kwargs={"k": 4}))
+    assert set(search.args) == {"query", "top_n"}
+    found = search.invoke({"query": query, "top_n": 3})
+    assert len(found["results"]) == 3 and found["abstained"] is False
+
+
+async def test_two_queries_rerank_concurrently(stub) -> None:
+    def slow(request):
+        reply = oracle(request)
+        reply.delay = 0.4
+        return reply
+
+    stub.handler = slow
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, concurrency=16)
+    compressor = RankwiseRerank(method="pointwise", backend=backend, top_n=2)
+    documents = [Document(page_content=d["text"], id=d["id"]) for d in relevance_docs([0.2, 0.8, 0.5])]
+    started = time.perf_counter()
+    await compressor.acompress_documents(documents, "q")
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    both = await asyncio.gather(
+        compressor.acompress_documents(documents, "q"), compressor.acompress_documents(documents, "r")
+    )
+    two = time.perf_counter() - started
+    assert [d.id for d in both[0]] == ["d1", "d2"]
+    assert two < 1.5 * one, (one, two)

@@ -1,0 +1,119 @@
+"""The LlamaIndex adapter with real LlamaIndex objects: a VectorStoreIndex over real MiniLM
+embeddings, a query engine with the postprocessor, instrumentation events, retriever, tool."""
+
+from __future__ import annotations
+
+import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.llms.mock import MockLLM
+from llama_index.core.schema import QueryBundle
+from llama_index.postprocessor.rankwise import (
+    RankwiseRerank,
+    RankwiseRetriever,
+    rankwise_function_tool,
+)
+
+from rankwise import InputError, Reranker
+from rankwise.abstain import Abstention
+
+
+class MiniLMEmbedding(BaseEmbedding):
+    """LlamaIndex embeddings over a loaded SentenceTransformer."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model_name="all-MiniLM-L6-v2")
+        self._model = model
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._model.encode([text], normalize_embeddings=True)[0].tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._get_text_embedding(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_text_embedding(query)
+
+
+@pytest.fixture(scope="module")
+def index(minilm, dl19):
+    record = dl19[1]
+    documents = [
+        Document(text=c["text"], doc_id=str(c["docid"]), metadata={"docid": str(c["docid"])})
+        for c in record.candidates[:20]
+    ]
+    return VectorStoreIndex.from_documents(documents, embed_model=MiniLMEmbedding(minilm)), record.query
+
+
+class _Events(BaseEventHandler):
+    events: list = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RankwiseTestEvents"
+
+    def handle(self, event, **kwargs) -> None:
+        self.events.append(event)
+
+
+async def test_query_engine_uses_rankwise_order_and_scores(index, local_backend) -> None:
+    vector_index, query = index
+    handler = _Events()
+    get_dispatcher().add_event_handler(handler)
+    postprocessor = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=3)
+    Settings.llm = MockLLM()  # the answer synthesiser's LLM; response_mode="no_text" skips it
+    engine = vector_index.as_query_engine(
+        similarity_top_k=8, node_postprocessors=[postprocessor], response_mode="no_text"
+    )
+    response = await engine.aquery(query)
+    retrieved = await vector_index.as_retriever(similarity_top_k=8).aretrieve(query)
+    expected = await Reranker("pointwise-qlm", local_backend).arerank(
+        query, [{"id": n.node.node_id, "text": n.node.get_content(metadata_mode="embed")} for n in retrieved]
+    )
+    assert [n.node.node_id for n in response.source_nodes] == expected.ids[:3]
+    for node, item in zip(response.source_nodes, expected.items, strict=False):
+        assert node.score == pytest.approx(item.score, abs=1e-4)
+        assert node.node.metadata["docid"]  # metadata preserved
+    starts = [e for e in handler.events if isinstance(e, ReRankStartEvent)]
+    ends = [e for e in handler.events if isinstance(e, ReRankEndEvent)]
+    assert starts and starts[-1].top_n == 3 and len(starts[-1].nodes) == 8
+    assert ends and [n.node.node_id for n in ends[-1].nodes] == expected.ids[:3]
+
+
+def test_sync_postprocess_and_threshold(index, local_backend) -> None:
+    vector_index, query = index
+    nodes = vector_index.as_retriever(similarity_top_k=5).retrieve(query)
+    post = RankwiseRerank(method="pointwise", backend=local_backend, top_n=5, score_threshold=0.5)
+    kept = post.postprocess_nodes(nodes, query_str=query)
+    assert all(n.score >= 0.5 for n in kept)
+    assert len(post.last_result.items) == 5
+    with pytest.raises(InputError, match="needs the query"):
+        post.postprocess_nodes(nodes)
+
+
+async def test_retriever_and_abstention(index, local_backend) -> None:
+    vector_index, query = index
+    base = vector_index.as_retriever(similarity_top_k=4)
+    post = RankwiseRerank(method="pointwise", backend=local_backend, top_n=2)
+    retriever = RankwiseRetriever(base, post)
+    got = await retriever.aretrieve(query)
+    assert len(got) == 2
+    assert [n.node.node_id for n in retriever.retrieve(query)] == [n.node.node_id for n in got]
+    never = RankwiseRerank(method="pointwise", backend=local_backend, abstain=Abstention("max", 1.01))
+    assert await RankwiseRetriever(base, never).aretrieve(QueryBundle(query)) == []
+    assert never.last_result.abstained
+
+
+async def test_function_tool(index, local_backend) -> None:
+    vector_index, query = index
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    tool = rankwise_function_tool(post, retriever=vector_index.as_retriever(similarity_top_k=4))
+    assert tool.metadata.name == "search_reranked"
+    output = await tool.acall(query=query, top_n=2)
+    assert len(output.raw_output["results"]) == 2
+    rerank = rankwise_function_tool(post)
+    output = rerank.call(query=query, passages=["fleas", "concrete floors cost"], top_n=1)
+    assert len(output.raw_output["results"]) == 1
