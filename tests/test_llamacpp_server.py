@@ -126,3 +126,67 @@ def test_cli_eval_against_the_server(llama_server, tmp_path) -> None:
     report = json.loads(report_path.read_text())
     assert report["backend"] == "openai" and report["calls"] == 10
     assert report["prompt_tokens"] > 0 and report["completion_tokens"] > 0
+
+
+async def test_langchain_chat_model_drives_pointwise(llama_server, dl19) -> None:
+    from langchain_openai import ChatOpenAI
+
+    from rankwise import CapabilityError
+    from rankwise.backends.langchain import LangChainBackend
+
+    record = dl19[2]
+    docs = record.documents(5)
+    chat = ChatOpenAI(model="smollm2", base_url=llama_server, api_key="none", temperature=0)
+    with_logprobs = LangChainBackend(chat, logprobs=True)
+    ranked = await Reranker("pointwise", with_logprobs).arerank(record.query, docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert ranked.trace.fallbacks == [] and ranked.usage.prompt_tokens > 0
+    direct = OpenAIBackend("smollm2", base_url=llama_server, timeout=120)
+    reference = await Reranker("pointwise", direct).arerank(record.query, docs)
+    await direct.aclose()
+    reference_scores = {i.id: i.score for i in reference.items}
+    for item in ranked.items:  # same server, same prompt: the same probabilities
+        assert item.score == pytest.approx(reference_scores[item.id], abs=0.02)
+
+    without = LangChainBackend(chat)
+    with pytest.raises(CapabilityError, match="logprobs"):
+        Reranker("pointwise", without)
+    listed = await Reranker("listwise-full", without).arerank(record.query, docs)
+    assert sorted(listed.ids) == sorted(d["id"] for d in docs) and listed.usage.calls == 1
+
+
+async def test_llamaindex_llm_drives_a_generation_method(llama_server, dl19) -> None:
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+    from openai import OpenAI
+
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    class ServerLLM(CustomLLM):
+        """A user-defined LlamaIndex LLM calling the llama.cpp server."""
+
+        base_url: str
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="smollm2", context_window=4096)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
+            client = OpenAI(base_url=self.base_url, api_key="none")
+            reply = client.chat.completions.create(
+                model="smollm2", messages=[{"role": "user", "content": prompt}],
+                max_tokens=kwargs.get("max_tokens", 64), temperature=0,
+            )
+            return CompletionResponse(text=reply.choices[0].message.content or "")
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+            yield self.complete(prompt, **kwargs)
+
+    record = dl19[2]
+    docs = record.documents(4)
+    backend = LlamaIndexBackend(ServerLLM(base_url=llama_server), max_tokens_kwarg="max_tokens")
+    ranked = await Reranker("setwise", backend).arerank(record.query, docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert ranked.usage.calls >= 1

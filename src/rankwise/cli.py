@@ -52,6 +52,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
     parser.add_argument(
         "--parallel-queries", type=int, default=4, help="queries reranked at the same time"
     )
+    parser.add_argument(
+        "--cache", default=None, help="sqlite response cache (default: $RANKWISE_CACHE, off)"
+    )
     _add_backend_options(parser)
 
 
@@ -125,7 +128,7 @@ async def rerank_all(
 
 def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[RankedList], float]:
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend)
+    reranker = Reranker(args.method, backend, cache=args.cache)
 
     async def work() -> list[RankedList]:
         try:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from rankwise.backends.base import Backend, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.cache import ResponseCache
 from rankwise.prompts import Message, PromptLibrary
 from rankwise.types import Trace, Usage
 
+Result = TypeVar("Result", Generation, LabelLogprobs, ContinuationLogprobs)
+
 
 class RankContext:
-    """Wraps a backend for one rerank, adding usage accounting and the trace."""
+    """Wraps a backend for one rerank: usage accounting, the trace, and the response cache.
 
-    def __init__(self, backend: Backend, prompts: PromptLibrary) -> None:
+    A cache hit costs no LLM call: it counts in ``usage.cache_hits``, not ``usage.calls``.
+    """
+
+    def __init__(
+        self, backend: Backend, prompts: PromptLibrary, cache: ResponseCache | None = None
+    ) -> None:
         self.backend = backend
         self.prompts = prompts
+        self.cache = cache
         self.usage = Usage()
         self.trace = Trace()
 
@@ -22,26 +32,54 @@ class RankContext:
         self, messages: Sequence[Message], *, max_tokens: int, assistant_prefix: str = ""
     ) -> Generation:
         """Generate greedily and count the call."""
-        result = await self.backend.generate(
-            messages, max_tokens=max_tokens, assistant_prefix=assistant_prefix
+        request = {"messages": _plain(messages), "max_tokens": max_tokens,
+                   "prefix": assistant_prefix}
+        return await self._cached(
+            "generate", request, Generation,
+            lambda: self.backend.generate(
+                messages, max_tokens=max_tokens, assistant_prefix=assistant_prefix
+            ),
         )
-        self._count(result.prompt_tokens, result.completion_tokens, result.retries)
-        return result
 
     async def label_logprobs(
         self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
     ) -> LabelLogprobs:
         """First-token log-probs of ``labels`` and count the call."""
-        result = await self.backend.label_logprobs(
-            messages, labels, assistant_prefix=assistant_prefix
+        request = {"messages": _plain(messages), "labels": list(labels), "prefix": assistant_prefix}
+        return await self._cached(
+            "label_logprobs", request, LabelLogprobs,
+            lambda: self.backend.label_logprobs(
+                messages, labels, assistant_prefix=assistant_prefix
+            ),
         )
-        self._count(result.prompt_tokens, result.completion_tokens, result.retries)
-        return result
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
         """Log-probs of ``continuation`` after ``prefix`` and count the call."""
-        result = await self.backend.continuation_logprobs(prefix, continuation)
-        self._count(result.prompt_tokens, 0, result.retries)
+        request = {"prefix": prefix, "continuation": continuation}
+        return await self._cached(
+            "continuation_logprobs", request, ContinuationLogprobs,
+            lambda: self.backend.continuation_logprobs(prefix, continuation),
+        )
+
+    async def _cached(
+        self,
+        operation: str,
+        request: dict[str, object],
+        cls: type[Result],
+        call: Callable[[], Awaitable[Result]],
+    ) -> Result:
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(self.backend.kind, self.backend.model_name, operation, request)
+            hit = self.cache.get(key, cls)
+            if hit is not None:
+                self.usage.cache_hits += 1
+                return hit
+        result = await call()
+        completion = getattr(result, "completion_tokens", 0)
+        self._count(result.prompt_tokens, completion, result.retries)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
         return result
 
     def truncate(self, text: str, max_tokens: int | None) -> str:
@@ -55,3 +93,7 @@ class RankContext:
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.retries += retries
+
+
+def _plain(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [message.as_dict() for message in messages]

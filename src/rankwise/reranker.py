@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
 from rankwise.backends.base import Backend
+from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import RankContext
 from rankwise.errors import CapabilityError, InputError
 from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
@@ -32,6 +34,8 @@ class Reranker:
         prompts: overrides of prompt templates by name.
         abstain: an :class:`~rankwise.abstain.Abstention` rule; when it fires,
             ``RankedList.abstained`` is True and ``selected`` is empty (``items`` keeps all).
+        cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
+            an identical second rerank makes no LLM call.
         **options: options of the method, e.g. ``max_passage_tokens=256``.
 
     Example::
@@ -51,6 +55,7 @@ class Reranker:
         score_threshold: float | None = None,
         prompts: Mapping[str, str] | None = None,
         abstain: Abstention | None = None,
+        cache: str | Path | ResponseCache | None = None,
         **options: Any,
     ) -> None:
         if isinstance(method, RankingMethod):
@@ -75,6 +80,7 @@ class Reranker:
         self.top_n = top_n
         self.score_threshold = score_threshold
         self.abstain = abstain
+        self.cache = open_cache(cache)
         self.prompts = PromptLibrary(prompts)
         self._backend_spec = backend
         self._backend: Backend | None = None
@@ -112,7 +118,7 @@ class Reranker:
         if not query.strip():
             raise InputError("query is empty; pass the text to rank documents against")
         started = time.perf_counter()
-        context = RankContext(self.backend, self.prompts)
+        context = RankContext(self.backend, self.prompts, self.cache)
         ranked = [i for i, c in enumerate(candidates) if c.text.strip()]
         empty = [i for i, c in enumerate(candidates) if not c.text.strip()]
         if empty:

@@ -1,0 +1,96 @@
+"""A persistent response cache (sqlite), so repeated experiments do not pay again.
+
+Entries are keyed by a hash of (backend kind, model, operation, prompt and decoding
+parameters). Each entry is one row written in one statement, so a cancelled rerank never
+leaves half an entry. Enable it with ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on
+the command line, or the ``RANKWISE_CACHE`` environment variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    value TEXT NOT NULL
+)
+"""
+
+
+class ResponseCache:
+    """A sqlite-backed map from request to response, safe for concurrent use in one process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute(_SCHEMA)
+
+    @staticmethod
+    def key(kind: str, model: str, operation: str, request: dict[str, Any]) -> str:
+        """The cache key of one request."""
+        payload = json.dumps([kind, model, operation, request], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def get(self, key: str, cls: type[T]) -> T | None:
+        """The cached response for ``key`` rebuilt as ``cls``, or None."""
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT value FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return cls(**json.loads(row[0]))
+
+    def put(self, key: str, kind: str, model: str, operation: str, value: Any) -> None:
+        """Store a response (a dataclass) under ``key``."""
+        data = json.dumps(asdict(value))
+        with self._lock:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO responses (key, kind, model, operation, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, kind, model, operation, data),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+_open: dict[str, ResponseCache] = {}
+_open_lock = threading.Lock()
+
+
+def open_cache(spec: str | Path | ResponseCache | None) -> ResponseCache | None:
+    """A cache from a path (shared per path within the process), an instance, or
+    ``RANKWISE_CACHE`` when ``spec`` is None."""
+    if isinstance(spec, ResponseCache):
+        return spec
+    spec = spec or os.environ.get("RANKWISE_CACHE")
+    if not spec:
+        return None
+    resolved = str(Path(spec).expanduser().resolve())
+    with _open_lock:
+        if resolved not in _open:
+            _open[resolved] = ResponseCache(resolved)
+        return _open[resolved]

@@ -1,0 +1,58 @@
+"""The persistent response cache: a repeated run makes no LLM call; keys separate requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from rankwise import OpenAIBackend, Reranker
+from rankwise.cache import ResponseCache
+from rankwise.cli import main
+from tests.conftest import DL19
+from tests.oracle import oracle, relevance_docs
+
+
+async def test_second_identical_rerank_makes_no_call(stub, tmp_path) -> None:
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    docs = relevance_docs([0.3, 0.9, 0.1, 0.6])
+    cache = tmp_path / "cache.sqlite"
+    first = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert first.usage.calls == 4 and first.usage.cache_hits == 0
+    second = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert second.usage.calls == 0 and second.usage.cache_hits == 4
+    assert second.ids == first.ids
+    assert [i.score for i in second.items] == [i.score for i in first.items]
+    assert len(stub.requests) == 4
+    other = await Reranker("pointwise", backend, cache=cache).arerank("another query", docs)
+    assert other.usage.calls == 4  # a different prompt is a different key
+
+
+async def test_concurrent_writers_in_one_process(tmp_path) -> None:
+    from rankwise.backends.base import Generation
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+
+    async def write(i: int) -> None:
+        await asyncio.sleep(0)
+        key = cache.key("k", "m", "generate", {"i": i})
+        cache.put(key, "k", "m", "generate", Generation(text=str(i), prompt_tokens=i))
+
+    await asyncio.gather(*(asyncio.to_thread(lambda i=i: asyncio.run(write(i))) for i in range(50)))
+    assert len(cache) == 50
+    hit = cache.get(cache.key("k", "m", "generate", {"i": 7}), Generation)
+    assert hit == Generation(text="7", prompt_tokens=7)
+
+
+def test_cli_second_eval_reports_cache_hits_and_zero_calls(tmp_path, capsys) -> None:
+    args = [
+        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
+        "--method", "pointwise-qlm", "--depth", "4", "--queries", "1",
+        "--cache", str(tmp_path / "cache.sqlite"),
+    ]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first["calls"] == 4 and second["calls"] == 0 and second["cache_hits"] == 4
+    assert second["ndcg@10"] == first["ndcg@10"]
