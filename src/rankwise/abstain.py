@@ -1,17 +1,22 @@
 """Abstention: a confidence for a ranked list, and the decision to answer "nothing relevant".
 
-Reference-free confidence functions (Gisserot-Boukhlef et al., TMLR 2024) work on the scores
-of the top ``n`` candidates. They need real-valued scores (``pointwise``, ``pointwise-qlm``,
-``icr``, ``prp-allpair``); on rank-only scores they are constants.
+Following Gisserot-Boukhlef et al. (TMLR 2024): reference-free confidence functions of the
+top-``n`` scores (max, std, top-1 − top-2 margin, softmax entropy), and the reference-based
+:class:`Calibrator` (ridge regression from the sorted score vector to the list's quality),
+evaluated with risk–coverage curves and nAUC. They need real-valued scores (``pointwise``,
+``pointwise-qlm``, ``icr``, ``prp-allpair``); on rank-only scores they are constants.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 ConfidenceName = Literal["max", "std", "margin", "entropy"]
 
@@ -77,3 +82,210 @@ class Abstention:
         """(abstain?, confidence)."""
         value = self.score(ranked_scores)
         return value < self.threshold, value
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def score_features(scores: Sequence[float], n: int) -> list[float]:
+    """The top-``n`` scores sorted ascending, padded with the lowest score to length ``n``."""
+    top = sorted(scores, reverse=True)[:n]
+    if not top:
+        return [0.0] * n
+    padded = top + [top[-1]] * (n - len(top))
+    return sorted(padded)
+
+
+def ridge_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], alpha: float) -> list[float]:
+    """Closed-form ridge regression with an unpenalised intercept.
+
+    Returns ``[intercept, w1, ..., wd]``. Solves (XᵀX + αI)w = Xᵀy on centred data by
+    Gaussian elimination: the systems here are tiny (d ≈ 10), so no numerical library is needed.
+    """
+    if len(rows) != len(targets) or not rows:
+        raise ValueError("ridge_fit needs as many targets as rows, and at least one row")
+    d = len(rows[0])
+    mean_x = [sum(row[j] for row in rows) / len(rows) for j in range(d)]
+    mean_y = sum(targets) / len(targets)
+    centred = [[row[j] - mean_x[j] for j in range(d)] for row in rows]
+    gram = [[sum(r[i] * r[j] for r in centred) + (alpha if i == j else 0.0) for j in range(d)]
+            for i in range(d)]
+    rhs = [sum(r[i] * (y - mean_y) for r, y in zip(centred, targets, strict=True)) for i in range(d)]
+    weights = _solve(gram, rhs)
+    intercept = mean_y - sum(w * m for w, m in zip(weights, mean_x, strict=True))
+    return [intercept, *weights]
+
+
+def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    size = len(rhs)
+    augmented = [row[:] + [value] for row, value in zip(matrix, rhs, strict=True)]
+    for column in range(size):
+        pivot = max(range(column, size), key=lambda r: abs(augmented[r][column]))
+        if abs(augmented[pivot][column]) < 1e-12:
+            continue  # singular direction: its weight stays 0
+        augmented[column], augmented[pivot] = augmented[pivot], augmented[column]
+        for row in range(size):
+            if row != column:
+                factor = augmented[row][column] / augmented[column][column]
+                for k in range(column, size + 1):
+                    augmented[row][k] -= factor * augmented[column][k]
+    return [
+        augmented[i][size] / augmented[i][i] if abs(augmented[i][i]) >= 1e-12 else 0.0
+        for i in range(size)
+    ]
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile with linear interpolation (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("quantile of no values")
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Calibrator:
+    """The reference-based confidence u_lin: ridge regression from a list's sorted top-n scores
+    to its quality (nDCG@10 by default), fitted on labelled reference queries.
+
+    The decision threshold comes from a target abstention rate (the rate-quantile of the
+    reference predictions) or a minimum predicted quality.
+    """
+
+    n: int = 10
+    alpha: float = 0.1
+    weights: list[float] = field(default_factory=list)
+    threshold: float = float("-inf")
+    method: str = ""
+    model: str = ""
+    metric: str = "ndcg@10"
+    reference_size: int = 0
+
+    def fit(
+        self,
+        score_lists: Sequence[Sequence[float]],
+        metrics: Sequence[float],
+        *,
+        abstention_rate: float | None = None,
+        min_quality: float | None = None,
+    ) -> Calibrator:
+        """Fit on reference queries: their ranked scores and their measured quality."""
+        rows = [score_features(scores, self.n) for scores in score_lists]
+        self.weights = ridge_fit(rows, metrics, self.alpha)
+        self.reference_size = len(rows)
+        predictions = [self.predict(scores) for scores in score_lists]
+        if abstention_rate is not None:
+            if not 0 <= abstention_rate < 1:
+                raise ValueError("abstention_rate must be in [0, 1)")
+            self.threshold = quantile(predictions, abstention_rate)
+        elif min_quality is not None:
+            self.threshold = min_quality
+        return self
+
+    def predict(self, scores: Sequence[float]) -> float:
+        """Predicted quality of a list with these scores."""
+        if not self.weights:
+            raise ValueError("the calibrator is not fitted; call fit() or Calibrator.load()")
+        features = score_features(scores, self.n)
+        return self.weights[0] + sum(w * x for w, x in zip(self.weights[1:], features, strict=True))
+
+    def decide(self, ranked_scores: Sequence[float]) -> tuple[bool, float]:
+        """(abstain?, predicted quality)."""
+        value = self.predict(ranked_scores)
+        return value <= self.threshold, value
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibrator as JSON, with the method and model it was fitted for."""
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, *, method: str | None = None, model: str | None = None) -> Calibrator:
+        """Read a calibrator; warns when it was fitted for another method or model."""
+        calibrator = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        for name, wanted, fitted in (("method", method, calibrator.method),
+                                     ("model", model, calibrator.model)):
+            if wanted is not None and fitted and wanted != fitted:
+                warnings.warn(
+                    f"calibrator {path} was fitted for {name} {fitted!r}, not {wanted!r}; "
+                    "its confidences may be off — refit with `rankwise calibrate`",
+                    stacklevel=2,
+                )
+        return calibrator
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def risk_coverage(
+    confidences: Sequence[float], metrics: Sequence[float], grid: int = 101
+) -> dict[str, Any]:
+    """Mean quality of the answered queries as the abstention rate grows, for the method,
+    an oracle (drops the worst queries first) and random abstention; trapezoid AUCs and
+    nAUC = (AUC − AUC_random) / (AUC_oracle − AUC_random) over rates in [0, 1)."""
+    if len(confidences) != len(metrics) or not metrics:
+        raise ValueError("need one confidence per metric, and at least one query")
+    rates = [i / grid for i in range(grid)]
+    n = len(metrics)
+    ranked_by_confidence = sorted(range(n), key=lambda i: confidences[i])
+    ranked_by_metric = sorted(range(n), key=lambda i: metrics[i])
+    method, oracle = [], []
+    for rate in rates:
+        drop = round(rate * n)
+        kept = ranked_by_confidence[drop:] or ranked_by_confidence[-1:]
+        method.append(statistics.fmean(metrics[i] for i in kept))
+        kept = ranked_by_metric[drop:] or ranked_by_metric[-1:]
+        oracle.append(statistics.fmean(metrics[i] for i in kept))
+    random_level = statistics.fmean(metrics)
+    auc = _trapezoid(rates, method)
+    auc_oracle = _trapezoid(rates, oracle)
+    auc_random = random_level * (rates[-1] - rates[0])
+    spread = auc_oracle - auc_random
+    return {
+        "rates": rates,
+        "method": method,
+        "oracle": oracle,
+        "random": random_level,
+        "auc": auc,
+        "auc_oracle": auc_oracle,
+        "auc_random": auc_random,
+        "nauc": (auc - auc_random) / spread if spread > 0 else 0.0,
+    }
+
+
+def _trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
+    return sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+
+
+def cross_validated_nauc(
+    score_lists: Sequence[Sequence[float]],
+    metrics: Sequence[float],
+    *,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    test_share: float = 0.2,
+    n: int = 10,
+) -> dict[str, float]:
+    """nAUC on held-out test splits, averaged over repeated 80/20 reference/test splits:
+    the calibrator (fitted on each reference split) and each reference-free function."""
+    import random
+
+    totals: dict[str, list[float]] = {"calibrator": [], **{name: [] for name in CONFIDENCE_FUNCTIONS}}
+    indices = list(range(len(metrics)))
+    for seed in seeds:
+        shuffled = indices[:]
+        random.Random(seed).shuffle(shuffled)
+        cut = max(1, round(len(shuffled) * test_share))
+        test, reference = shuffled[:cut], shuffled[cut:]
+        if len(reference) < 2:
+            raise ValueError("too few queries for a reference/test split")
+        calibrator = Calibrator(n=n).fit([score_lists[i] for i in reference],
+                                         [metrics[i] for i in reference])
+        test_metrics = [metrics[i] for i in test]
+        confidences = [calibrator.predict(score_lists[i]) for i in test]
+        totals["calibrator"].append(risk_coverage(confidences, test_metrics)["nauc"])
+        for name, function in CONFIDENCE_FUNCTIONS.items():
+            values = [function(sorted(score_lists[i], reverse=True)[:n]) for i in test]
+            totals[name].append(risk_coverage(values, test_metrics)["nauc"])
+    return {name: round(statistics.fmean(values), 4) for name, values in totals.items()}

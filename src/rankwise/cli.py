@@ -76,7 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(evaluate)
     evaluate.add_argument("--qrels", required=True)
     evaluate.add_argument("--report", default=None, help="write the report JSON here")
+    evaluate.add_argument(
+        "--abstention", default=None,
+        help="a calibrator JSON from `rankwise calibrate`, or 'cv' for repeated 80/20 splits",
+    )
+    evaluate.add_argument("--plot", default=None, help="draw the risk-coverage curve (PNG)")
     evaluate.set_defaults(handler=_eval)
+
+    calibrate = commands.add_parser("calibrate", help="fit an abstention calibrator on qrels")
+    _add_run_options(calibrate)
+    calibrate.add_argument("--qrels", required=True)
+    calibrate.add_argument("--out", required=True, help="calibrator JSON to write")
+    calibrate.add_argument("--abstention-rate", type=float, default=0.2,
+                           help="share of reference queries to abstain on")
+    calibrate.add_argument("--top", type=int, default=10, help="scores per list the calibrator reads")
+    calibrate.set_defaults(handler=_calibrate)
     return parser
 
 
@@ -190,10 +204,70 @@ def _eval(args: argparse.Namespace) -> int:
     qrels = load_qrels(args.qrels)
     results, seconds = _run(args, records)
     report = build_report(args, records, results, qrels, seconds)
+    if args.abstention:
+        report["abstention"] = abstention_report(args, records, results, qrels)
     summary = {k: v for k, v in report.items() if k != "per_query"}
     print(json.dumps(summary, indent=2))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _judged(records, results, qrels):  # type: ignore[no-untyped-def]
+    pairs = [(r, res) for r, res in zip(records, results, strict=True) if r.qid in qrels]
+    scores = [[item.score for item in res.items] for _, res in pairs]
+    metrics = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in pairs]
+    return scores, metrics
+
+
+def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """nAUC for a calibrator file, or for every confidence function under repeated splits."""
+    from rankwise.abstain import Calibrator, cross_validated_nauc, risk_coverage
+
+    scores, metrics = _judged(records, results, qrels)
+    if args.abstention == "cv":
+        report: dict[str, Any] = {"mode": "cv", "splits": 5, "test_share": 0.2,
+                                  "nauc": cross_validated_nauc(scores, metrics)}
+        curve = None
+    else:
+        calibrator = Calibrator.load(args.abstention, method=args.method,
+                                     model=results[0].model if results else None)
+        confidences = [calibrator.predict(s) for s in scores]
+        curve = risk_coverage(confidences, metrics)
+        answered = [m for c, m in zip(confidences, metrics, strict=True) if c > calibrator.threshold]
+        report = {
+            "mode": "calibrator",
+            "nauc": round(curve["nauc"], 4),
+            "coverage": round(len(answered) / len(metrics), 4) if metrics else 0.0,
+            "quality_at_coverage": round(mean(answered), 4),
+            "quality_all": round(mean(metrics), 4),
+        }
+    if args.plot:
+        from rankwise.plot import plot_risk_coverage
+
+        if curve is None:
+            from rankwise.abstain import CONFIDENCE_FUNCTIONS
+
+            curve = risk_coverage([CONFIDENCE_FUNCTIONS["max"](s) for s in scores], metrics)
+        plot_risk_coverage(curve, args.plot, title=f"{args.method} on {Path(args.data).name}")
+        report["plot"] = args.plot
+    return report
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from rankwise.abstain import Calibrator
+
+    records = load_queries(args.data, args.queries)
+    qrels = load_qrels(args.qrels)
+    results, _ = _run(args, records)
+    scores, metrics = _judged(records, results, qrels)
+    if len(metrics) < 3:
+        raise RankwiseError("calibration needs at least 3 judged queries")
+    calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
+    calibrator.fit(scores, metrics, abstention_rate=args.abstention_rate)
+    calibrator.save(args.out)
+    print(f"wrote {args.out}: fitted on {len(metrics)} queries, threshold "
+          f"{calibrator.threshold:.4f} (abstains on {args.abstention_rate:.0%} of them)")
     return 0
 
 

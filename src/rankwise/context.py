@@ -13,6 +13,10 @@ from rankwise.types import Trace, Usage
 Result = TypeVar("Result", Generation, LabelLogprobs, ContinuationLogprobs)
 
 
+class BudgetExhausted(Exception):
+    """Raised inside a rerank when its call budget is spent (handled by the Reranker)."""
+
+
 class RankContext:
     """Wraps a backend for one rerank: usage accounting, the trace, and the response cache.
 
@@ -20,13 +24,25 @@ class RankContext:
     """
 
     def __init__(
-        self, backend: Backend, prompts: PromptLibrary, cache: ResponseCache | None = None
+        self,
+        backend: Backend,
+        prompts: PromptLibrary,
+        cache: ResponseCache | None = None,
+        *,
+        max_calls: int | None = None,
     ) -> None:
         self.backend = backend
         self.prompts = prompts
         self.cache = cache
+        self.max_calls = max_calls
         self.usage = Usage()
         self.trace = Trace()
+        self.best_order: list[int] | None = None
+        self.budget_stopped = False
+
+    def checkpoint(self, order: list[int]) -> None:
+        """Record the best order known so far; a budget stop falls back to it."""
+        self.best_order = list(order)
 
     async def generate(
         self, messages: Sequence[Message], *, max_tokens: int, assistant_prefix: str = ""
@@ -75,6 +91,8 @@ class RankContext:
             if hit is not None:
                 self.usage.cache_hits += 1
                 return hit
+        if self.max_calls is not None and self.usage.calls >= self.max_calls:
+            raise BudgetExhausted(f"the budget of {self.max_calls} LLM calls is spent")
         result = await call()
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)

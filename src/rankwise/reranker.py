@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from rankwise._sync import run_sync
-from rankwise.abstain import Abstention
+from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import Backend
 from rankwise.cache import ResponseCache, open_cache
-from rankwise.context import RankContext
+from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, InputError
 from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
 from rankwise.methods import RankingMethod, build_method, methods_supported_by
@@ -32,10 +33,15 @@ class Reranker:
         score_threshold: keep only candidates scoring at least this (methods with absolute
             scores only, e.g. ``pointwise``).
         prompts: overrides of prompt templates by name.
-        abstain: an :class:`~rankwise.abstain.Abstention` rule; when it fires,
+        abstain: an :class:`~rankwise.abstain.Abstention` rule or a fitted
+            :class:`~rankwise.abstain.Calibrator`; when it fires,
             ``RankedList.abstained`` is True and ``selected`` is empty (``items`` keeps all).
         cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
             an identical second rerank makes no LLM call.
+        deadline: seconds one rerank may take; when it runs out, the candidates keep the
+            best order known so far (windows and passes already done, else the input order)
+            and the trace records a ``budget`` event.
+        max_calls: most LLM calls one rerank may make, with the same fallback.
         **options: options of the method, e.g. ``max_passage_tokens=256``.
 
     Example::
@@ -54,8 +60,10 @@ class Reranker:
         top_n: int | None = None,
         score_threshold: float | None = None,
         prompts: Mapping[str, str] | None = None,
-        abstain: Abstention | None = None,
+        abstain: Abstention | Calibrator | None = None,
         cache: str | Path | ResponseCache | None = None,
+        deadline: float | None = None,
+        max_calls: int | None = None,
         **options: Any,
     ) -> None:
         if isinstance(method, RankingMethod):
@@ -72,7 +80,11 @@ class Reranker:
                 "order one list, so a score_threshold would be meaningless; use top_n, or a "
                 "method with absolute scores such as 'pointwise'"
             )
-        if abstain is not None and not self.method.absolute_scores and abstain.confidence == "max":
+        if (
+            isinstance(abstain, Abstention)
+            and abstain.confidence == "max"
+            and not self.method.absolute_scores
+        ):
             raise InputError(
                 f"abstaining on the max score needs absolute scores, which {self.method.name!r} "
                 "does not give; use 'pointwise', or a calibrated abstention"
@@ -81,6 +93,12 @@ class Reranker:
         self.score_threshold = score_threshold
         self.abstain = abstain
         self.cache = open_cache(cache)
+        if deadline is not None and deadline <= 0:
+            raise InputError("deadline must be a positive number of seconds")
+        if max_calls is not None and max_calls < 0:
+            raise InputError("max_calls must be >= 0")
+        self.deadline = deadline
+        self.max_calls = max_calls
         self.prompts = PromptLibrary(prompts)
         self._backend_spec = backend
         self._backend: Backend | None = None
@@ -118,7 +136,7 @@ class Reranker:
         if not query.strip():
             raise InputError("query is empty; pass the text to rank documents against")
         started = time.perf_counter()
-        context = RankContext(self.backend, self.prompts, self.cache)
+        context = RankContext(self.backend, self.prompts, self.cache, max_calls=self.max_calls)
         ranked = [i for i, c in enumerate(candidates) if c.text.strip()]
         empty = [i for i, c in enumerate(candidates) if not c.text.strip()]
         if empty:
@@ -131,7 +149,8 @@ class Reranker:
         order = [ranked[i] for i in result.order] + empty
         scores = dict(zip(ranked, result.scores, strict=True))
         scores.update(dict.fromkeys(empty, self.method.empty_score()))
-        if self.method.score_kind == "rank":
+        stopped = context.budget_stopped
+        if self.method.score_kind == "rank" or stopped:
             scores = dict(enumerate(rank_scores(order)))
         context.usage.seconds = time.perf_counter() - started
         items = _ranked_items(candidates, order, scores)
@@ -140,14 +159,14 @@ class Reranker:
             abstained, confidence = self.abstain.decide([item.score for item in items])
             if abstained:
                 context.trace.record(
-                    "info", f"abstained: confidence {confidence:.4g} < {self.abstain.threshold}",
-                    confidence=confidence, rule=self.abstain.confidence,
+                    "info", f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
+                    confidence=confidence, rule=type(self.abstain).__name__,
                 )
         return RankedList(
             query=query,
             method=self.method.name,
             model=self.backend.model_name,
-            score_kind=self.method.score_kind,
+            score_kind="rank" if stopped else self.method.score_kind,
             items=items,
             top_n=self.top_n if top_n is None else top_n,
             score_threshold=self.score_threshold,
@@ -170,7 +189,20 @@ class Reranker:
         needs_scores = wants_scores and self.method.absolute_scores
         if len(candidates) == 0 or (len(candidates) == 1 and not needs_scores):
             return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
-        result = await self.method.rank(query, candidates, context)
+        try:
+            async with asyncio.timeout(self.deadline):
+                result = await self.method.rank(query, candidates, context)
+        except (BudgetExhausted, TimeoutError) as stop:
+            order = context.best_order or list(range(len(candidates)))
+            reason = str(stop) or f"the deadline of {self.deadline} s passed"
+            context.trace.record(
+                "budget",
+                f"{reason}; kept the best order known so far"
+                + ("" if context.best_order else " (the input order)"),
+                calls=context.usage.calls,
+            )
+            context.budget_stopped = True
+            return MethodResult(order, rank_scores(order))
         if sorted(result.order) != list(range(len(candidates))) or len(result.scores) != len(
             candidates
         ):

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, RankingMethod, rank_scores
+from rankwise.methods.listwise import fit_to_context
 from rankwise.methods.windows import slide, window_starts
 from rankwise.parsing import LETTERS, fence_ids, first_words
+from rankwise.prompts import Message
 from rankwise.types import Candidate
 
 
@@ -78,5 +80,7 @@ class First(RankingMethod):
                 )
             return [positions[labels.index(label)] for label in seen + missing]
 
-        order = await slide(list(range(len(candidates))), self.window, self.step, rank_window)
+        order = await slide(
+            list(range(len(candidates))), self.window, self.step, rank_window, context.checkpoint
+        )
         return MethodResult(order, rank_scores(order))

@@ -238,5 +238,6 @@ class PairwiseSliding(_PairwiseMethod):
             for j in range(len(order) - 2, settled - 1, -1):
                 if await compare.prefer(order[j + 1], order[j]) == 1:
                     order[j], order[j + 1] = order[j + 1], order[j]
+            context.checkpoint(order)
         compare.report()
         return MethodResult(order, rank_scores(order))

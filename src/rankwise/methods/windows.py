@@ -27,10 +27,19 @@ def window_starts(n: int, window: int, step: int) -> list[int]:
         start = max(0, start - step)
 
 
-async def slide(order: list[int], window: int, step: int, rank_window: WindowRanker) -> list[int]:
-    """Rerank ``order`` window by window; ``rank_window`` reorders the items it is given."""
+async def slide(
+    order: list[int],
+    window: int,
+    step: int,
+    rank_window: WindowRanker,
+    checkpoint: Callable[[list[int]], None] | None = None,
+) -> list[int]:
+    """Rerank ``order`` window by window; ``rank_window`` reorders the items it is given.
+    ``checkpoint`` receives the order after each window (the best known so far)."""
     current = list(order)
     for start in window_starts(len(current), window, step):
         end = min(start + window, len(current))
         current[start:end] = await rank_window(current[start:end])
+        if checkpoint is not None:
+            checkpoint(current)
     return current

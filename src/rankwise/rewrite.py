@@ -1,0 +1,171 @@
+"""Query rewriting: more (or better) queries to retrieve with, fused before reranking.
+
+Strategies and their prompts (``prompts/rewrite_*.txt``):
+
+- ``multi_query``: LangChain's MultiQueryRetriever prompt (3 paraphrases, one per line).
+- ``pseudo_answer``: HyDE's web-search prompt; the hypothetical passage is the query.
+- ``decompose``: the rag-from-scratch decomposition prompt (sub-questions).
+- ``conversational``: LangChain's condense-question prompt (chat history + follow-up in,
+  standalone question out).
+- ``keywords``, ``core_content``, ``general``: DMQR-RAG's KWR, CCE and GQR. The paper
+  publishes no code, so these prompts are rankwise's own short renderings of its definitions.
+- ``adaptive``: DMQR-RAG's selection: one call picks the smallest useful subset of
+  GQR/KWR/PAR/CCE, then one call per picked strategy.
+
+Every rewrite is cleaned (numbering, bullets, quotes, blank lines, duplicates and echoes of
+the original removed). When nothing usable remains, the original query stands alone and the
+result's ``trace`` says why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rankwise._concurrency import gather_all
+from rankwise.backends.base import Backend
+from rankwise.prompts import PromptLibrary
+from rankwise.types import Trace, Usage
+
+Strategy = Literal[
+    "original", "multi_query", "pseudo_answer", "decompose", "conversational",
+    "keywords", "core_content", "general",
+]
+STRATEGIES: tuple[str, ...] = (
+    "multi_query", "pseudo_answer", "decompose", "conversational",
+    "keywords", "core_content", "general",
+)
+_SELECTABLE = {"GQR": "general", "KWR": "keywords", "PAR": "pseudo_answer", "CCE": "core_content"}
+_MULTI_LINE = {"multi_query", "decompose"}
+_NUMBERING = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*(?:query|question|sub-question|keywords?|rewritten query|core query|"
+                    r"standalone question|passage)\s*\d*\s*:\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One query to retrieve with, and the strategy that produced it."""
+
+    text: str
+    strategy: str
+
+
+@dataclass
+class RewriteResult:
+    """The queries (the original first unless excluded), with usage and trace."""
+
+    rewrites: list[Rewrite]
+    usage: Usage = field(default_factory=Usage)
+    trace: Trace = field(default_factory=Trace)
+
+    @property
+    def queries(self) -> list[str]:
+        return [rewrite.text for rewrite in self.rewrites]
+
+
+def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]:
+    """Usable queries from raw model output."""
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    lines = text.splitlines() if multi_line else [" ".join(text.split("\n\n")[0].split())]
+    seen = {original.strip().lower()} if original else set()
+    cleaned: list[str] = []
+    for line in lines:
+        line = _LABEL.sub("", _NUMBERING.sub("", line.strip())).strip().strip("\"'`“”‘’").strip()
+        if len(line) < 2 or line.lower() in seen:
+            continue
+        seen.add(line.lower())
+        cleaned.append(line)
+    return cleaned
+
+
+class QueryRewriter:
+    """Rewrite queries with an LLM backend.
+
+    Args:
+        backend: any rankwise backend that can generate.
+        strategies: which strategies to run, or ``("adaptive",)`` to let the model choose.
+        include_original: keep the original query first (default).
+        max_tokens: new tokens per rewrite call (HyDE passages use 4× this).
+        prompts: template overrides by name.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        strategies: Sequence[str] = ("multi_query",),
+        *,
+        include_original: bool = True,
+        max_tokens: int = 64,
+        prompts: dict[str, str] | None = None,
+    ) -> None:
+        unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
+        self.backend = backend
+        self.strategies = tuple(strategies)
+        self.include_original = include_original
+        self.max_tokens = max_tokens
+        self.prompts = PromptLibrary(prompts)
+
+    async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
+        """Rewrite ``question`` with every configured strategy (concurrently)."""
+        result = RewriteResult([Rewrite(question, "original")] if self.include_original else [])
+        strategies = list(self.strategies)
+        if "adaptive" in strategies:
+            strategies.remove("adaptive")
+            strategies += [s for s in await self._select(question, result) if s not in strategies]
+        outputs = await gather_all(
+            self._run(strategy, question, chat_history, result) for strategy in strategies
+        )
+        seen = {r.text.lower() for r in result.rewrites}
+        for strategy, texts in zip(strategies, outputs, strict=True):
+            for text in texts:
+                if text.lower() not in seen:
+                    seen.add(text.lower())
+                    result.rewrites.append(Rewrite(text, strategy))
+        if not result.rewrites:
+            result.rewrites.append(Rewrite(question, "original"))
+            result.trace.record("fallback", "no usable rewrite; searching with the original query")
+        return result
+
+    async def __call__(self, question: str) -> list[str]:
+        """The rewritten queries only (the pipeline adds the original itself)."""
+        result = await self.arewrite(question)
+        return [r.text for r in result.rewrites if r.strategy != "original"]
+
+    async def _select(self, question: str, result: RewriteResult) -> list[str]:
+        text = await self._generate("rewrite_select", result, question=question)
+        picked = [_SELECTABLE[name] for name in re.findall(r"\b(GQR|KWR|PAR|CCE)\b", text.upper())]
+        if not picked:
+            result.trace.record("fallback", "strategy selection unreadable; using GQR", text=text[:80])
+            return ["general"]
+        return list(dict.fromkeys(picked))
+
+    async def _run(
+        self, strategy: str, question: str, chat_history: str, result: RewriteResult
+    ) -> list[str]:
+        tokens = self.max_tokens * (4 if strategy == "pseudo_answer" else 1)
+        text = await self._generate(
+            f"rewrite_{strategy}", result, max_tokens=tokens,
+            question=question, chat_history=chat_history,
+        )
+        if strategy == "pseudo_answer":
+            cleaned = [" ".join(text.split())] if text.strip() else []
+        else:
+            cleaned = clean_lines(text, multi_line=strategy in _MULTI_LINE, original=question)
+        if not cleaned:
+            result.trace.record("fallback", f"{strategy}: no usable rewrite", text=text[:80])
+        return cleaned
+
+    async def _generate(
+        self, prompt: str, result: RewriteResult, *, max_tokens: int | None = None, **values: str
+    ) -> str:
+        messages = self.prompts.get(prompt).render(**values)
+        answer = await self.backend.generate(messages, max_tokens=max_tokens or self.max_tokens)
+        result.usage.calls += 1
+        result.usage.prompt_tokens += answer.prompt_tokens
+        result.usage.completion_tokens += answer.completion_tokens
+        return answer.text

@@ -1,0 +1,187 @@
+"""Query rewriting (over real HTTP to a scripted stub), RRF fusion, and calibrated abstention."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import warnings
+
+import pytest
+
+from rankwise import Candidate, OpenAIBackend, Reranker
+from rankwise.abstain import (
+    Abstention,
+    Calibrator,
+    confidence_entropy,
+    confidence_margin,
+    cross_validated_nauc,
+    risk_coverage,
+)
+from rankwise.cli import main
+from rankwise.fusion import reciprocal_rank_fusion
+from rankwise.rewrite import QueryRewriter
+from tests.conftest import DL19
+from tests.oracle import oracle, relevance_docs
+from tests.stub_server import Reply, completion, user_text
+
+ANSWERS = {  # checked in order: the selection prompt mentions the other strategies
+    "choose query rewriting strategies": "KWR, CCE",
+    "3 different versions": '1. How long do fleas live?\n\n2) "What is a flea\'s lifespan?"\n- how long is life cycle of flea',
+    "search keywords": "Keywords: flea life cycle duration",
+    "core request": "",
+    "write a passage": "Fleas live from a few weeks\nup to a year.",
+    "sub-questions": "1. What are the flea life stages?\n2. How long is each stage?",
+    "standalone question": "How long is the life cycle of a cat flea?",
+}
+
+
+def scripted(request) -> Reply:
+    text = user_text(request)
+    for marker, answer in ANSWERS.items():
+        if marker in text:
+            return Reply(body=completion(answer))
+    return Reply(body=completion("?"))
+
+
+@pytest.fixture
+def rewriter_backend(stub) -> OpenAIBackend:
+    stub.handler = scripted
+    return OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+
+
+QUESTION = "how long is life cycle of flea"
+
+
+async def test_multi_query_output_is_cleaned(rewriter_backend) -> None:
+    result = await QueryRewriter(rewriter_backend, ["multi_query"]).arewrite(QUESTION)
+    assert result.queries == [QUESTION, "How long do fleas live?", "What is a flea's lifespan?"]
+    assert [r.strategy for r in result.rewrites] == ["original", "multi_query", "multi_query"]
+    assert result.usage.calls == 1
+
+
+async def test_strategies_run_together_and_original_can_be_excluded(rewriter_backend) -> None:
+    rewriter = QueryRewriter(
+        rewriter_backend, ["keywords", "pseudo_answer", "decompose"], include_original=False
+    )
+    result = await rewriter.arewrite(QUESTION)
+    assert result.queries == [
+        "flea life cycle duration",
+        "Fleas live from a few weeks up to a year.",
+        "What are the flea life stages?",
+        "How long is each stage?",
+    ]
+    assert result.usage.calls == 3
+
+
+async def test_unusable_output_falls_back_and_is_traced(rewriter_backend) -> None:
+    result = await QueryRewriter(rewriter_backend, ["core_content"], include_original=False).arewrite(
+        QUESTION
+    )
+    assert result.queries == [QUESTION]
+    assert len(result.trace.fallbacks) == 2  # the empty rewrite, then the fallback itself
+
+
+async def test_adaptive_selection_runs_only_what_it_picked(rewriter_backend, stub) -> None:
+    result = await QueryRewriter(rewriter_backend, ["adaptive"]).arewrite(QUESTION)
+    assert [r.strategy for r in result.rewrites] == ["original", "keywords"]  # CCE gave nothing
+    assert result.usage.calls == 3  # selection + KWR + CCE
+
+
+async def test_conversational_rewrite_sees_the_history(rewriter_backend, stub) -> None:
+    rewriter = QueryRewriter(rewriter_backend, ["conversational"], include_original=False)
+    result = await rewriter.arewrite("and for cat fleas?", chat_history="Human: flea life cycle?")
+    assert result.queries == ["How long is the life cycle of a cat flea?"]
+    assert "Human: flea life cycle?" in user_text(stub.requests[-1])
+
+
+def test_reciprocal_rank_fusion_by_hand() -> None:
+    a = [Candidate(id="x", text="x"), Candidate(id="y", text="y")]
+    b = [Candidate(id="y", text="y"), Candidate(id="z", text="z"), Candidate(id="y", text="y")]
+    fused = reciprocal_rank_fusion([a, b])
+    assert [c.id for c in fused] == ["y", "x", "z"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1].score == pytest.approx(1 / 61)
+    weighted = reciprocal_rank_fusion([a, b], weights=[1.0, 0.0])  # b counts for nothing
+    assert [c.id for c in weighted] == ["x", "y", "z"]
+
+
+def test_confidence_functions() -> None:
+    assert confidence_margin([0.9, 0.2, 0.1]) == pytest.approx(0.7)
+    assert confidence_entropy([5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    assert confidence_entropy([50.0, 0.0, 0.0]) == pytest.approx(1.0, abs=1e-6)
+    assert Abstention("max", 0.5).decide([0.4, 0.1]) == (True, 0.4)
+
+
+def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:
+    rng = random.Random(7)
+    lists = [[rng.random() for _ in range(10)] for _ in range(400)]
+    quality = [0.2 + 0.6 * max(s) - 0.3 * min(s) for s in lists]
+    calibrator = Calibrator(n=10, alpha=1e-6, method="pointwise", model="m").fit(
+        lists, quality, abstention_rate=0.25
+    )
+    intercept, *weights = calibrator.weights
+    assert intercept == pytest.approx(0.2, abs=1e-3)
+    assert weights[-1] == pytest.approx(0.6, abs=1e-3)  # features are sorted ascending
+    assert weights[0] == pytest.approx(-0.3, abs=1e-3)
+    assert all(abs(w) < 1e-3 for w in weights[1:-1])
+    abstained = [calibrator.decide(s)[0] for s in lists]
+    assert sum(abstained) / len(lists) == pytest.approx(0.25, abs=0.01)
+    path = tmp_path / "calib.json"
+    calibrator.save(path)
+    assert Calibrator.load(path, method="pointwise").weights == calibrator.weights
+    with pytest.warns(UserWarning, match="fitted for method 'pointwise'"):
+        Calibrator.load(path, method="listwise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Calibrator.load(path, method="pointwise", model="m")
+
+
+def test_risk_coverage_bounds() -> None:
+    metrics = [0.1, 0.9, 0.5, 0.3, 0.7]
+    assert risk_coverage(metrics, metrics)["nauc"] == pytest.approx(1.0)
+    assert risk_coverage([-m for m in metrics], metrics)["nauc"] < 0
+    rng = random.Random(1)
+    lists = [[rng.random() for _ in range(10)] for _ in range(60)]
+    quality = [max(s) for s in lists]
+    cv = cross_validated_nauc(lists, quality)
+    assert cv["calibrator"] > 0.9 and cv["max"] == pytest.approx(1.0)
+
+
+async def test_reranker_abstains_with_a_calibrator(stub) -> None:
+    stub.handler = oracle
+    calibrator = Calibrator(n=3)
+    calibrator.weights = [0.0, 0.0, 0.0, 1.0]  # predicted quality = the best score
+    calibrator.threshold = 0.5
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    junk = await Reranker("pointwise", backend, abstain=calibrator).arerank(
+        "q", relevance_docs([0.1, 0.2, 0.3])
+    )
+    assert junk.abstained and junk.selected == [] and len(junk.items) == 3
+    assert junk.confidence == pytest.approx(0.3, abs=1e-3)
+    good = await Reranker("pointwise", backend, abstain=calibrator).arerank(
+        "q", relevance_docs([0.1, 0.8])
+    )
+    assert not good.abstained and math.isclose(good.confidence, 0.8, abs_tol=1e-3)
+
+
+def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:
+    common = ["--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
+              "--method", "pointwise-qlm", "--depth", "5", "--queries", "6",
+              "--cache", str(tmp_path / "cache.sqlite")]
+    calib = tmp_path / "calib.json"
+    assert main(["calibrate", *common, "--out", str(calib), "--top", "5"]) == 0
+    assert json.loads(calib.read_text())["method"] == "pointwise-qlm"
+    capsys.readouterr()
+    report_path = tmp_path / "r.json"
+    plot = tmp_path / "rc.png"
+    assert main(["eval", *common, "--abstention", str(calib), "--report", str(report_path),
+                 "--plot", str(plot)]) == 0
+    report = json.loads(report_path.read_text())
+    assert {"nauc", "coverage", "quality_at_coverage"} <= set(report["abstention"])
+    assert 0 < report["abstention"]["coverage"] <= 1
+    assert report["calls"] == 0 and report["cache_hits"] == 30  # the calibration run is cached
+    assert plot.stat().st_size > 1000
+    assert main(["eval", *common, "--abstention", "cv", "--report", str(report_path)]) == 0
+    cv = json.loads(report_path.read_text())["abstention"]
+    assert set(cv["nauc"]) == {"calibrator", "max", "std", "margin", "entropy"}
