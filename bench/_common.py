@@ -13,7 +13,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rankwise.evaluate import QueryRecord, load_qrels, load_queries  # noqa: E402
+from rankwise.evaluate import QueryRecord, load_qrels, load_queries
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -87,11 +87,16 @@ async def main() -> None:
             run = await pointwise_runs(backend, subset, qrels, depth)
             run["dtype"] = name
             results["pointwise"].append(run)
-            print(f"pointwise depth {depth} {name}: {run['median_seconds_per_query']} s/query, "
-                  f"nDCG@10 {run['ndcg@10']}", flush=True)
+            print(
+                f"pointwise depth {depth} {name}: {run['median_seconds_per_query']} s/query, "
+                f"nDCG@10 {run['ndcg@10']}",
+                flush=True,
+            )
         a, b = results["pointwise"][-2], results["pointwise"][-1]
         taus = [kendall_tau(x, y) for x, y in zip(a["rankings"], b["rankings"], strict=True)]
-        same_top10 = sum(x[:10] == y[:10] for x, y in zip(a["rankings"], b["rankings"], strict=True))
+        same_top10 = sum(
+            x[:10] == y[:10] for x, y in zip(a["rankings"], b["rankings"], strict=True)
+        )
         agreement = {
             "depth": depth,
             "kendall_tau": [round(t, 3) for t in taus],

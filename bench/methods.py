@@ -75,7 +75,9 @@ def reference_pointwise(backend: TransformersBackend, records, qrels, depth) -> 
     tokenizer, model = backend.tokenizer, backend.model
     yes = tokenizer.encode("Yes", add_special_tokens=False)[0]
     no = tokenizer.encode("No", add_special_tokens=False)[0]
-    template = "Passage: {text}\nQuery: {query}\nDoes the passage answer the query? Answer 'Yes' or 'No'"
+    template = (
+        "Passage: {text}\nQuery: {query}\nDoes the passage answer the query? Answer 'Yes' or 'No'"
+    )
     ndcgs, seconds, tops = [], [], []
     for record in records:
         started = time.perf_counter()
@@ -84,7 +86,8 @@ def reference_pointwise(backend: TransformersBackend, records, qrels, depth) -> 
             text = backend.truncate(doc["text"], PASSAGE_TOKENS)
             prompt = tokenizer.apply_chat_template(
                 [{"role": "user", "content": template.format(text=text, query=record.query)}],
-                tokenize=False, add_generation_prompt=True,
+                tokenize=False,
+                add_generation_prompt=True,
             )
             ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
             with torch.inference_mode():
@@ -122,13 +125,15 @@ def llm_rankers(method: str, backend, records, qrels, depth) -> dict[str, Any]:
     ndcgs, seconds, compares, errors, tops = [], [], [], 0, []
     for record in records:
         docs = [
-            SearchResult(docid=d["id"], score=d["score"], text=backend.truncate(d["text"], PASSAGE_TOKENS))
+            SearchResult(
+                docid=d["id"], score=d["score"], text=backend.truncate(d["text"], PASSAGE_TOKENS)
+            )
             for d in record.documents(depth)
         ]
         started = time.perf_counter()
         try:
             results = ranker.rerank(record.query, docs)
-        except Exception as error:  # noqa: BLE001 - a reference crash is a finding, not a stop
+        except Exception as error:
             errors += 1
             print(f"  llm-rankers {method} failed on {record.qid}: {type(error).__name__}: {error}")
             results = docs
@@ -156,8 +161,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--allpair-depth", type=int, default=10,
-                        help="PRP all-pairs costs N(N-1) prompts; run it shallower")
+    parser.add_argument(
+        "--allpair-depth",
+        type=int,
+        default=10,
+        help="PRP all-pairs costs N(N-1) prompts; run it shallower",
+    )
     parser.add_argument("--methods", nargs="*", default=method_names())
     parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args()
@@ -169,19 +178,38 @@ async def main() -> None:
 
     def show(row: dict[str, Any]) -> None:
         rows.append(row)
-        print(f"{row['system'][:28]:28} {row['method']:14} {str(row.get('options', '')):24} "
-              f"depth {row['depth']:3}  nDCG@10 {row['ndcg@10']:.4f}  "
-              f"calls {row['calls_per_query']:7}  s/query {row['seconds_per_query']:7}", flush=True)
+        print(
+            f"{row['system'][:28]:28} {row['method']:14} {row.get('options', '')!s:24} "
+            f"depth {row['depth']:3}  nDCG@10 {row['ndcg@10']:.4f}  "
+            f"calls {row['calls_per_query']:7}  s/query {row['seconds_per_query']:7}",
+            flush=True,
+        )
 
     for depth in sorted({args.depth, args.allpair_depth}):
-        bm25 = mean([ndcg_at_k([d["id"] for d in r.documents(depth)], qrels[r.qid]) for r in records])
-        show({"system": "BM25 (input order)", "method": "bm25", "depth": depth,
-              "ndcg@10": round(bm25, 4), "calls_per_query": 0, "seconds_per_query": 0})
+        bm25 = mean(
+            [ndcg_at_k([d["id"] for d in r.documents(depth)], qrels[r.qid]) for r in records]
+        )
+        show(
+            {
+                "system": "BM25 (input order)",
+                "method": "bm25",
+                "depth": depth,
+                "ndcg@10": round(bm25, 4),
+                "calls_per_query": 0,
+                "seconds_per_query": 0,
+            }
+        )
     for method in args.methods:
         depth = args.allpair_depth if method == "prp-allpair" else args.depth
         options: dict[str, Any] = {}
-        if method in ("pointwise", "pointwise-qlm", "prp-allpair", "prp-heapsort",
-                      "prp-sliding", "setwise"):
+        if method in (
+            "pointwise",
+            "pointwise-qlm",
+            "prp-allpair",
+            "prp-heapsort",
+            "prp-sliding",
+            "setwise",
+        ):
             options["max_passage_tokens"] = PASSAGE_TOKENS
         show(await run_rankwise(backend, method, records, qrels, depth, **options))
     if not args.no_reference:
@@ -195,18 +223,32 @@ async def main() -> None:
             show(llm_rankers(method, backend, records, qrels, args.depth))
     agreement = []
     for method in ("pointwise", "prp-heapsort", "setwise"):
-        ours = next((r for r in rows[::-1] if r["system"] == "rankwise" and r["method"] == method), None)
-        theirs = next((r for r in rows if r["system"] != "rankwise" and r["method"] == method
-                       and "top10" in r), None)
+        ours = next(
+            (r for r in rows[::-1] if r["system"] == "rankwise" and r["method"] == method), None
+        )
+        theirs = next(
+            (
+                r
+                for r in rows
+                if r["system"] != "rankwise" and r["method"] == method and "top10" in r
+            ),
+            None,
+        )
         if ours and theirs:
             same = sum(a == b for a, b in zip(ours["top10"], theirs["top10"], strict=True))
-            agreement.append({
-                "method": method, "reference": theirs["system"],
-                "ndcg_difference": round(abs(ours["ndcg@10"] - theirs["ndcg@10"]), 4),
-                "identical_top10_queries": same, "queries": len(records),
-            })
-            print(f"agreement {method}: |ΔnDCG| {agreement[-1]['ndcg_difference']}, "
-                  f"identical top-10 on {same}/{len(records)} queries")
+            agreement.append(
+                {
+                    "method": method,
+                    "reference": theirs["system"],
+                    "ndcg_difference": round(abs(ours["ndcg@10"] - theirs["ndcg@10"]), 4),
+                    "identical_top10_queries": same,
+                    "queries": len(records),
+                }
+            )
+            print(
+                f"agreement {method}: |ΔnDCG| {agreement[-1]['ndcg_difference']}, "
+                f"identical top-10 on {same}/{len(records)} queries"
+            )
     payload = {
         "benchmark": "methods",
         "model": backend.model_name,

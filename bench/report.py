@@ -61,8 +61,9 @@ def quality_table() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in data["rows"]:
-        options = ", ".join(f"{k}={v}" for k, v in (row.get("options") or {}).items()
-                            if k != "max_passage_tokens")
+        options = ", ".join(
+            f"{k}={v}" for k, v in (row.get("options") or {}).items() if k != "max_passage_tokens"
+        )
         rows.append(
             f"| {row['system']} | {row['method']} | {options} | {row['depth']} | "
             f"{row['ndcg@10']:.4f} | {row['calls_per_query']} | {row['seconds_per_query']} |"

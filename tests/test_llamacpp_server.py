@@ -175,8 +175,10 @@ async def test_llamaindex_llm_drives_a_generation_method(llama_server, dl19) -> 
         def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
             client = OpenAI(base_url=self.base_url, api_key="none")
             reply = client.chat.completions.create(
-                model="smollm2", messages=[{"role": "user", "content": prompt}],
-                max_tokens=kwargs.get("max_tokens", 64), temperature=0,
+                model="smollm2",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=kwargs.get("max_tokens", 64),
+                temperature=0,
             )
             return CompletionResponse(text=reply.choices[0].message.content or "")
 

@@ -45,11 +45,13 @@ def index(minilm, dl19):
         Document(text=c["text"], doc_id=str(c["docid"]), metadata={"docid": str(c["docid"])})
         for c in record.candidates[:20]
     ]
-    return VectorStoreIndex.from_documents(documents, embed_model=MiniLMEmbedding(minilm)), record.query
+    return VectorStoreIndex.from_documents(
+        documents, embed_model=MiniLMEmbedding(minilm)
+    ), record.query
 
 
 class _Events(BaseEventHandler):
-    events: list = []
+    events: list = []  # noqa: RUF012 - pydantic field with a default
 
     @classmethod
     def class_name(cls) -> str:
@@ -71,7 +73,11 @@ async def test_query_engine_uses_rankwise_order_and_scores(index, local_backend)
     response = await engine.aquery(query)
     retrieved = await vector_index.as_retriever(similarity_top_k=8).aretrieve(query)
     expected = await Reranker("pointwise-qlm", local_backend).arerank(
-        query, [{"id": n.node.node_id, "text": n.node.get_content(metadata_mode="embed")} for n in retrieved]
+        query,
+        [
+            {"id": n.node.node_id, "text": n.node.get_content(metadata_mode="embed")}
+            for n in retrieved
+        ],
     )
     assert [n.node.node_id for n in response.source_nodes] == expected.ids[:3]
     for node, item in zip(response.source_nodes, expected.items, strict=False):
@@ -102,7 +108,9 @@ async def test_retriever_and_abstention(index, local_backend) -> None:
     got = await retriever.aretrieve(query)
     assert len(got) == 2
     assert [n.node.node_id for n in retriever.retrieve(query)] == [n.node.node_id for n in got]
-    never = RankwiseRerank(method="pointwise", backend=local_backend, abstain=Abstention("max", 1.01))
+    never = RankwiseRerank(
+        method="pointwise", backend=local_backend, abstain=Abstention("max", 1.01)
+    )
     assert await RankwiseRetriever(base, never).aretrieve(QueryBundle(query)) == []
     assert never.last_result.abstained
 

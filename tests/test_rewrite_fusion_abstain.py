@@ -75,9 +75,9 @@ async def test_strategies_run_together_and_original_can_be_excluded(rewriter_bac
 
 
 async def test_unusable_output_falls_back_and_is_traced(rewriter_backend) -> None:
-    result = await QueryRewriter(rewriter_backend, ["core_content"], include_original=False).arewrite(
-        QUESTION
-    )
+    result = await QueryRewriter(
+        rewriter_backend, ["core_content"], include_original=False
+    ).arewrite(QUESTION)
     assert result.queries == [QUESTION]
     assert len(result.trace.fallbacks) == 2  # the empty rewrite, then the fallback itself
 
@@ -166,17 +166,41 @@ async def test_reranker_abstains_with_a_calibrator(stub) -> None:
 
 
 def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:
-    common = ["--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt"),
-              "--method", "pointwise-qlm", "--depth", "5", "--queries", "6",
-              "--cache", str(tmp_path / "cache.sqlite")]
+    common = [
+        "--data",
+        str(DL19 / "bm25-top100.jsonl"),
+        "--qrels",
+        str(DL19 / "qrels.txt"),
+        "--method",
+        "pointwise-qlm",
+        "--depth",
+        "5",
+        "--queries",
+        "6",
+        "--cache",
+        str(tmp_path / "cache.sqlite"),
+    ]
     calib = tmp_path / "calib.json"
     assert main(["calibrate", *common, "--out", str(calib), "--top", "5"]) == 0
     assert json.loads(calib.read_text())["method"] == "pointwise-qlm"
     capsys.readouterr()
     report_path = tmp_path / "r.json"
     plot = tmp_path / "rc.png"
-    assert main(["eval", *common, "--abstention", str(calib), "--report", str(report_path),
-                 "--plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                *common,
+                "--abstention",
+                str(calib),
+                "--report",
+                str(report_path),
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     report = json.loads(report_path.read_text())
     assert {"nauc", "coverage", "quality_at_coverage"} <= set(report["abstention"])
     assert 0 < report["abstention"]["coverage"] <= 1

@@ -96,7 +96,9 @@ def score_features(scores: Sequence[float], n: int) -> list[float]:
     return sorted(padded)
 
 
-def ridge_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], alpha: float) -> list[float]:
+def ridge_fit(
+    rows: Sequence[Sequence[float]], targets: Sequence[float], alpha: float
+) -> list[float]:
     """Closed-form ridge regression with an unpenalised intercept.
 
     Returns ``[intercept, w1, ..., wd]``. Solves (XᵀX + αI)w = Xᵀy on centred data by
@@ -108,9 +110,13 @@ def ridge_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], alpha: 
     mean_x = [sum(row[j] for row in rows) / len(rows) for j in range(d)]
     mean_y = sum(targets) / len(targets)
     centred = [[row[j] - mean_x[j] for j in range(d)] for row in rows]
-    gram = [[sum(r[i] * r[j] for r in centred) + (alpha if i == j else 0.0) for j in range(d)]
-            for i in range(d)]
-    rhs = [sum(r[i] * (y - mean_y) for r, y in zip(centred, targets, strict=True)) for i in range(d)]
+    gram = [
+        [sum(r[i] * r[j] for r in centred) + (alpha if i == j else 0.0) for j in range(d)]
+        for i in range(d)
+    ]
+    rhs = [
+        sum(r[i] * (y - mean_y) for r, y in zip(centred, targets, strict=True)) for i in range(d)
+    ]
     weights = _solve(gram, rhs)
     intercept = mean_y - sum(w * m for w, m in zip(weights, mean_x, strict=True))
     return [intercept, *weights]
@@ -118,7 +124,7 @@ def ridge_fit(rows: Sequence[Sequence[float]], targets: Sequence[float], alpha: 
 
 def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
     size = len(rhs)
-    augmented = [row[:] + [value] for row, value in zip(matrix, rhs, strict=True)]
+    augmented = [[*row, value] for row, value in zip(matrix, rhs, strict=True)]
     for column in range(size):
         pivot = max(range(column, size), key=lambda r: abs(augmented[r][column]))
         if abs(augmented[pivot][column]) < 1e-12:
@@ -202,11 +208,15 @@ class Calibrator:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path, *, method: str | None = None, model: str | None = None) -> Calibrator:
+    def load(
+        cls, path: str | Path, *, method: str | None = None, model: str | None = None
+    ) -> Calibrator:
         """Read a calibrator; warns when it was fitted for another method or model."""
         calibrator = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
-        for name, wanted, fitted in (("method", method, calibrator.method),
-                                     ("model", model, calibrator.model)):
+        for name, wanted, fitted in (
+            ("method", method, calibrator.method),
+            ("model", model, calibrator.model),
+        ):
             if wanted is not None and fitted and wanted != fitted:
                 warnings.warn(
                     f"calibrator {path} was fitted for {name} {fitted!r}, not {wanted!r}; "
@@ -271,7 +281,10 @@ def cross_validated_nauc(
     the calibrator (fitted on each reference split) and each reference-free function."""
     import random
 
-    totals: dict[str, list[float]] = {"calibrator": [], **{name: [] for name in CONFIDENCE_FUNCTIONS}}
+    totals: dict[str, list[float]] = {
+        "calibrator": [],
+        **{name: [] for name in CONFIDENCE_FUNCTIONS},
+    }
     indices = list(range(len(metrics)))
     for seed in seeds:
         shuffled = indices[:]
@@ -280,8 +293,9 @@ def cross_validated_nauc(
         test, reference = shuffled[:cut], shuffled[cut:]
         if len(reference) < 2:
             raise ValueError("too few queries for a reference/test split")
-        calibrator = Calibrator(n=n).fit([score_lists[i] for i in reference],
-                                         [metrics[i] for i in reference])
+        calibrator = Calibrator(n=n).fit(
+            [score_lists[i] for i in reference], [metrics[i] for i in reference]
+        )
         test_metrics = [metrics[i] for i in test]
         confidences = [calibrator.predict(score_lists[i]) for i in test]
         totals["calibrator"].append(risk_coverage(confidences, test_metrics)["nauc"])

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--qrels", required=True)
     evaluate.add_argument("--report", default=None, help="write the report JSON here")
     evaluate.add_argument(
-        "--abstention", default=None,
+        "--abstention",
+        default=None,
         help="a calibrator JSON from `rankwise calibrate`, or 'cv' for repeated 80/20 splits",
     )
     evaluate.add_argument("--plot", default=None, help="draw the risk-coverage curve (PNG)")
@@ -87,9 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(calibrate)
     calibrate.add_argument("--qrels", required=True)
     calibrate.add_argument("--out", required=True, help="calibrator JSON to write")
-    calibrate.add_argument("--abstention-rate", type=float, default=0.2,
-                           help="share of reference queries to abstain on")
-    calibrate.add_argument("--top", type=int, default=10, help="scores per list the calibrator reads")
+    calibrate.add_argument(
+        "--abstention-rate",
+        type=float,
+        default=0.2,
+        help="share of reference queries to abstain on",
+    )
+    calibrate.add_argument(
+        "--top", type=int, default=10, help="scores per list the calibrator reads"
+    )
     calibrate.set_defaults(handler=_calibrate)
     return parser
 
@@ -226,15 +233,22 @@ def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type:
 
     scores, metrics = _judged(records, results, qrels)
     if args.abstention == "cv":
-        report: dict[str, Any] = {"mode": "cv", "splits": 5, "test_share": 0.2,
-                                  "nauc": cross_validated_nauc(scores, metrics)}
+        report: dict[str, Any] = {
+            "mode": "cv",
+            "splits": 5,
+            "test_share": 0.2,
+            "nauc": cross_validated_nauc(scores, metrics),
+        }
         curve = None
     else:
-        calibrator = Calibrator.load(args.abstention, method=args.method,
-                                     model=results[0].model if results else None)
+        calibrator = Calibrator.load(
+            args.abstention, method=args.method, model=results[0].model if results else None
+        )
         confidences = [calibrator.predict(s) for s in scores]
         curve = risk_coverage(confidences, metrics)
-        answered = [m for c, m in zip(confidences, metrics, strict=True) if c > calibrator.threshold]
+        answered = [
+            m for c, m in zip(confidences, metrics, strict=True) if c > calibrator.threshold
+        ]
         report = {
             "mode": "calibrator",
             "nauc": round(curve["nauc"], 4),
@@ -266,8 +280,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
     calibrator.fit(scores, metrics, abstention_rate=args.abstention_rate)
     calibrator.save(args.out)
-    print(f"wrote {args.out}: fitted on {len(metrics)} queries, threshold "
-          f"{calibrator.threshold:.4f} (abstains on {args.abstention_rate:.0%} of them)")
+    print(
+        f"wrote {args.out}: fitted on {len(metrics)} queries, threshold "
+        f"{calibrator.threshold:.4f} (abstains on {args.abstention_rate:.0%} of them)"
+    )
     return 0
 
 

@@ -48,10 +48,15 @@ class RankContext:
         self, messages: Sequence[Message], *, max_tokens: int, assistant_prefix: str = ""
     ) -> Generation:
         """Generate greedily and count the call."""
-        request = {"messages": _plain(messages), "max_tokens": max_tokens,
-                   "prefix": assistant_prefix}
+        request = {
+            "messages": _plain(messages),
+            "max_tokens": max_tokens,
+            "prefix": assistant_prefix,
+        }
         return await self._cached(
-            "generate", request, Generation,
+            "generate",
+            request,
+            Generation,
             lambda: self.backend.generate(
                 messages, max_tokens=max_tokens, assistant_prefix=assistant_prefix
             ),
@@ -63,7 +68,9 @@ class RankContext:
         """First-token log-probs of ``labels`` and count the call."""
         request = {"messages": _plain(messages), "labels": list(labels), "prefix": assistant_prefix}
         return await self._cached(
-            "label_logprobs", request, LabelLogprobs,
+            "label_logprobs",
+            request,
+            LabelLogprobs,
             lambda: self.backend.label_logprobs(
                 messages, labels, assistant_prefix=assistant_prefix
             ),
@@ -73,7 +80,9 @@ class RankContext:
         """Log-probs of ``continuation`` after ``prefix`` and count the call."""
         request = {"prefix": prefix, "continuation": continuation}
         return await self._cached(
-            "continuation_logprobs", request, ContinuationLogprobs,
+            "continuation_logprobs",
+            request,
+            ContinuationLogprobs,
             lambda: self.backend.continuation_logprobs(prefix, continuation),
         )
 

@@ -159,8 +159,10 @@ class Reranker:
             abstained, confidence = self.abstain.decide([item.score for item in items])
             if abstained:
                 context.trace.record(
-                    "info", f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
-                    confidence=confidence, rule=type(self.abstain).__name__,
+                    "info",
+                    f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
+                    confidence=confidence,
+                    rule=type(self.abstain).__name__,
                 )
         return RankedList(
             query=query,

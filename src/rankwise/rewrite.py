@@ -30,18 +30,32 @@ from rankwise.prompts import PromptLibrary
 from rankwise.types import Trace, Usage
 
 Strategy = Literal[
-    "original", "multi_query", "pseudo_answer", "decompose", "conversational",
-    "keywords", "core_content", "general",
+    "original",
+    "multi_query",
+    "pseudo_answer",
+    "decompose",
+    "conversational",
+    "keywords",
+    "core_content",
+    "general",
 ]
 STRATEGIES: tuple[str, ...] = (
-    "multi_query", "pseudo_answer", "decompose", "conversational",
-    "keywords", "core_content", "general",
+    "multi_query",
+    "pseudo_answer",
+    "decompose",
+    "conversational",
+    "keywords",
+    "core_content",
+    "general",
 )
 _SELECTABLE = {"GQR": "general", "KWR": "keywords", "PAR": "pseudo_answer", "CCE": "core_content"}
 _MULTI_LINE = {"multi_query", "decompose"}
 _NUMBERING = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])\s*", re.IGNORECASE)
-_LABEL = re.compile(r"^\s*(?:query|question|sub-question|keywords?|rewritten query|core query|"
-                    r"standalone question|passage)\s*\d*\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:query|question|sub-question|keywords?|rewritten query|core query|"
+    r"standalone question|passage)\s*\d*\s*:\s*",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,9 @@ class QueryRewriter:
         text = await self._generate("rewrite_select", result, question=question)
         picked = [_SELECTABLE[name] for name in re.findall(r"\b(GQR|KWR|PAR|CCE)\b", text.upper())]
         if not picked:
-            result.trace.record("fallback", "strategy selection unreadable; using GQR", text=text[:80])
+            result.trace.record(
+                "fallback", "strategy selection unreadable; using GQR", text=text[:80]
+            )
             return ["general"]
         return list(dict.fromkeys(picked))
 
@@ -149,8 +165,11 @@ class QueryRewriter:
     ) -> list[str]:
         tokens = self.max_tokens * (4 if strategy == "pseudo_answer" else 1)
         text = await self._generate(
-            f"rewrite_{strategy}", result, max_tokens=tokens,
-            question=question, chat_history=chat_history,
+            f"rewrite_{strategy}",
+            result,
+            max_tokens=tokens,
+            question=question,
+            chat_history=chat_history,
         )
         if strategy == "pseudo_answer":
             cleaned = [" ".join(text.split())] if text.strip() else []

@@ -145,3 +145,15 @@ class RankedList(BaseModel):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def as_tool_result(self, top_n: int | None = None) -> dict[str, Any]:
+        """A small JSON-ready answer for agent tools: the best ``top_n`` (none if abstained)."""
+        chosen = [] if self.abstained else self.items[: top_n or len(self.items)]
+        return {
+            "abstained": self.abstained,
+            "confidence": self.confidence,
+            "results": [
+                {"rank": item.rank, "id": item.id, "score": item.score, "text": item.text}
+                for item in chosen
+            ],
+        }

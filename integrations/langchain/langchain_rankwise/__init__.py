@@ -1,4 +1,4 @@
-"""LangChain integration for rankwise: ``RankwiseRerank``, ``RankwiseRetriever``, ``rankwise_tool``."""
+"""LangChain integration for rankwise: a compressor, a retriever and agent tools."""
 
 from langchain_rankwise.compressor import RankwiseRerank
 from langchain_rankwise.retriever import RankwiseRetriever

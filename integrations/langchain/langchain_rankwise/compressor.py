@@ -67,7 +67,9 @@ class RankwiseRerank(BaseDocumentCompressor):
         """The full ranked list of the latest call: every document, usage and trace."""
         return self._last
 
-    async def arank(self, documents: Sequence[Document], query: str) -> tuple[RankedList, list[Document]]:
+    async def arank(
+        self, documents: Sequence[Document], query: str
+    ) -> tuple[RankedList, list[Document]]:
         """Rerank and return both the full :class:`RankedList` and the selected documents."""
         candidates, originals = to_candidates(documents)
         ranked = await self.reranker.arerank(query, candidates)

@@ -8,9 +8,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
+from langchain_rankwise._convert import to_candidates
 from langchain_rankwise.compressor import RankwiseRerank
 from rankwise._sync import run_sync
-from rankwise.types import RankedList
 
 
 class RerankInput(BaseModel):
@@ -28,17 +28,6 @@ class SearchInput(BaseModel):
     top_n: int = Field(default=3, ge=1, description="How many passages to return.")
 
 
-def _as_payload(ranked: RankedList, top_n: int) -> dict[str, Any]:
-    chosen = [] if ranked.abstained else ranked.items[:top_n]
-    return {
-        "abstained": ranked.abstained,
-        "confidence": ranked.confidence,
-        "results": [
-            {"rank": i.rank, "id": i.id, "score": i.score, "text": i.text} for i in chosen
-        ],
-    }
-
-
 def rankwise_tool(
     reranker: RankwiseRerank,
     *,
@@ -53,7 +42,7 @@ def rankwise_tool(
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
             ranked = await reranker.reranker.arerank(query, passages)
-            return _as_payload(ranked, top_n)
+            return ranked.as_tool_result(top_n)
 
         return StructuredTool.from_function(
             func=lambda **kwargs: run_sync(rerank(**kwargs)),
@@ -65,9 +54,9 @@ def rankwise_tool(
         )
 
     async def search(query: str, top_n: int = 3) -> dict[str, Any]:
-        documents = await retriever.ainvoke(query)
-        ranked = await reranker.reranker.arerank(query, [d.page_content for d in documents])
-        return _as_payload(ranked, top_n)
+        candidates, _ = to_candidates(await retriever.ainvoke(query))
+        ranked = await reranker.reranker.arerank(query, candidates)
+        return ranked.as_tool_result(top_n)
 
     return StructuredTool.from_function(
         func=lambda **kwargs: run_sync(search(**kwargs)),

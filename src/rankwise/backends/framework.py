@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 from rankwise.backends.tokens import TokenCounter
 
 
-def match_labels(alternatives: Iterable[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
+def match_labels(
+    alternatives: Iterable[tuple[str, float]], labels: Sequence[str]
+) -> dict[str, float]:
     """Log-prob of each label among (token, logprob) alternatives, ignoring surrounding
     whitespace; several spellings of one label ("Yes", " Yes") are summed."""
     found: dict[str, float] = {}

@@ -60,7 +60,9 @@ class LangChainBackend(EstimatedTokens):
         super().__init__()
         self.model = model
         self.model_name = str(
-            getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+            getattr(model, "model_name", None)
+            or getattr(model, "model", None)
+            or type(model).__name__
         )
         self.top_logprobs = top_logprobs
         self.max_tokens_kwarg = max_tokens_kwarg
@@ -97,7 +99,9 @@ class LangChainBackend(EstimatedTokens):
         content = (response.response_metadata.get("logprobs") or {}).get("content") or []
         found: dict[str, float] = {}
         if content:
-            position = position_after_prefix([e.get("token", "") for e in content], assistant_prefix)
+            position = position_after_prefix(
+                [e.get("token", "") for e in content], assistant_prefix
+            )
             entry = content[position]
             alternatives = [(alt["token"], alt["logprob"]) for alt in entry.get("top_logprobs", [])]
             alternatives.append((entry.get("token", ""), entry.get("logprob", float("-inf"))))
@@ -120,14 +124,18 @@ class LangChainBackend(EstimatedTokens):
             try:
                 return await self.model.ainvoke(converted, **extra)
             except Exception as error:
-                raise BackendError(f"{self.model_name} failed: {type(error).__name__}: {error}") from error
+                raise BackendError(
+                    f"{self.model_name} failed: {type(error).__name__}: {error}"
+                ) from error
 
 
 def _text(response: BaseMessage) -> str:
     content = response.content
     if isinstance(content, str):
         return content
-    return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return "".join(
+        part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+    )
 
 
 def _usage(response: BaseMessage) -> tuple[int, int]:

@@ -26,7 +26,11 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("LlamaIndexBackend needs: pip install 'rankwise[llamaindex]'") from error
 
-_ROLES = {"system": MessageRole.SYSTEM, "user": MessageRole.USER, "assistant": MessageRole.ASSISTANT}
+_ROLES = {
+    "system": MessageRole.SYSTEM,
+    "user": MessageRole.USER,
+    "assistant": MessageRole.ASSISTANT,
+}
 
 
 class LlamaIndexBackend(EstimatedTokens):
@@ -94,7 +98,10 @@ class LlamaIndexBackend(EstimatedTokens):
                 f"{self.model_name}: log-probs are off; pass logprobs=True if the LLM returns "
                 "them, or use a method that only generates (listwise, setwise, prp-*)"
             )
-        extra: dict[str, Any] = {"logprobs": True, "top_logprobs": max(self.top_logprobs, len(labels))}
+        extra: dict[str, Any] = {
+            "logprobs": True,
+            "top_logprobs": max(self.top_logprobs, len(labels)),
+        }
         extra.update(self._limit(1 + (3 if assistant_prefix.strip() else 0)))
         response = await self._chat(messages, extra)
         found: dict[str, float] = {}
@@ -121,7 +128,9 @@ class LlamaIndexBackend(EstimatedTokens):
             try:
                 return await self.llm.achat(converted, **extra)
             except Exception as error:
-                raise BackendError(f"{self.model_name} failed: {type(error).__name__}: {error}") from error
+                raise BackendError(
+                    f"{self.model_name} failed: {type(error).__name__}: {error}"
+                ) from error
 
 
 def _usage(response: ChatResponse) -> tuple[int, int]:
@@ -132,5 +141,9 @@ def _usage(response: ChatResponse) -> tuple[int, int]:
     if usage is None:
         extra = response.additional_kwargs or {}
         return int(extra.get("prompt_tokens", 0)), int(extra.get("completion_tokens", 0))
-    get = usage.get if isinstance(usage, dict) else lambda key, default=0: getattr(usage, key, default)
+    get = (
+        usage.get
+        if isinstance(usage, dict)
+        else lambda key, default=0: getattr(usage, key, default)
+    )
     return int(get("prompt_tokens", 0) or 0), int(get("completion_tokens", 0) or 0)

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, RankingMethod, rank_scores
-from rankwise.methods.listwise import fit_to_context
 from rankwise.methods.windows import slide, window_starts
 from rankwise.parsing import LETTERS, fence_ids, first_words
-from rankwise.prompts import Message
 from rankwise.types import Candidate
 
 

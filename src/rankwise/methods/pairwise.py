@@ -193,8 +193,9 @@ class PairwiseHeapsort(_PairwiseMethod):
     the rest follow in first-stage order. A tie (inconsistent or unreadable answers) goes
     to the candidate earlier in the first stage, so a model that says nothing useful leaves
     the input order unchanged. ``ties="published"`` treats a tie as "not greater", as the
-    published code does (which shuffles such a list through the heap). Calls: 2 per comparison, O(N + k·log N)
-    comparisons, depending on the answers (the trace records the count). Score: 1/rank."""
+    published code does (which shuffles such a list through the heap). Calls: 2 per
+    comparison, O(N + k·log N) comparisons, depending on the answers (the trace records the
+    count). Score: 1/rank."""
 
     name = "prp-heapsort"
     score_kind = "rank"

@@ -14,16 +14,18 @@ from rankwise.types import Candidate
 
 
 class SetwiseHeapsort(_PairwiseMethod):
-    """Setwise heapsort with ``children`` (c) children per node: each heapify step is one call
-    over the parent and its children (labels A, B, C, ...); if a child wins, it swaps with
-    the parent and the step recurses into it. Likelihood mode on local models (the label
-    with the highest log-prob after " Passage:"), generation elsewhere (``mode="generate"``
-    on a local model reads one greedy token after " Passage:", as llm-rankers does). An unreadable answer
-    picks the candidate earliest in the first stage (the published code keeps the parent,
-    which shuffles the list through the heap; ``ties="published"`` does that), so a model
-    that says nothing useful leaves the input order unchanged. Calls: about N/c + k·log_c N, depending on the answers (the trace
-    records the count). Output: the top ``top_k``, then the rest in first-stage order;
-    score 1/rank.
+    """Setwise heapsort with ``children`` (c) children per node.
+
+    Each heapify step is one call over the parent and its children (labels A, B, C, ...);
+    if a child wins, it swaps with the parent and the step recurses into it. Local models
+    use likelihood mode (the label with the highest log-prob after " Passage:");
+    ``mode="generate"`` reads one greedy token after " Passage:", as llm-rankers does; APIs
+    generate a short answer. An unreadable answer picks the candidate earliest in the first
+    stage, so a model that says nothing useful leaves the input order unchanged
+    (``ties="published"`` keeps the parent instead, as the published code does, which
+    shuffles such a list through the heap). Calls: about N/c + k·log_c N, depending on the
+    answers (the trace records the count). Output: the top ``top_k``, then the rest in
+    first-stage order; score 1/rank.
     """
 
     name = "setwise"
@@ -43,7 +45,10 @@ class SetwiseHeapsort(_PairwiseMethod):
         if not 1 <= children < len(LETTERS):
             raise ValueError(f"children must be between 1 and 25, got {children}")
         super().__init__(
-            mode=mode, max_passage_tokens=max_passage_tokens, prompt=prompt, top_k=top_k,
+            mode=mode,
+            max_passage_tokens=max_passage_tokens,
+            prompt=prompt,
+            top_k=top_k,
             ties=ties,
         )
         self.children = children

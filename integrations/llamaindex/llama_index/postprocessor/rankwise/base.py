@@ -44,9 +44,8 @@ class RankwiseRerank(BaseNodePostprocessor):
 
     Example::
 
-        engine = index.as_query_engine(
-            similarity_top_k=20, node_postprocessors=[RankwiseRerank(method="pointwise-qlm", top_n=3)]
-        )
+        rerank = RankwiseRerank(method="pointwise-qlm", top_n=3)
+        engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -100,7 +99,9 @@ class RankwiseRerank(BaseNodePostprocessor):
             raise InputError("RankwiseRerank needs the query: pass query_bundle or query_str")
         dispatcher.event(
             ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=self.top_n or len(nodes),
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n or len(nodes),
                 model_name=f"rankwise:{self.method}",
             )
         )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
-
 from llama_index.postprocessor.rankwise.base import (
     RankwiseRerank,
     nodes_to_candidates,
     selected_nodes,
 )
+
 from rankwise._sync import run_sync
 from rankwise.pipeline import RetrievalPipeline, Rewrite
 from rankwise.types import Candidate

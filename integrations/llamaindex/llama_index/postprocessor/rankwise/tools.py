@@ -6,18 +6,9 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.tools import FunctionTool
+from llama_index.postprocessor.rankwise.base import RankwiseRerank, nodes_to_candidates
 
-from llama_index.postprocessor.rankwise.base import RankwiseRerank
 from rankwise._sync import run_sync
-
-
-def _payload(ranked: Any, top_n: int) -> dict[str, Any]:
-    chosen = [] if ranked.abstained else ranked.items[:top_n]
-    return {
-        "abstained": ranked.abstained,
-        "confidence": ranked.confidence,
-        "results": [{"rank": i.rank, "id": i.id, "score": i.score, "text": i.text} for i in chosen],
-    }
 
 
 def rankwise_function_tool(
@@ -27,9 +18,11 @@ def rankwise_function_tool(
     ``rerank_passages(query, passages, top_n)``. Both sync and async."""
     if retriever is None:
 
-        async def rerank_passages(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
+        async def rerank_passages(
+            query: str, passages: list[str], top_n: int = 3
+        ) -> dict[str, Any]:
             """Rank passages by how well they answer the query; best first."""
-            return _payload(await reranker.reranker.arerank(query, passages), top_n)
+            return (await reranker.reranker.arerank(query, passages)).as_tool_result(top_n)
 
         def rerank_sync(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
             """Rank passages by how well they answer the query; best first."""
@@ -41,9 +34,8 @@ def rankwise_function_tool(
 
     async def search_reranked(query: str, top_n: int = 3) -> dict[str, Any]:
         """Search the knowledge base; return the most relevant passages, best first."""
-        nodes = await retriever.aretrieve(query)
-        texts = [n.node.get_content() for n in nodes]
-        return _payload(await reranker.reranker.arerank(query, texts), top_n)
+        candidates = nodes_to_candidates(await retriever.aretrieve(query))
+        return (await reranker.reranker.arerank(query, candidates)).as_tool_result(top_n)
 
     def search_sync(query: str, top_n: int = 3) -> dict[str, Any]:
         """Search the knowledge base; return the most relevant passages, best first."""
