@@ -10,61 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from contextlib import contextmanager
 
 from _shared import dl19
 
 from rankwise import OpenAIBackend, Reranker
-from rankwise.backends.model_files import default_gguf_path
 from rankwise.evaluate import ndcg_at_k
-
-
-@contextmanager
-def local_llama_server():
-    """A llama.cpp server with the embedded GGUF on a free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(default_gguf_path()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--logits_all",
-            "True",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    raise SystemExit("llama.cpp server failed to start") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+from rankwise.llamacpp import serve_gguf
 
 
 async def rerank_with(base_url: str, model: str) -> None:
@@ -89,7 +40,7 @@ def main() -> None:
     if url:
         asyncio.run(rerank_with(url, os.environ.get("RANKWISE_MODEL", "gpt-4o-mini")))
         return
-    with local_llama_server() as local_url:
+    with serve_gguf() as local_url:  # rankwise's helper: llama.cpp on 127.0.0.1
         print(f"started llama.cpp at {local_url}")
         asyncio.run(rerank_with(local_url, "smollm2"))
 

@@ -5,76 +5,26 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from rankwise import OpenAIBackend, Reranker
-from rankwise.backends.model_files import default_gguf_path
 from rankwise.cli import main
+from rankwise.llamacpp import serve_gguf
 from tests.conftest import DL19
 
 pytestmark = pytest.mark.server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory) -> Iterator[str]:
+def llama_server() -> Iterator[str]:
     if importlib.util.find_spec("llama_cpp") is None:
         if os.environ.get("RANKWISE_REQUIRE_SERVER"):
             pytest.fail("llama-cpp-python[server] is not installed; run ./run setup")
         pytest.skip("llama-cpp-python[server] is not installed")
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(default_gguf_path()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "4096",
-        "--logits_all",
-        "True",
-    ]
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    log = log_path.open("wb")  # a file, not a pipe: the server logs a lot and must not block
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                    json.load(response)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("llama.cpp server did not start within 120 s")
-                time.sleep(0.5)
+    with serve_gguf() as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 async def test_pointwise_through_the_real_server(llama_server, dl19, local_backend) -> None:

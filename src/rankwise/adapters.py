@@ -32,6 +32,27 @@ def _is_langchain(llm: Any) -> bool:
     return isinstance(llm, BaseChatModel)
 
 
+def reranker_for(settings: Any) -> Reranker:
+    """The Reranker an adapter's fields describe: ``method``, ``backend`` or ``llm`` (a
+    framework model, or ``"settings"`` for LlamaIndex's ``Settings.llm``), ``llm_logprobs``,
+    ``top_n``, ``score_threshold``, ``abstain`` and ``method_options``."""
+    llm = settings.llm
+    if llm == "settings":
+        from llama_index.core import Settings
+
+        llm = Settings.llm
+    return make_reranker(
+        method=settings.method,
+        backend=settings.backend,
+        llm=llm,
+        llm_logprobs=settings.llm_logprobs,
+        top_n=settings.top_n,
+        score_threshold=settings.score_threshold,
+        abstain=settings.abstain,
+        options=settings.method_options,
+    )
+
+
 def make_reranker(
     *,
     method: str,

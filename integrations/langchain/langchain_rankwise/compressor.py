@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_rankwise._convert import selected_documents, to_candidates
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import make_reranker
+from rankwise.adapters import reranker_for
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList
 
@@ -50,16 +50,7 @@ class RankwiseRerank(BaseDocumentCompressor):
     def reranker(self) -> Reranker:
         """The rankwise Reranker these fields describe (built on first use)."""
         if self._reranker is None:
-            self._reranker = make_reranker(
-                method=self.method,
-                backend=self.backend,
-                llm=self.llm,
-                llm_logprobs=self.llm_logprobs,
-                top_n=self.top_n,
-                score_threshold=self.score_threshold,
-                abstain=self.abstain,
-                options=self.method_options,
-            )
+            self._reranker = reranker_for(self)
         return self._reranker
 
     @property

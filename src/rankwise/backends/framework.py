@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
 from rankwise.backends.tokens import TokenCounter
+from rankwise.errors import BackendError, CapabilityError
+from rankwise.prompts import Message
 
 
 def match_labels(
@@ -67,14 +73,108 @@ class LoopSemaphores:
         return semaphore
 
 
-class EstimatedTokens:
-    """Token counting for framework models: tiktoken when local, else 4 characters a token."""
+@dataclass
+class Reply:
+    """What a framework model returned, reduced to what rankwise reads.
 
-    def __init__(self) -> None:
+    ``positions`` holds, per generated token, (token, logprob) pairs: the chosen token first,
+    then the alternatives (empty when the model gave no log-probs).
+    """
+
+    text: str
+    positions: list[list[tuple[str, float]]]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class FrameworkBackend(ABC):
+    """The shared logic of backends that wrap a framework's chat model.
+
+    Subclasses implement :meth:`_call`; token counting uses tiktoken when its encoding is on
+    disk, else 4 characters a token.
+    """
+
+    kind: str = "framework"
+    model_name: str
+
+    def __init__(
+        self,
+        *,
+        logprobs: bool,
+        top_logprobs: int,
+        max_tokens_kwarg: str | None,
+        concurrency: int,
+        max_context: int,
+    ) -> None:
         self._counter = TokenCounter()
+        self.top_logprobs = top_logprobs
+        self.max_tokens_kwarg = max_tokens_kwarg
+        self._semaphores = LoopSemaphores(concurrency)
+        self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         return self._counter.truncate(text, max_tokens)
+
+    @abstractmethod
+    async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
+        """Call the wrapped model with extra keyword arguments."""
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        assistant_prefix: str = "",
+    ) -> Generation:
+        """Generate with the model's own settings (plus the token limit, if configured)."""
+        reply = await self._guarded(messages, self._limit(max_tokens))
+        return Generation(reply.text, reply.prompt_tokens, reply.completion_tokens)
+
+    async def label_logprobs(
+        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
+    ) -> LabelLogprobs:
+        """Labels among the top log-probs, at the position after ``assistant_prefix``."""
+        if not self._capabilities.logprobs:
+            raise CapabilityError(
+                f"{self.model_name}: log-probs are off; pass logprobs=True if the model returns "
+                "them, or use a method that only generates (listwise, setwise, prp-*)"
+            )
+        extra: dict[str, Any] = {
+            "logprobs": True,
+            "top_logprobs": max(self.top_logprobs, len(labels)),
+        }
+        extra.update(self._limit(1 + (3 if assistant_prefix.strip() else 0)))
+        reply = await self._guarded(messages, extra)
+        found: dict[str, float] = {}
+        if reply.positions:
+            tokens = [entry[0][0] if entry else "" for entry in reply.positions]
+            found = match_labels(
+                reply.positions[position_after_prefix(tokens, assistant_prefix)], labels
+            )
+        return LabelLogprobs(found, reply.text, reply.prompt_tokens, reply.completion_tokens)
+
+    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        raise CapabilityError("chat models do not score a given continuation; use a local model")
+
+    async def aclose(self) -> None:
+        return None
+
+    def _limit(self, max_tokens: int) -> dict[str, Any]:
+        return {self.max_tokens_kwarg: max_tokens} if self.max_tokens_kwarg else {}
+
+    async def _guarded(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
+        async with self._semaphores.get():
+            try:
+                return await self._call(messages, extra)
+            except Exception as error:
+                raise BackendError(
+                    f"{self.model_name} failed: {type(error).__name__}: {error}"
+                ) from error

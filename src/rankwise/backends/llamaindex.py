@@ -10,14 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
-from rankwise.backends.framework import (
-    EstimatedTokens,
-    LoopSemaphores,
-    match_labels,
-    position_after_prefix,
-)
-from rankwise.errors import BackendError, CapabilityError
+from rankwise.backends.framework import FrameworkBackend, Reply
 from rankwise.prompts import Message
 
 try:
@@ -33,7 +26,7 @@ _ROLES = {
 }
 
 
-class LlamaIndexBackend(EstimatedTokens):
+class LlamaIndexBackend(FrameworkBackend):
     """A LlamaIndex ``LLM`` as a rankwise backend.
 
     Args:
@@ -64,86 +57,33 @@ class LlamaIndexBackend(EstimatedTokens):
             llm = Settings.llm
         if not isinstance(llm, LLM):
             raise TypeError(f"expected a LlamaIndex LLM, got {type(llm).__name__}")
-        super().__init__()
-        self.llm = llm
         metadata = llm.metadata
+        super().__init__(
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            max_tokens_kwarg=max_tokens_kwarg,
+            concurrency=concurrency,
+            max_context=max_context or int(metadata.context_window or 4096),
+        )
+        self.llm = llm
         self.model_name = str(metadata.model_name or type(llm).__name__)
-        self.top_logprobs = top_logprobs
-        self.max_tokens_kwarg = max_tokens_kwarg
-        self._semaphores = LoopSemaphores(concurrency)
-        context = max_context or int(metadata.context_window or 4096)
-        self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=context)
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
-    async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        assistant_prefix: str = "",
-    ) -> Generation:
-        response = await self._chat(messages, self._limit(max_tokens))
-        prompt, completion = _usage(response)
-        return Generation(str(response.message.content or ""), prompt, completion)
-
-    async def label_logprobs(
-        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
-    ) -> LabelLogprobs:
-        if not self._capabilities.logprobs:
-            raise CapabilityError(
-                f"{self.model_name}: log-probs are off; pass logprobs=True if the LLM returns "
-                "them, or use a method that only generates (listwise, setwise, prp-*)"
-            )
-        extra: dict[str, Any] = {
-            "logprobs": True,
-            "top_logprobs": max(self.top_logprobs, len(labels)),
-        }
-        extra.update(self._limit(1 + (3 if assistant_prefix.strip() else 0)))
-        response = await self._chat(messages, extra)
-        found: dict[str, float] = {}
-        positions = response.logprobs or []
-        if positions:
-            tokens = [alternatives[0].token if alternatives else "" for alternatives in positions]
-            chosen = positions[position_after_prefix(tokens, assistant_prefix)]
-            found = match_labels(((lp.token, lp.logprob) for lp in chosen), labels)
-        prompt, completion = _usage(response)
-        return LabelLogprobs(found, str(response.message.content or ""), prompt, completion)
-
-    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
-        raise CapabilityError("chat LLMs do not score a given continuation; use a local model")
-
-    async def aclose(self) -> None:
-        return None
-
-    def _limit(self, max_tokens: int) -> dict[str, Any]:
-        return {self.max_tokens_kwarg: max_tokens} if self.max_tokens_kwarg else {}
-
-    async def _chat(self, messages: Sequence[Message], extra: dict[str, Any]) -> ChatResponse:
+    async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
         converted = [ChatMessage(role=_ROLES[m.role], content=m.content) for m in messages]
-        async with self._semaphores.get():
-            try:
-                return await self.llm.achat(converted, **extra)
-            except Exception as error:
-                raise BackendError(
-                    f"{self.model_name} failed: {type(error).__name__}: {error}"
-                ) from error
+        response = await self.llm.achat(converted, **extra)
+        positions = [[(lp.token, lp.logprob) for lp in entry] for entry in response.logprobs or []]
+        prompt, completion = _usage(response)
+        return Reply(str(response.message.content or ""), positions, prompt, completion)
 
 
 def _usage(response: ChatResponse) -> tuple[int, int]:
     raw = response.raw
-    usage = getattr(raw, "usage", None) if raw is not None and not isinstance(raw, dict) else None
-    if isinstance(raw, dict):
-        usage = raw.get("usage")
+    usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
     if usage is None:
         extra = response.additional_kwargs or {}
         return int(extra.get("prompt_tokens", 0)), int(extra.get("completion_tokens", 0))
-    get = (
-        usage.get
-        if isinstance(usage, dict)
-        else lambda key, default=0: getattr(usage, key, default)
+    if isinstance(usage, dict):
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(
+        getattr(usage, "completion_tokens", 0) or 0
     )
-    return int(get("prompt_tokens", 0) or 0), int(get("completion_tokens", 0) or 0)

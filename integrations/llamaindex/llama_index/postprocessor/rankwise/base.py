@@ -13,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import make_reranker
+from rankwise.adapters import reranker_for
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -70,21 +70,7 @@ class RankwiseRerank(BaseNodePostprocessor):
     def reranker(self) -> Reranker:
         """The rankwise Reranker these fields describe (built on first use)."""
         if self._reranker is None:
-            llm = self.llm
-            if llm == "settings":
-                from llama_index.core import Settings
-
-                llm = Settings.llm
-            self._reranker = make_reranker(
-                method=self.method,
-                backend=self.backend,
-                llm=llm,
-                llm_logprobs=self.llm_logprobs,
-                top_n=self.top_n,
-                score_threshold=self.score_threshold,
-                abstain=self.abstain,
-                options=self.method_options,
-            )
+            self._reranker = reranker_for(self)
         return self._reranker
 
     @property
