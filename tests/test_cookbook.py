@@ -19,6 +19,7 @@ EXPECT = {
     "04_hosted_api.py": "started llama.cpp",
     "05_choosing_a_method.py": "wrote",
     "06_abstention_calibration.py": "nAUC over 5 random",
+    "07_rewrite_fuse_abstain.py": "off-topic abstained: 3/3",
 }
 
 

@@ -30,11 +30,13 @@ class RankContext:
         cache: ResponseCache | None = None,
         *,
         max_calls: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self.prompts = prompts
         self.cache = cache
         self.max_calls = max_calls
+        self.max_tokens = max_tokens
         self.usage = Usage()
         self.trace = Trace()
         self.best_order: list[int] | None = None
@@ -102,6 +104,8 @@ class RankContext:
                 return hit
         if self.max_calls is not None and self.usage.calls >= self.max_calls:
             raise BudgetExhausted(f"the budget of {self.max_calls} LLM calls is spent")
+        if self.max_tokens is not None and self.usage.total_tokens >= self.max_tokens:
+            raise BudgetExhausted(f"the budget of {self.max_tokens} tokens is spent")
         result = await call()
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)

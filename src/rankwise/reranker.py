@@ -42,6 +42,8 @@ class Reranker:
             best order known so far (windows and passes already done, else the input order)
             and the trace records a ``budget`` event.
         max_calls: most LLM calls one rerank may make, with the same fallback.
+        max_tokens: most prompt + completion tokens one rerank may spend (checked before
+            each call), with the same fallback.
         **options: options of the method, e.g. ``max_passage_tokens=256``.
 
     Example::
@@ -64,6 +66,7 @@ class Reranker:
         cache: str | Path | ResponseCache | None = None,
         deadline: float | None = None,
         max_calls: int | None = None,
+        max_tokens: int | None = None,
         **options: Any,
     ) -> None:
         if isinstance(method, RankingMethod):
@@ -80,14 +83,10 @@ class Reranker:
                 "order one list, so a score_threshold would be meaningless; use top_n, or a "
                 "method with absolute scores such as 'pointwise'"
             )
-        if (
-            isinstance(abstain, Abstention)
-            and abstain.confidence == "max"
-            and not self.method.absolute_scores
-        ):
+        if abstain is not None and self.method.score_kind == "rank":
             raise InputError(
-                f"abstaining on the max score needs absolute scores, which {self.method.name!r} "
-                "does not give; use 'pointwise', or a calibrated abstention"
+                f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
+                "abstain with a method that scores (pointwise, pointwise-qlm, prp-allpair, icr)"
             )
         self.top_n = top_n
         self.score_threshold = score_threshold
@@ -97,8 +96,11 @@ class Reranker:
             raise InputError("deadline must be a positive number of seconds")
         if max_calls is not None and max_calls < 0:
             raise InputError("max_calls must be >= 0")
+        if max_tokens is not None and max_tokens < 0:
+            raise InputError("max_tokens must be >= 0")
         self.deadline = deadline
         self.max_calls = max_calls
+        self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
         self._backend_spec = backend
         self._backend: Backend | None = None
@@ -136,7 +138,13 @@ class Reranker:
         if not query.strip():
             raise InputError("query is empty; pass the text to rank documents against")
         started = time.perf_counter()
-        context = RankContext(self.backend, self.prompts, self.cache, max_calls=self.max_calls)
+        context = RankContext(
+            self.backend,
+            self.prompts,
+            self.cache,
+            max_calls=self.max_calls,
+            max_tokens=self.max_tokens,
+        )
         ranked = [i for i, c in enumerate(candidates) if c.text.strip()]
         empty = [i for i, c in enumerate(candidates) if not c.text.strip()]
         if empty:
