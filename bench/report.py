@@ -57,8 +57,8 @@ def quality_table() -> str:
         f"TREC DL19, {data['queries']} queries, {data['model']} ({data['dtype']}), "
         f"{data['machine']['cores']} CPU cores; from `bench/results/methods.json`.",
         "",
-        "| system | method | options | depth | nDCG@10 | calls/query | s/query |",
-        "|---|---|---|---|---|---|---|",
+        "| system | method | options | depth | nDCG@10 | calls/query | s/query | fallbacks |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in data["rows"]:
         options = ", ".join(
@@ -66,8 +66,15 @@ def quality_table() -> str:
         )
         rows.append(
             f"| {row['system']} | {row['method']} | {options} | {row['depth']} | "
-            f"{row['ndcg@10']:.4f} | {row['calls_per_query']} | {row['seconds_per_query']} |"
+            f"{row['ndcg@10']:.4f} | {row['calls_per_query']} | {row['seconds_per_query']} | "
+            f"{row.get('fallbacks', '')} |"
         )
+    rows += [
+        "",
+        "A row equal to BM25 means the model's answers carried no usable preference: PRP "
+        "answers that disagree between the two orders are ties, and ties keep the first-stage "
+        "order. Fallbacks count answers that named no passage or no permutation.",
+    ]
     for item in data.get("agreement_with_reference", []):
         rows.append("")
         rows.append(

@@ -25,9 +25,10 @@ OFF_TOPIC = [
     "who won the 1998 football world cup",
     "how do I configure a kubernetes ingress controller",
 ]
-# Query likelihood scores are mean log-probs per query token: above this, some passage
-# explains the query well. Fit it on your own labelled queries (cookbook 06) for real use.
-THRESHOLD = -3.5
+# Calibrated query likelihood: how many nats per query token the best passage adds over a
+# content-free passage. Below this, no passage explains the query. Fit the threshold on your
+# own labelled queries (cookbook 06) for real use.
+THRESHOLD = 1.0
 
 
 async def main() -> None:
@@ -37,20 +38,25 @@ async def main() -> None:
     llm = TransformersBackend("default")
     rewriter = QueryRewriter(llm, ["keywords"])  # one extra query per question
     reranker = RankwiseRerank(
-        method="pointwise-qlm", backend=llm, top_n=3, abstain=Abstention("max", THRESHOLD)
+        method="pointwise-qlm",
+        method_options={"calibrated": True},
+        backend=llm,
+        top_n=3,
+        abstain=Abstention("max", THRESHOLD),
     )
     retriever = RankwiseRetriever(
-        base_retriever=store.as_retriever(search_kwargs={"k": 8}), reranker=reranker, rewrite=rewriter
+        base_retriever=store.as_retriever(search_kwargs={"k": 8}),
+        reranker=reranker,
+        rewrite=rewriter,
     )
     abstained = {}
     for question in [r.query for r in records[:3]] + OFF_TOPIC:
-        rewrites = await rewriter(question)
         documents = await retriever.ainvoke(question)
         result = reranker.last_result
         abstained[question] = result.abstained
         verdict = "ABSTAIN: nothing relevant" if result.abstained else f"{len(documents)} passages"
         print(f"{question[:50]:50} confidence {result.confidence:7.3f} -> {verdict}")
-        print(f"{'':4}rewrites: {rewrites}; pool of {len(result.items)} fused candidates")
+        print(f"{'':4}pool of {len(result.items)} fused candidates from the query and its rewrite")
     on_topic_kept = sum(not abstained[r.query] for r in records[:3])
     off_topic_abstained = sum(abstained[q] for q in OFF_TOPIC)
     print(f"on-topic answered: {on_topic_kept}/3, off-topic abstained: {off_topic_abstained}/3")

@@ -108,3 +108,17 @@ async def test_every_method_on_the_local_model_keeps_every_document(
     for few in ([], [docs[0]]):
         small = await reranker.arerank(record.query, few)
         assert small.ids == [d["id"] for d in few] and small.usage.calls == 0
+
+
+async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_backend, dl19) -> None:
+    record = dl19[0]
+    docs = record.documents(4)
+    plain = await Reranker("pointwise-qlm", local_backend).arerank(record.query, docs)
+    calibrated_reranker = Reranker("pointwise-qlm", local_backend, calibrated=True)
+    calibrated = await calibrated_reranker.arerank(record.query, docs)
+    assert calibrated.ids == plain.ids
+    assert calibrated.usage.calls == 5 == calibrated_reranker.method.expected_calls(4)
+    shifts = {
+        round(c.score - p.score, 4) for c, p in zip(calibrated.items, plain.items, strict=True)
+    }
+    assert len(shifts) == 1  # one content-free baseline subtracted from every score

@@ -211,8 +211,19 @@ def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:
     assert set(cv["nauc"]) == {"calibrator", "max", "std", "margin", "entropy"}
 
 
-@pytest.mark.parametrize("strategy", ["multi_query", "pseudo_answer", "decompose", "conversational",
-                                      "keywords", "core_content", "general", "adaptive"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "multi_query",
+        "pseudo_answer",
+        "decompose",
+        "conversational",
+        "keywords",
+        "core_content",
+        "general",
+        "adaptive",
+    ],
+)
 async def test_every_strategy_with_the_local_model(local_backend, strategy) -> None:
     rewriter = QueryRewriter(local_backend, [strategy], include_original=False, max_tokens=48)
     result = await rewriter.arewrite(QUESTION, chat_history="Human: tell me about fleas")
@@ -222,7 +233,7 @@ async def test_every_strategy_with_the_local_model(local_backend, strategy) -> N
 
 
 async def test_garbage_output_takes_the_fallback(stub) -> None:
-    stub.handler = lambda request: Reply(body=completion("1.\n\n- \n\"\"\n" + QUESTION))
+    stub.handler = lambda request: Reply(body=completion('1.\n\n- \n""\n' + QUESTION))
     backend = OpenAIBackend("stub", base_url=stub.base_url)
     for strategy in ("multi_query", "keywords", "decompose"):
         result = await QueryRewriter(backend, [strategy], include_original=False).arewrite(QUESTION)

@@ -55,6 +55,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
     parser.add_argument(
         "--cache", default=None, help="sqlite response cache (default: $RANKWISE_CACHE, off)"
     )
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, e.g. -o window=10 -o calibrated=true (values read as JSON)",
+    )
     _add_backend_options(parser)
 
 
@@ -99,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.set_defaults(handler=_calibrate)
     return parser
+
+
+def method_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to keyword arguments; values are JSON when they parse."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RankwiseError(f"option {pair!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def make_backend(args: argparse.Namespace) -> Backend:
@@ -149,7 +171,7 @@ async def rerank_all(
 
 def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[RankedList], float]:
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend, cache=args.cache)
+    reranker = Reranker(args.method, backend, cache=args.cache, **method_options(args.option))
 
     async def work() -> list[RankedList]:
         try:
@@ -185,6 +207,7 @@ def build_report(
     usage = _total_usage(results)
     return {
         "method": args.method,
+        "options": method_options(args.option),
         "model": results[0].model if results else args.model,
         "backend": args.backend,
         "queries": len(judged),

@@ -196,7 +196,7 @@ class Reranker:
         self, query: str, candidates: list[Candidate], context: RankContext
     ) -> MethodResult:
         wants_scores = self.score_threshold is not None or self.abstain is not None
-        needs_scores = wants_scores and self.method.absolute_scores
+        needs_scores = wants_scores and self.method.score_kind != "rank"
         if len(candidates) == 0 or (len(candidates) == 1 and not needs_scores):
             return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
         try:

@@ -82,24 +82,40 @@ class PointwiseYesNo(RankingMethod):
         return fallback
 
 
+CONTENT_FREE = "N/A"
+
+
 class QueryLikelihood(RankingMethod):
     """Query likelihood (UPR / QLM): how well the passage explains the query.
 
     Score: mean log-prob per query token of `` {query}`` after the prompt ``Passage: {text}
     Please write a question based on this passage. Question:`` (raw text, no chat template).
     Within one query the mean ranks exactly like the sum. Calls: one forward pass per candidate.
+
+    With ``calibrated=True`` the score becomes a log-likelihood ratio: the same mean minus the
+    query's mean log-prob after a content-free passage ("N/A"). The order within a query does
+    not change, but the score now says how much a passage *explains* the query, rather than
+    how fluent the query is, so one threshold works across queries (abstention).
+    Calls: N + 1.
     """
 
     name = "pointwise-qlm"
     score_kind = "log_likelihood"
     requires = ("prompt_logprobs",)
 
-    def __init__(self, *, prompt: str = "pointwise_qlm", max_passage_tokens: int | None = 256):
+    def __init__(
+        self,
+        *,
+        prompt: str = "pointwise_qlm",
+        max_passage_tokens: int | None = 256,
+        calibrated: bool = False,
+    ):
         self.prompt = prompt
         self.max_passage_tokens = max_passage_tokens
+        self.calibrated = calibrated
 
     def expected_calls(self, n: int) -> int:
-        return n
+        return n + (1 if self.calibrated else 0)
 
     def empty_score(self) -> float:
         return -1e9
@@ -109,11 +125,16 @@ class QueryLikelihood(RankingMethod):
     ) -> MethodResult:
         template = context.prompts.get(self.prompt)
 
-        async def score(candidate: Candidate) -> float:
-            text = context.truncate(candidate.text, self.max_passage_tokens)
+        async def score(text: str) -> float:
             prefix = template.render_text(text=text)
             result = await context.continuation_logprobs(prefix, " " + query.strip())
             return result.mean
 
-        scores = await gather_all(score(c) for c in candidates)
+        texts = [context.truncate(c.text, self.max_passage_tokens) for c in candidates]
+        if self.calibrated:
+            texts.append(CONTENT_FREE)
+        scores = await gather_all(score(text) for text in texts)
+        if self.calibrated:
+            baseline = scores.pop()
+            scores = [value - baseline for value in scores]
         return MethodResult(order_by_scores(scores), list(scores))
