@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rankwise.context import RankContext
-from rankwise.methods.base import MethodResult, RankingMethod, rank_scores
-from rankwise.methods.windows import slide, window_starts
+from rankwise.methods.base import MethodResult, rank_scores
+from rankwise.methods.windows import WindowedMethod, slide
 from rankwise.parsing import LETTERS, fence_ids, first_words
 from rankwise.types import Candidate
 
 
-class First(RankingMethod):
+class First(WindowedMethod):
     """FIRST (Reddy et al., 2024): one forward pass per window, no generation.
 
     Passages get letter ids ``[A]``..; after the chat prompt and a literal ``[``, the
@@ -24,6 +24,7 @@ class First(RankingMethod):
     name = "first"
     score_kind = "rank"
     requires = ("chat", "logprobs")
+    max_window = len(LETTERS)  # single-token letter ids
 
     def __init__(
         self,
@@ -33,17 +34,7 @@ class First(RankingMethod):
         max_words: int | None = 300,
         prompt: str = "first",
     ) -> None:
-        if not 2 <= window <= len(LETTERS):
-            raise ValueError(f"FIRST uses letter ids, so 2 <= window <= 26 (got {window})")
-        if step < 1:
-            raise ValueError("step must be >= 1")
-        self.window = window
-        self.step = step
-        self.max_words = max_words
-        self.prompt = prompt
-
-    def expected_calls(self, n: int) -> int:
-        return len(window_starts(n, self.window, self.step))
+        super().__init__(window=window, step=step, max_words=max_words, prompt=prompt)
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext

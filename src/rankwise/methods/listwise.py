@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 
 from rankwise.context import RankContext
 from rankwise.errors import ContextOverflowError
-from rankwise.methods.base import MethodResult, RankingMethod, rank_scores
-from rankwise.methods.windows import slide, window_starts
+from rankwise.methods.base import MethodResult, rank_scores
+from rankwise.methods.windows import WindowedMethod, slide
 from rankwise.parsing import PermutationRepair, fence_ids, first_words, parse_permutation
 from rankwise.prompts import Message
 from rankwise.types import Candidate
@@ -17,7 +17,7 @@ def _example_ordering(size: int) -> str:
     return "[2] > [1]" if size >= 2 else "[1]"
 
 
-class ListwiseSlidingWindow(RankingMethod):
+class ListwiseSlidingWindow(WindowedMethod):
     """RankGPT: the model writes ``[i] > [j] > ...`` for a window of passages.
 
     Windows of ``window`` passages move from the bottom of the list to the top by ``step``;
@@ -39,16 +39,8 @@ class ListwiseSlidingWindow(RankingMethod):
         prompt: str = "listwise_rankgpt",
         max_new_tokens: int | None = None,
     ) -> None:
-        if window < 2 or step < 1:
-            raise ValueError(f"window must be >= 2 and step >= 1, got {window} and {step}")
-        self.window = window
-        self.step = step
-        self.max_words = max_words
-        self.prompt = prompt
+        super().__init__(window=window, step=step, max_words=max_words, prompt=prompt)
         self.max_new_tokens = max_new_tokens
-
-    def expected_calls(self, n: int) -> int:
-        return len(window_starts(n, self.window, self.step))
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from rankwise.methods.base import RankingMethod
+
 WindowRanker = Callable[[list[int]], Awaitable[list[int]]]
 
 
@@ -43,3 +45,24 @@ async def slide(
         if checkpoint is not None:
             checkpoint(current)
     return current
+
+
+class WindowedMethod(RankingMethod):
+    """Shared settings of the sliding-window methods: window, step, words per passage and
+    prompt; calls = the number of windows."""
+
+    max_window: int = 10_000
+
+    def __init__(self, *, window: int, step: int, max_words: int | None, prompt: str) -> None:
+        if not 2 <= window <= self.max_window or step < 1:
+            raise ValueError(
+                f"{self.name}: window must be in [2, {self.max_window}] and step >= 1, "
+                f"got {window} and {step}"
+            )
+        self.window = window
+        self.step = step
+        self.max_words = max_words
+        self.prompt = prompt
+
+    def expected_calls(self, n: int) -> int:
+        return len(window_starts(n, self.window, self.step))
