@@ -34,6 +34,23 @@ def match_labels(
     return found
 
 
+PREFIX_TOKENS = 3  # tokens generated to get past an assistant prefix such as "["
+
+
+def read_labels(
+    positions: Sequence[Sequence[tuple[str, float]]], labels: Sequence[str], prefix: str
+) -> dict[str, float]:
+    """Label log-probs at the generated position that follows ``prefix``.
+
+    ``positions`` holds, per generated token, (token, logprob) pairs with the chosen token
+    first; an empty list (no log-probs returned) gives no labels.
+    """
+    if not positions:
+        return {}
+    tokens = [entry[0][0] if entry else "" for entry in positions]
+    return match_labels(positions[position_after_prefix(tokens, prefix)], labels)
+
+
 def position_after_prefix(tokens: Sequence[str], prefix: str) -> int:
     """Index of the generated token that follows ``prefix`` (such as FIRST's ``[``), for APIs
     that cannot continue a partial reply; 0 when there is no prefix or it was not written."""
@@ -151,14 +168,9 @@ class FrameworkBackend(ABC):
             "logprobs": True,
             "top_logprobs": max(self.top_logprobs, len(labels)),
         }
-        extra.update(self._limit(1 + (3 if assistant_prefix.strip() else 0)))
+        extra.update(self._limit(1 + (PREFIX_TOKENS if assistant_prefix.strip() else 0)))
         reply = await self._guarded(messages, extra)
-        found: dict[str, float] = {}
-        if reply.positions:
-            tokens = [entry[0][0] if entry else "" for entry in reply.positions]
-            found = match_labels(
-                reply.positions[position_after_prefix(tokens, assistant_prefix)], labels
-            )
+        found = read_labels(reply.positions, labels, assistant_prefix)
         return LabelLogprobs(found, reply.text, reply.prompt_tokens, reply.completion_tokens)
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:

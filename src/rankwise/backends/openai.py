@@ -18,7 +18,7 @@ import httpx
 import openai
 
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
-from rankwise.backends.framework import match_labels, position_after_prefix
+from rankwise.backends.framework import PREFIX_TOKENS, read_labels
 from rankwise.backends.tokens import TokenCounter
 from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError
 from rankwise.prompts import Message
@@ -27,7 +27,6 @@ T = TypeVar("T")
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _MAX_TOP_LOGPROBS = 20  # OpenAI's limit
-_PREFIX_TOKENS = 3  # tokens generated to get past an assistant prefix such as "["
 
 
 class MalformedResponseError(BackendError):
@@ -148,21 +147,20 @@ class OpenAIBackend:
         prefix = assistant_prefix.strip()
         response, retries = await self._complete(
             messages,
-            max_tokens=1 + (_PREFIX_TOKENS if prefix else 0),
+            max_tokens=1 + (PREFIX_TOKENS if prefix else 0),
             temperature=0.0,
             logprobs=True,
             top_logprobs=min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
         )
         choice = response.choices[0]
         usage = response.usage
-        found: dict[str, float] = {}
-        content = choice.logprobs.content if choice.logprobs is not None else None
-        if content:
-            position = position_after_prefix([entry.token for entry in content], prefix)
-            entry = content[position]
-            alternatives = [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
-            alternatives.append((entry.token, entry.logprob))
-            found = match_labels(alternatives, labels)
+        content = (choice.logprobs.content if choice.logprobs is not None else None) or []
+        positions = [
+            [(entry.token, entry.logprob)]
+            + [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
+            for entry in content
+        ]
+        found = read_labels(positions, labels, prefix)
         return LabelLogprobs(
             logprobs=found,
             text=choice.message.content or "",
