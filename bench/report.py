@@ -16,6 +16,7 @@ from rankwise.methods import METHODS, build_method
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+BENCH_README = ROOT / "bench" / "README.md"
 RESULTS = ROOT / "bench" / "results"
 
 NEEDS = {
@@ -110,6 +111,103 @@ def local_table() -> str:
     return "\n".join(lines)
 
 
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "**missed**"
+
+
+def performance_table() -> str:
+    """The four performance benchmarks against their targets, from their JSON."""
+    rows = [
+        "| benchmark | measured (medians, side by side in one run) | target | result |",
+        "|---|---|---|---|",
+    ]
+    local = _load("local_throughput")
+    if local:
+        for m in local["methods"]:
+            rows.append(
+                f"| local_throughput: `{m['method']}` depth {m['depth']} ({m['queries']} q) | "
+                f"batched {m['median_batched_s_per_query']} s/q (no prefix reuse "
+                f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q) vs one prompt at a "
+                f"time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**; "
+                f"padding {m['median_padding_waste']:.0%}, {m['median_tokens_per_s']:.0f} "
+                f"prompt tokens/s | ≥ {m['speedup_target']}× | {_met(m['speedup_target_met'])} |"
+            )
+            rows.append(
+                f"| local_throughput: `{m['method']}` overhead | rankwise "
+                f"{m['median_batched_s_per_query']} s/q vs raw forward of the same batches "
+                f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
+                f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
+            )
+    first = _load("first_vs_generate")
+    if first:
+        f, g = first["methods"]["first"], first["methods"]["listwise"]
+        rows.append(
+            f"| first_vs_generate: window {first['window']} ({first['queries']} q) | FIRST "
+            f"{f['median_seconds_per_window']} s/window vs listwise generation "
+            f"{g['median_seconds_per_window']} s/window: "
+            f"**{first['speedup_first_over_listwise']}×**; nDCG@10 {f['ndcg@10']} vs "
+            f"{g['ndcg@10']} | ≥ {first['target']}× | "
+            f"{_met(first['target_met'])} |"
+        )
+    api = _load("api_concurrency")
+    if api:
+        for r in api["rows"]:
+            rows.append(
+                f"| api_concurrency: `{r['method']}` over {r['candidates']} ({r['calls']} calls, "
+                f"{api['latency_s'] * 1000:.0f} ms each) | {r['rankwise_seconds']} s vs ideal "
+                f"{r['ideal_seconds']} s: **{r['ratio_to_ideal']}×**; one call at a time "
+                f"{r['one_at_a_time_seconds']} s | ≤ 1.3× ideal | "
+                f"{_met(r['ratio_to_ideal'] <= 1.3)} |"
+            )
+    libs = _load("vs_libraries")
+    if libs:
+        for v in libs["verdicts"]:
+            rows.append(
+                f"| vs_libraries: {v['library']} | {v['library_ndcg@10']} nDCG@10, "
+                f"{v['library_median_s']} s/q vs {v['rankwise_fastest_at_least_as_good']} "
+                f"{v['rankwise_median_s']} s/q | as good and faster | "
+                f"{_met(v['at_least_as_good_and_faster'])} |"
+            )
+    return "\n".join(rows)
+
+
+def libraries_table() -> str:
+    """Every system of bench/vs_libraries.py with its quality, calls, time or error."""
+    libs = _load("vs_libraries")
+    if not libs:
+        return "_Run `./run bench vs_libraries` to fill this table._"
+    rows = [
+        f"TREC DL19, {libs['queries']} queries, BM25 top-{libs['depth']}, "
+        f"{libs['words_per_passage']} words per passage, {libs['model']}.",
+        "",
+        "| system | version | nDCG@10 | calls/query | median s/query | returned | failed queries |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in libs["rows"]:
+        if "error" in r:
+            rows.append(
+                f"| {r['system']} | {r.get('version')} | cannot run: {r['error']} | | | | |"
+            )
+            continue
+        returned = r.get("returned_per_query")
+        rows.append(
+            f"| {r['system']} | {r.get('version') or ''} | {r['ndcg@10']:.4f} | "
+            f"{r['calls_per_query']} | {r.get('median_seconds_per_query', 0)} | "
+            f"{min(returned) if returned else ''}–{max(returned) if returned else ''} | "
+            f"{r.get('failed_queries', 0)} |"
+        )
+    errors = [(r["system"], e) for r in libs["rows"] for e in r.get("errors", [])[:1]]
+    for system, error in errors:
+        rows.append("")
+        rows.append(f"- {system}, first failure ({error['qid']}): `{error['error'][:300]}`")
+    return "\n".join(rows)
+
+
 def replace(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.DOTALL)
     if not pattern.search(text):
@@ -123,7 +221,11 @@ def main() -> None:
     text = replace(text, "quality-table", quality_table())
     text = replace(text, "local-table", local_table())
     README.write_text(text)
-    print("README.md tables updated")
+    bench = BENCH_README.read_text()
+    bench = replace(bench, "performance-table", performance_table())
+    bench = replace(bench, "libraries-table", libraries_table())
+    BENCH_README.write_text(bench)
+    print("README.md and bench/README.md tables updated")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,36 @@ async def test_generation_is_greedy_and_deterministic(local_backend) -> None:
     second = await local_backend.generate(messages, max_tokens=8)
     assert first.text == second.text and first.text.strip()
     assert 0 < first.completion_tokens <= 8
+
+
+async def test_shared_prefix_reuse_gives_the_same_logprobs(local_backend, dl19) -> None:
+    """PRP-style prompts share the query and passage A: the prefix is computed once, and
+    the numbers match a forward pass over each whole prompt."""
+    record = dl19[0]
+    docs = _docs(record, 4)
+    prompts = [
+        [
+            Message(
+                "user",
+                f'Given a query "{record.query}", which passage is more relevant?\n\n'
+                f'Passage A: "{a["text"][:300]}"\n\nPassage B: "{b["text"][:300]}"\n\nOutput:',
+            )
+        ]
+        for a in docs
+        for b in docs
+        if a is not b
+    ]
+    before = local_backend.stats.reused_tokens
+    together = await asyncio.gather(
+        *(local_backend.label_logprobs(p, ["Passage A", "Passage B"]) for p in prompts)
+    )
+    assert local_backend.stats.reused_tokens > before  # the shared prefix was reused
+    reuse, local_backend.min_shared_prefix = local_backend.min_shared_prefix, 0
+    try:
+        alone = [await local_backend.label_logprobs(p, ["Passage A", "Passage B"]) for p in prompts]
+    finally:
+        local_backend.min_shared_prefix = reuse
+    for a, b in zip(alone, together, strict=True):
+        assert a.prompt_tokens == b.prompt_tokens
+        for label in ("Passage A", "Passage B"):
+            assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)

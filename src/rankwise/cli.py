@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.backends.base import Backend
+from rankwise.costs import PriceTable
 from rankwise.errors import RankwiseError
 from rankwise.evaluate import (
     QueryRecord,
@@ -54,6 +55,17 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
     )
     parser.add_argument(
         "--cache", default=None, help="sqlite response cache (default: $RANKWISE_CACHE, off)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="predict LLM calls, tokens and cost without calling the model",
+    )
+    parser.add_argument(
+        "--prices",
+        default=None,
+        help="JSON price table, USD per 1M tokens by model, for cost estimates "
+        "(default: $RANKWISE_PRICES)",
     )
     parser.add_argument(
         "-o",
@@ -185,10 +197,7 @@ def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[Ran
 
 
 def _total_usage(results: Sequence[RankedList]) -> Usage:
-    total = Usage()
-    for result in results:
-        total.add(result.usage)
-    return total
+    return Usage.sum([result.usage for result in results])
 
 
 def build_report(
@@ -220,6 +229,7 @@ def build_report(
         "cache_hits": usage.cache_hits,
         "retries": usage.retries,
         "fallbacks": sum(len(res.trace.fallbacks) for res in results),
+        **_cost_entry(args, results[0].model if results else args.model, usage),
         "seconds": round(seconds, 3),
         "seconds_per_query": round(seconds / max(1, len(results)), 3),
         "per_query": [
@@ -227,6 +237,71 @@ def build_report(
             for (r, _), b, a in zip(judged, before, after, strict=True)
         ],
     }
+
+
+def _price_table(args: argparse.Namespace) -> PriceTable | None:
+    return PriceTable.load(args.prices) if args.prices else PriceTable.from_env()
+
+
+def _cost_entry(args: argparse.Namespace, model: str | None, usage: Usage) -> dict[str, Any]:
+    """``{"cost_usd": ...}`` when a price table lists the model, else nothing."""
+    table = _price_table(args)
+    if table is None:
+        return {}
+    cost = table.cost(model or "", usage)
+    if cost is None:
+        print(
+            f"rankwise: the price table has no entry for {model!r} (and no '*'); no cost estimate",
+            file=sys.stderr,
+        )
+        return {}
+    return {"cost_usd": round(cost, 6)}
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Predict calls, tokens and cost for the command's queries without calling the model."""
+    if args.data is None:
+        args.data = str(resources.files("rankwise") / "data" / "dl19_sample.jsonl")
+    records = load_queries(args.data, args.queries)
+    backend = make_backend(args)
+    reranker = Reranker(args.method, backend, **method_options(args.option))
+
+    async def work() -> list[Usage]:
+        try:
+            return [await reranker.aestimate(r.query, r.documents(args.depth)) for r in records]
+        finally:
+            await backend.aclose()
+
+    usages = asyncio.run(work())
+    total = Usage.sum(usages)
+    fixed = reranker.method.expected_calls(args.depth) is not None
+    exact_tokens = hasattr(backend, "chat_prompt")
+    prediction = {
+        "dry_run": True,
+        "method": args.method,
+        "model": backend.model_name,
+        "backend": args.backend,
+        "queries": len(records),
+        "depth": args.depth,
+        "calls": total.calls,
+        "calls_per_query": [u.calls for u in usages],
+        "calls_are_exact": fixed,
+        "prompt_tokens": total.prompt_tokens,
+        "max_completion_tokens": total.completion_tokens,
+        "prompt_tokens_are_exact": exact_tokens,
+        **_cost_entry(args, backend.model_name, total),
+        "note": (
+            ("" if fixed else "call count follows one plausible path; it depends on the answers. ")
+            + (
+                "prompt tokens from the model's chat template. "
+                if exact_tokens
+                else "prompt tokens from the tokenizer plus 4 per message (an estimate). "
+            )
+            + "Completion tokens are the requested maxima (an upper bound)."
+        ),
+    }
+    print(json.dumps(prediction, indent=2))
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -369,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "dry_run", False):
+            return _dry_run(args)
         return int(args.handler(args))
     except RankwiseError as error:
         print(f"rankwise: error: {error}", file=sys.stderr)

@@ -18,7 +18,7 @@ from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
 from rankwise.methods import RankingMethod, build_method, methods_supported_by
 from rankwise.methods.base import MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary
-from rankwise.types import Candidate, RankedCandidate, RankedList
+from rankwise.types import Candidate, RankedCandidate, RankedList, Usage
 
 
 class Reranker:
@@ -133,15 +133,42 @@ class Reranker:
         self, query: str, documents: Iterable[DocumentLike], *, top_n: int | None = None
     ) -> RankedList:
         """Rank ``documents`` for ``query``. Every document comes back exactly once."""
+        return await self._arerank(query, documents, top_n, self.backend, self.cache)
+
+    async def aestimate(self, query: str, documents: Iterable[DocumentLike]) -> Usage:
+        """Predict the calls and tokens a rerank would cost, without calling the model.
+
+        The method builds its real prompts; a :class:`~rankwise.backends.dry_run.DryRunBackend`
+        counts their tokens and answers neutrally. Calls are exact for methods whose call
+        pattern does not depend on the answers, one plausible path for ``prp-heapsort`` and
+        ``setwise``; completion tokens are the requested maxima (an upper bound).
+        """
+        from rankwise.backends.dry_run import DryRunBackend
+
+        result = await self._arerank(query, documents, None, DryRunBackend(self.backend), None)
+        return result.usage
+
+    def estimate(self, query: str, documents: Iterable[DocumentLike]) -> Usage:
+        """Synchronous :meth:`aestimate`."""
+        return run_sync(self.aestimate(query, documents))
+
+    async def _arerank(
+        self,
+        query: str,
+        documents: Iterable[DocumentLike],
+        top_n: int | None,
+        backend: Backend,
+        cache: ResponseCache | None,
+    ) -> RankedList:
         query = normalise_query(query)
         candidates = normalise_documents(documents)
         if not query.strip():
             raise InputError("query is empty; pass the text to rank documents against")
         started = time.perf_counter()
         context = RankContext(
-            self.backend,
+            backend,
             self.prompts,
-            self.cache,
+            cache,
             max_calls=self.max_calls,
             max_tokens=self.max_tokens,
         )
@@ -175,7 +202,7 @@ class Reranker:
         return RankedList(
             query=query,
             method=self.method.name,
-            model=self.backend.model_name,
+            model=backend.model_name,
             score_kind="rank" if stopped else self.method.score_kind,
             items=items,
             top_n=self.top_n if top_n is None else top_n,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,6 +58,14 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def sum(cls, usages: Iterable[Usage]) -> Usage:
+        """One record adding up ``usages``."""
+        total = cls()
+        for usage in usages:
+            total.add(usage)
+        return total
 
 
 TraceKind = Literal["fallback", "repair", "retry", "truncation", "budget", "info"]

@@ -1,21 +1,25 @@
 """Coalesce concurrent requests from many coroutines into batched calls on one worker thread.
 
 Methods simply ``await backend.label_logprobs(...)`` from as many tasks as they like; the
-batcher collects what arrives within one turn of the event loop, sorts it by length so that
-padding is small, and runs the batches one after another on a single worker thread. The
-event loop is never blocked by model work.
+batcher collects what arrives within one turn of the event loop, groups it into batches
+(sorted by length so that padding is small, or by content so that batches share a prompt
+prefix, whichever costs fewer computed positions), and runs the batches one after another
+on a single worker thread. The event loop is never blocked by model work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Request = TypeVar("Request")
+
+BATCH_OVERHEAD_POSITIONS = 64
+"""What starting one more forward pass costs, in computed positions, when plans are compared."""
 Result = TypeVar("Result")
 
 
@@ -33,6 +37,7 @@ class BatchStats:
     requests: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
+    reused_tokens: int = 0
     seconds: float = 0.0
 
     @property
@@ -40,12 +45,41 @@ class BatchStats:
         """Share of computed positions that were padding."""
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
+    @property
+    def tokens_per_second(self) -> float:
+        """Prompt tokens served per second of model time (computed plus reused prefixes)."""
+        served = self.real_tokens + self.reused_tokens
+        return served / self.seconds if self.seconds else 0.0
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to every sequence."""
+    if not sequences:
+        return 0
+    first, shortest = sequences[0], min(len(s) for s in sequences)
+    for position in range(shortest):
+        token = first[position]
+        if any(s[position] != token for s in sequences):
+            return position
+    return shortest
+
+
+def prefix_shared_cost(sequences: Sequence[Sequence[int]], min_shared: int) -> int:
+    """Positions computed when a batch's common prefix (if long enough) is run only once."""
+    width = max(len(s) for s in sequences)
+    shared = min(shared_prefix_length(sequences), width - 1) if len(sequences) > 1 else 0
+    if shared < min_shared:
+        shared = 0
+    return shared + len(sequences) * (width - shared)
+
 
 class MicroBatcher(Generic[Request, Result]):
     """Run ``run_batch`` over groups of requests submitted concurrently.
 
     ``length`` gives each request's size (tokens); batches hold at most ``max_batch``
-    requests and at most ``max_batch_tokens`` padded tokens.
+    requests and at most ``max_batch_tokens`` padded tokens. ``orderings`` are extra sort
+    keys to try besides length, and ``cost`` prices a batch (computed positions); the
+    cheapest plan wins.
     """
 
     def __init__(
@@ -56,9 +90,13 @@ class MicroBatcher(Generic[Request, Result]):
         executor: Executor,
         max_batch: int = 16,
         max_batch_tokens: int = 8192,
+        orderings: Sequence[Callable[[Request], object]] = (),
+        cost: Callable[[list[Request]], int] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._length = length
+        self._orderings = list(orderings)
+        self._cost = cost
         self._executor = executor
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
@@ -80,19 +118,55 @@ class MicroBatcher(Generic[Request, Result]):
         return await future
 
     def plan(self, requests: list[Request]) -> list[list[int]]:
-        """Group request indices into batches: sorted by length, bounded by size and tokens."""
-        order = sorted(range(len(requests)), key=lambda i: self._length(requests[i]))
+        """Group request indices into batches, bounded by size and tokens.
+
+        Sorted by length by default. Each extra ordering is planned too, cutting a batch
+        wherever adding the next request costs more than starting afresh (so prompts that
+        share a long prefix stay together), and the plan with the lowest total cost wins.
+        """
+        indices = range(len(requests))
+        by_length = self._batches(
+            sorted(indices, key=lambda i: self._length(requests[i])), requests
+        )
+        if self._cost is None or not self._orderings or len(requests) < 2:
+            return by_length
+        plans = [by_length] + [
+            self._batches(
+                sorted(indices, key=lambda i, k=key: k(requests[i])), requests, greedy=True
+            )
+            for key in self._orderings
+        ]
+        return min(plans, key=lambda plan: self._plan_cost(plan, requests))
+
+    def _batch_cost(self, batch: list[Request]) -> int:
+        assert self._cost is not None
+        return self._cost(batch) + BATCH_OVERHEAD_POSITIONS
+
+    def _plan_cost(self, plan: list[list[int]], requests: list[Request]) -> int:
+        return sum(self._batch_cost([requests[i] for i in batch]) for batch in plan)
+
+    def _batches(
+        self, order: list[int], requests: list[Request], *, greedy: bool = False
+    ) -> list[list[int]]:
         batches: list[list[int]] = []
         current: list[int] = []
+        longest = 0
         for index in order:
-            longest = self._length(requests[index])  # sorted, so this one is the longest
-            if current and (
+            size = self._length(requests[index])
+            widest = max(longest, size)
+            full = (
                 len(current) >= self.max_batch
-                or longest * (len(current) + 1) > self.max_batch_tokens
-            ):
+                or widest * (len(current) + 1) > self.max_batch_tokens
+            )
+            if current and not full and greedy:
+                members = [requests[i] for i in current]
+                grown = self._batch_cost([*members, requests[index]]) - self._batch_cost(members)
+                full = grown > self._batch_cost([requests[index]])
+            if current and full:
                 batches.append(current)
-                current = []
+                current, widest = [], size
             current.append(index)
+            longest = widest
         if current:
             batches.append(current)
         return batches

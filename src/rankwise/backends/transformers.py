@@ -23,7 +23,12 @@ from rankwise.backends.base import (
     Generation,
     LabelLogprobs,
 )
-from rankwise.backends.batching import BatchStats, MicroBatcher
+from rankwise.backends.batching import (
+    BatchStats,
+    MicroBatcher,
+    prefix_shared_cost,
+    shared_prefix_length,
+)
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -79,6 +84,10 @@ class TransformersBackend:
         max_batch: most prompts in one forward pass.
         max_batch_tokens: most padded tokens in one forward pass.
         device: torch device, ``"cpu"`` by default.
+        min_shared_prefix: label-scoring batches whose prompts share at least this many
+            leading tokens run that prefix once and reuse its key/value cache for every
+            prompt (PRP pairs share the query and passage A; every prompt shares the chat
+            template's system text). ``0`` turns the reuse off.
     """
 
     kind = "transformers"
@@ -91,6 +100,7 @@ class TransformersBackend:
         max_batch: int = 16,
         max_batch_tokens: int = 8192,
         device: str = "cpu",
+        min_shared_prefix: int = 16,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -109,7 +119,15 @@ class TransformersBackend:
         self.stats = BatchStats()
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
-        self._labels = MicroBatcher(self._run_labels, length=_length, **common)
+        self.min_shared_prefix = min_shared_prefix
+        reuse = min_shared_prefix > 0
+        self._labels = MicroBatcher(
+            self._run_labels,
+            length=_length,
+            orderings=[_tokens] if reuse else [],
+            cost=self._label_batch_cost if reuse else None,
+            **common,
+        )
         self._continuations = MicroBatcher(self._run_continuations, length=_length, **common)
         self._generations = MicroBatcher(self._run_generate, length=_length, **common)
         context = getattr(self.model.config, "max_position_embeddings", 2048)
@@ -287,8 +305,42 @@ class TransformersBackend:
         self.stats.seconds += time.perf_counter() - started
         return output.logits.float()
 
+    def _label_batch_cost(self, requests: list[_LabelRequest]) -> int:
+        return prefix_shared_cost([r.input_ids for r in requests], self.min_shared_prefix)
+
+    def _last_logits(self, sequences: list[list[int]]) -> Any:
+        """Next-token logits after each sequence; a long common prefix is computed once."""
+        shared = 0
+        if self.min_shared_prefix > 0 and len(sequences) > 1:
+            shared = min(shared_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+        if shared < max(1, self.min_shared_prefix):
+            return self._forward(sequences, keep=1)[:, -1, :]
+        started = time.perf_counter()
+        suffixes = [ids[shared:] for ids in sequences]
+        input_ids, suffix_mask, positions = self._padded(suffixes)
+        count = len(sequences)
+        self.stats.real_tokens += shared
+        self.stats.padded_tokens += shared
+        self.stats.reused_tokens += shared * (count - 1)
+        with torch.inference_mode():
+            prefix = torch.tensor([sequences[0][:shared]], device=self._device)
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+            cache = cache.past_key_values
+            cache.batch_repeat_interleave(count)
+            ones = torch.ones((count, shared), dtype=suffix_mask.dtype, device=self._device)
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=torch.cat([ones, suffix_mask], dim=1),
+                position_ids=positions + shared,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        self.stats.seconds += time.perf_counter() - started
+        return output.logits.float()[:, -1, :]
+
     def _run_labels(self, requests: list[_LabelRequest]) -> list[LabelLogprobs]:
-        logits = self._forward([request.input_ids for request in requests], keep=1)[:, -1, :]
+        logits = self._last_logits([request.input_ids for request in requests])
         logprobs = torch.log_softmax(logits, dim=-1)
         best = logprobs.argmax(dim=-1).tolist()
         results = []
@@ -354,6 +406,10 @@ class TransformersBackend:
 
 def _length(request: _LabelRequest | _ContinuationRequest | _GenerateRequest) -> int:
     return len(request.input_ids)
+
+
+def _tokens(request: _LabelRequest) -> list[int]:
+    return request.input_ids
 
 
 def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any]:

@@ -1,0 +1,257 @@
+"""Local throughput with the embedded model: batched forward passes against one prompt at a
+time, and rankwise's overhead against the raw model forward time for the same prompts.
+
+    python bench/local_throughput.py --queries 3 --depth 20
+
+For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side in one run):
+
+* ``batched``: the default backend (micro-batches of up to 16 prompts; a prompt prefix
+  shared by a batch, such as PRP's query and passage A, is computed once);
+* ``batched_no_prefix_reuse``: the same batches without the shared-prefix reuse;
+* ``one_at_a_time``: the same backend with ``max_batch=1``, one prompt per forward pass;
+* ``raw_forward``: the exact token ids rankwise sent, in the exact batches it formed, run
+  through plain ``model(...)`` calls with nothing else around them. rankwise's overhead is
+  ``batched / raw_forward - 1`` (prompt rendering, tokenising, batching, parsing, asyncio).
+
+Also reported: padding waste (share of computed positions that were padding) and effective
+tokens per second (real prompt tokens / forward seconds). Writes
+``bench/results/local_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from _common import dl19, machine, median, write_json
+
+from rankwise import Reranker
+from rankwise.backends.batching import shared_prefix_length
+from rankwise.backends.transformers import TransformersBackend
+from rankwise.evaluate import QueryRecord
+
+TARGET_SPEEDUP = 3.0
+TARGET_OVERHEAD = 0.10
+
+
+class BatchRecorder:
+    """While active, keeps the token ids of every label batch the backend runs."""
+
+    def __init__(self, backend: TransformersBackend) -> None:
+        self.batches: list[list[list[int]]] = []
+        self._batcher = backend._labels
+        self._original = backend._labels._run_batch
+
+    def _recording(self, requests: list[Any]) -> list[Any]:
+        self.batches.append([list(request.input_ids) for request in requests])
+        return self._original(requests)
+
+    def __enter__(self) -> BatchRecorder:
+        self._batcher._run_batch = self._recording
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._batcher._run_batch = self._original
+
+
+def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[int]]]) -> float:
+    """Plain transformers over the recorded batches: left padding, one forward pass each;
+    where the batch shares a prefix of ``min_shared_prefix`` tokens or more, that prefix is
+    run once and its cache expanded, as rankwise does."""
+    import torch
+
+    model, pad = backend.model, backend._pad_id
+    started = time.perf_counter()
+    for sequences in batches:
+        shared = min(shared_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+        if len(sequences) == 1 or shared < backend.min_shared_prefix:
+            shared = 0
+        rest = [s[shared:] for s in sequences]
+        width = max(len(s) for s in rest)
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in rest])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in rest])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + shared
+        with torch.inference_mode():
+            cache = None
+            if shared:
+                prefix = torch.tensor([sequences[0][:shared]])
+                cache = model(input_ids=prefix, use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(sequences))
+                mask = torch.cat([torch.ones((len(sequences), shared), dtype=mask.dtype), mask], 1)
+            model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                logits_to_keep=1,
+                use_cache=cache is not None,
+            ).logits.float().log_softmax(dim=-1)
+    return time.perf_counter() - started
+
+
+async def timed_rerank(
+    backend: TransformersBackend, method: str, record: QueryRecord, depth: int
+) -> tuple[float, list[str], int]:
+    reranker = Reranker(method, backend, max_passage_tokens=128)
+    started = time.perf_counter()
+    ranked = await reranker.arerank(record.query, record.documents(depth))
+    return time.perf_counter() - started, ranked.ids, ranked.usage.calls
+
+
+async def compare(
+    method: str,
+    batched: TransformersBackend,
+    no_reuse: TransformersBackend,
+    single: TransformersBackend,
+    records: list[QueryRecord],
+    depth: int,
+) -> dict[str, Any]:
+    """Batched vs one-at-a-time vs raw forward, query by query, interleaved."""
+    rows = []
+    for record in records:
+        before = _stats(batched)
+        with BatchRecorder(batched) as recorder:
+            fast, fast_ids, calls = await timed_rerank(batched, method, record, depth)
+        after = _stats(batched)
+        raw = raw_forward_seconds(batched, recorder.batches)  # right after, same conditions
+        plain, _, _ = await timed_rerank(no_reuse, method, record, depth)
+        slow, slow_ids, _ = await timed_rerank(single, method, record, depth)
+        real = after["real_tokens"] - before["real_tokens"]
+        padded = after["padded_tokens"] - before["padded_tokens"]
+        forward = after["seconds"] - before["seconds"]
+        row = {
+            "qid": record.qid,
+            "calls": calls,
+            "batches": after["batches"] - before["batches"],
+            "batched_s": round(fast, 3),
+            "batched_no_prefix_reuse_s": round(plain, 3),
+            "one_at_a_time_s": round(slow, 3),
+            "raw_forward_s": round(raw, 3),
+            "speedup": round(slow / fast, 2),
+            "overhead": round(fast / raw - 1, 3),
+            "padding_waste": round(1 - real / padded, 3) if padded else 0.0,
+            "reused_prefix_tokens": after["reused_tokens"] - before["reused_tokens"],
+            "tokens_per_s": round(
+                (real + after["reused_tokens"] - before["reused_tokens"]) / forward, 1
+            )
+            if forward
+            else 0.0,
+            "same_ranking": fast_ids == slow_ids,
+        }
+        rows.append(row)
+        print(
+            f"{method:12} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no prefix reuse "
+            f"{row['batched_no_prefix_reuse_s']:.2f} s)  one-at-a-time "
+            f"{row['one_at_a_time_s']:7.2f} s  ({row['speedup']}×)  raw forward "
+            f"{row['raw_forward_s']:7.2f} s  overhead {row['overhead']:+.1%}  padding "
+            f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s",
+            flush=True,
+        )
+    speedup = median([row["speedup"] for row in rows])
+    overhead = median([row["overhead"] for row in rows])
+    return {
+        "method": method,
+        "depth": depth,
+        "queries": len(rows),
+        "median_batched_s_per_query": round(median([r["batched_s"] for r in rows]), 2),
+        "median_batched_no_prefix_reuse_s_per_query": round(
+            median([r["batched_no_prefix_reuse_s"] for r in rows]), 2
+        ),
+        "median_one_at_a_time_s_per_query": round(median([r["one_at_a_time_s"] for r in rows]), 2),
+        "median_raw_forward_s_per_query": round(median([r["raw_forward_s"] for r in rows]), 2),
+        "median_speedup": speedup,
+        "median_overhead": overhead,
+        "median_padding_waste": median([r["padding_waste"] for r in rows]),
+        "median_tokens_per_s": median([r["tokens_per_s"] for r in rows]),
+        "speedup_target": TARGET_SPEEDUP,
+        "speedup_target_met": speedup >= TARGET_SPEEDUP,
+        "overhead_target": TARGET_OVERHEAD,
+        "overhead_target_met": overhead <= TARGET_OVERHEAD,
+        "identical_rankings": sum(r["same_ranking"] for r in rows),
+        "per_query": rows,
+    }
+
+
+async def many_queries(
+    batched: TransformersBackend, records: list[QueryRecord], depth: int
+) -> dict[str, Any]:
+    """Pointwise for several queries: one after another vs all at once (shared batches)."""
+    started = time.perf_counter()
+    for record in records:
+        await timed_rerank(batched, "pointwise", record, depth)
+    sequential = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(timed_rerank(batched, "pointwise", r, depth) for r in records))
+    together = time.perf_counter() - started
+    result = {
+        "method": "pointwise",
+        "depth": depth,
+        "queries": len(records),
+        "one_query_after_another_s": round(sequential, 2),
+        "all_queries_at_once_s": round(together, 2),
+        "speedup": round(sequential / together, 2),
+    }
+    print(f"pointwise, {len(records)} queries at once: {result}", flush=True)
+    return result
+
+
+def _stats(backend: TransformersBackend) -> dict[str, float]:
+    stats = backend.stats
+    return {
+        "batches": stats.batches,
+        "real_tokens": stats.real_tokens,
+        "padded_tokens": stats.padded_tokens,
+        "reused_tokens": stats.reused_tokens,
+        "seconds": stats.seconds,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--queries", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--pairwise-queries", type=int, default=2)
+    args = parser.parse_args()
+    records, _ = dl19(args.queries)
+    batched = TransformersBackend("default")
+    no_reuse = TransformersBackend("default", min_shared_prefix=0)
+    single = TransformersBackend("default", max_batch=1)
+    for backend in (batched, no_reuse, single):  # warm-up at full size, not reported
+        await timed_rerank(backend, "pointwise", records[-1], args.depth)
+        await timed_rerank(backend, "prp-allpair", records[-1], 5)
+    results: dict[str, Any] = {
+        "benchmark": "local_throughput",
+        "model": batched.model_name,
+        "dtype": "float32",
+        "max_batch": batched._labels.max_batch,
+        "max_passage_tokens": 128,
+        "methods": [
+            await compare("pointwise", batched, no_reuse, single, records, args.depth),
+            await compare(
+                "prp-allpair",
+                batched,
+                no_reuse,
+                single,
+                records[: args.pairwise_queries],
+                args.depth,
+            ),
+        ],
+        "many_queries": await many_queries(batched, records, args.depth),
+        "machine": machine(),
+    }
+    for row in results["methods"]:
+        print(
+            f"{row['method']}: batched {row['median_batched_s_per_query']} s/query vs "
+            f"{row['median_one_at_a_time_s_per_query']} one at a time = "
+            f"{row['median_speedup']}× (target ≥{TARGET_SPEEDUP}×: "
+            f"{'met' if row['speedup_target_met'] else 'MISSED'}); overhead vs raw forward "
+            f"{row['median_overhead']:+.1%} (target ≤{TARGET_OVERHEAD:.0%}: "
+            f"{'met' if row['overhead_target_met'] else 'MISSED'})"
+        )
+    print(f"wrote {write_json('local_throughput', results)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

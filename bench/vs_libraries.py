@@ -1,0 +1,347 @@
+"""rankwise against the LLM rerankers a user would otherwise pick, side by side in one run:
+the same llama.cpp server (the embedded SmolLM2 GGUF on 127.0.0.1), the same DL19 queries,
+the same candidates (BM25 top-N, every passage cut to the same number of words).
+
+    ./run bench vs_libraries            # sets up .venv-libs, then runs this script
+    python bench/vs_libraries.py --queries 5 --depth 10
+
+Systems:
+
+* rankwise ``listwise`` (RankGPT prompt, one window), ``first`` and ``pointwise``;
+* ``rerankers`` 0.10 ``RankGPTRanker`` (through LiteLLM, pointed at the server);
+* LlamaIndex ``LLMRerank`` (``OpenAILike`` LLM);
+* LangChain ``LLMListwiseRerank`` (``ChatOpenAI``; needs structured output).
+
+Every request goes through a counting proxy on loopback, so calls are counted the same way
+for every system. A system that cannot run, or fails on a query, is recorded with the error
+in the JSON, never skipped silently. A system that returns only some candidates is scored
+on what it returned (what its user gets). Writes ``bench/results/vs_libraries.json``.
+
+The libraries pin versions (``litellm`` needs ``openai<3``) that differ from rankwise's test
+environment, so this runs in its own environment; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+
+from _common import dl19, median, write_json
+
+from rankwise import Reranker
+from rankwise.backends.openai import OpenAIBackend
+from rankwise.evaluate import QueryRecord, mean, ndcg_at_k
+from rankwise.llamacpp import serve_gguf
+
+MODEL = "smollm2"
+Ranker = Callable[[str, list[dict[str, str]]], list[str]]
+
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of the server that counts the requests it forwards."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.requests = 0
+        self.completion_tokens = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Real servers send small replies at once; without this, Nagle's algorithm and
+            # the client's delayed ACK add about 40 ms to every keep-alive exchange.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _forward(self, body: bytes | None) -> None:
+                path = self.path.removeprefix("/v1")
+                request = urllib.request.Request(
+                    proxy.upstream + path,
+                    data=body,
+                    method=self.command,
+                    headers={"content-type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=600) as upstream:
+                        status, payload = upstream.status, upstream.read()
+                except urllib.error.HTTPError as error:
+                    status, payload = error.code, error.read()
+                if self.command == "POST":
+                    with proxy._lock:
+                        proxy.requests += 1
+                        try:
+                            usage = json.loads(payload).get("usage") or {}
+                            proxy.completion_tokens += int(usage.get("completion_tokens", 0))
+                        except (ValueError, AttributeError):
+                            pass
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                self._forward(self.rfile.read(length))
+
+            def do_GET(self) -> None:
+                self._forward(None)
+
+        return Handler
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------- systems
+def rankwise_system(method: str, base_url: str, depth: int, **options: Any) -> Ranker:
+    backend = OpenAIBackend(MODEL, base_url=base_url, api_key="none", timeout=600)
+    reranker = Reranker(method, backend, **options)
+
+    def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
+        return reranker.rerank(query, docs).ids
+
+    return rank
+
+
+def rerankers_rankgpt(base_url: str, depth: int) -> Ranker:
+    import litellm
+    from rerankers.models.rankgpt_rankers import RankGPTRanker
+
+    litellm.api_base = base_url
+    litellm.suppress_debug_info = True
+    ranker = RankGPTRanker(model=f"openai/{MODEL}", api_key="none", verbose=0)
+
+    def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
+        texts = [doc["text"] for doc in docs]
+        result = ranker.rank(query, texts, doc_ids=[doc["id"] for doc in docs], rank_end=depth)
+        return [str(r.document.doc_id) for r in result.results]
+
+    return rank
+
+
+def llamaindex_llmrerank(base_url: str, depth: int) -> Ranker:
+    from llama_index.core.postprocessor import LLMRerank
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.llms.openai_like import OpenAILike
+
+    llm = OpenAILike(
+        model=MODEL,
+        api_base=base_url,
+        api_key="none",
+        is_chat_model=True,
+        context_window=4096,
+        max_tokens=256,
+        temperature=0.0,
+        timeout=600,
+    )
+    postprocessor = LLMRerank(llm=llm, choice_batch_size=10, top_n=depth)
+
+    def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
+        nodes = [NodeWithScore(node=TextNode(text=d["text"], id_=d["id"]), score=0.0) for d in docs]
+        ranked = postprocessor.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
+        return [n.node.node_id for n in ranked]
+
+    return rank
+
+
+def langchain_listwise(base_url: str, depth: int) -> Ranker:
+    from langchain_classic.retrievers.document_compressors import LLMListwiseRerank
+    from langchain_core.documents import Document
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(model=MODEL, base_url=base_url, api_key="none", temperature=0, timeout=600)
+    compressor = LLMListwiseRerank.from_llm(chat, top_n=depth)
+
+    def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
+        documents = [Document(page_content=d["text"], id=d["id"]) for d in docs]
+        return [str(d.id) for d in compressor.compress_documents(documents, query)]
+
+    return rank
+
+
+SYSTEMS: dict[str, tuple[str, str | None, Callable[[str, int], Ranker]]] = {
+    "rankwise listwise": (
+        "rankwise",
+        "rankwise",
+        lambda url, depth: rankwise_system("listwise", url, depth, window=depth, step=depth),
+    ),
+    "rankwise first": (
+        "rankwise",
+        "rankwise",
+        lambda url, depth: rankwise_system("first", url, depth, window=depth, step=depth),
+    ),
+    "rankwise pointwise": (
+        "rankwise",
+        "rankwise",
+        lambda url, depth: rankwise_system("pointwise", url, depth),
+    ),
+    "rerankers RankGPTRanker": ("rerankers", "rerankers", rerankers_rankgpt),
+    "LlamaIndex LLMRerank": ("llama-index-core", "llama-index-core", llamaindex_llmrerank),
+    "LangChain LLMListwiseRerank": ("langchain-classic", "langchain-classic", langchain_listwise),
+}
+
+
+def cut_words(docs: list[dict[str, Any]], words: int) -> list[dict[str, str]]:
+    return [{"id": d["id"], "text": " ".join(d["text"].split()[:words])} for d in docs]
+
+
+def run_system(
+    name: str,
+    build: Callable[[str, int], Ranker],
+    proxy: CountingProxy,
+    records: list[QueryRecord],
+    qrels: dict[str, dict[str, int]],
+    depth: int,
+    words: int,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": name}
+    try:
+        rank = build(proxy.base_url, depth)
+    except Exception as error:  # the library cannot run here: say why
+        row["error"] = f"{type(error).__name__}: {error}"
+        print(f"{name}: cannot run: {row['error']}", flush=True)
+        return row
+    ndcgs, seconds, calls, returned, errors = [], [], [], [], []
+    for record in records:
+        docs = cut_words(record.documents(depth), words)
+        before = proxy.requests
+        started = time.perf_counter()
+        try:
+            ids = rank(record.query, docs)
+        except Exception as error:
+            detail = traceback.format_exception_only(type(error), error)[-1].strip()
+            errors.append({"qid": record.qid, "error": detail[:500]})
+            print(f"{name} {record.qid}: failed: {detail[:200]}", flush=True)
+            ids = []
+        seconds.append(time.perf_counter() - started)
+        calls.append(proxy.requests - before)
+        returned.append(len(ids))
+        ndcgs.append(ndcg_at_k(ids, qrels[record.qid]))
+        print(
+            f"{name:30} {record.qid:>8}  nDCG@10 {ndcgs[-1]:.4f}  {seconds[-1]:6.1f} s  "
+            f"{calls[-1]} call(s)  returned {len(ids)}/{len(docs)}",
+            flush=True,
+        )
+    row.update(
+        {
+            "ndcg@10": round(mean(ndcgs), 4),
+            "per_query_ndcg@10": [round(x, 4) for x in ndcgs],
+            "median_seconds_per_query": round(median(seconds), 2),
+            "seconds_per_query": [round(s, 2) for s in seconds],
+            "calls_per_query": round(mean(calls), 2),
+            "returned_per_query": returned,
+            "failed_queries": len(errors),
+            "errors": errors,
+        }
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--words", type=int, default=64, help="words kept per passage")
+    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
+    args = parser.parse_args()
+    records, qrels = dl19(None)
+    records = [r for r in records if r.qid in qrels][: args.queries]
+    rows: list[dict[str, Any]] = []
+    with serve_gguf(n_ctx=8192) as server_url:
+        proxy = CountingProxy(server_url)
+        try:
+            bm25 = mean(
+                [
+                    ndcg_at_k([d["id"] for d in r.documents(args.depth)], qrels[r.qid])
+                    for r in records
+                ]
+            )
+            rows.append(
+                {"system": "BM25 (input order)", "ndcg@10": round(bm25, 4), "calls_per_query": 0}
+            )
+            for name in args.systems:
+                _, package, build = SYSTEMS[name]
+                row = run_system(name, build, proxy, records, qrels, args.depth, args.words)
+                row["version"] = package_version(package) if package else None
+                rows.append(row)
+        finally:
+            proxy.close()
+    ours = [r for r in rows if r["system"].startswith("rankwise") and "ndcg@10" in r]
+    theirs = [
+        r
+        for r in rows
+        if not r["system"].startswith(("rankwise", "BM25"))
+        and "ndcg@10" in r
+        and not r["failed_queries"]
+    ]
+    verdicts = []
+    for other in theirs:
+        best_quality = max(ours, key=lambda r: r["ndcg@10"])
+        same_or_better = [r for r in ours if r["ndcg@10"] >= other["ndcg@10"]]
+        fastest = min(same_or_better, key=lambda r: r["median_seconds_per_query"], default=None)
+        verdicts.append(
+            {
+                "library": other["system"],
+                "library_ndcg@10": other["ndcg@10"],
+                "library_median_s": other["median_seconds_per_query"],
+                "rankwise_best_quality": best_quality["system"],
+                "rankwise_fastest_at_least_as_good": fastest["system"] if fastest else None,
+                "rankwise_median_s": fastest["median_seconds_per_query"] if fastest else None,
+                "at_least_as_good_and_faster": bool(
+                    fastest
+                    and fastest["median_seconds_per_query"] < other["median_seconds_per_query"]
+                ),
+            }
+        )
+    payload = {
+        "benchmark": "vs_libraries",
+        "model": "SmolLM2-135M-Instruct (GGUF) on llama-cpp-python server, 127.0.0.1",
+        "llama_cpp_python": package_version("llama-cpp-python"),
+        "queries": len(records),
+        "qids": [r.qid for r in records],
+        "depth": args.depth,
+        "words_per_passage": args.words,
+        "rows": rows,
+        "verdicts": verdicts,
+    }
+    for verdict in verdicts:
+        print(verdict)
+    print(f"wrote {write_json('vs_libraries', payload)}")
+
+
+if __name__ == "__main__":
+    main()

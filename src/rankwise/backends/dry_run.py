@@ -1,0 +1,115 @@
+"""A backend that answers without calling any model, to predict calls and tokens up front.
+
+:class:`DryRunBackend` wraps the backend a rerank would use. Methods build exactly the
+prompts they would send; the dry-run backend counts their tokens with the wrapped backend's
+tokenizer (or its documented estimate) and answers neutrally: equal label log-probs, an
+empty generation, zero continuation log-probs, uniform attention. Call counts are therefore
+exact for methods whose call pattern does not depend on the answers (pointwise, all-pairs,
+sliding windows, FIRST, ICR) and one plausible path for heapsort and setwise.
+Completion tokens are the requested maximum, an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rankwise.backends.base import (
+    AttentionScan,
+    Backend,
+    Capabilities,
+    ContinuationLogprobs,
+    Generation,
+    LabelLogprobs,
+)
+from rankwise.prompts import Message
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens a chat API adds per message (role and separators) when no chat template is known."""
+
+
+class DryRunBackend:
+    """Looks like ``backend`` to every method but never calls a model."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.wrapped = backend
+
+    @property
+    def model_name(self) -> str:
+        return self.wrapped.model_name
+
+    @property
+    def kind(self) -> str:
+        return self.wrapped.kind
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.wrapped.capabilities
+
+    def count_tokens(self, text: str) -> int:
+        return self.wrapped.count_tokens(text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self.wrapped.truncate(text, max_tokens)
+
+    def prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
+        """Tokens of a chat prompt: exact through a local chat template, else an estimate."""
+        render = getattr(self.wrapped, "chat_prompt", None)
+        encode = getattr(self.wrapped, "encode_prompt", None)
+        if render is not None and encode is not None:
+            return len(encode(render(messages, assistant_prefix)))
+        body = sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        return body + MESSAGE_OVERHEAD_TOKENS // 2
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        assistant_prefix: str = "",
+    ) -> Generation:
+        return Generation(
+            text="",
+            prompt_tokens=self.prompt_tokens(messages, assistant_prefix),
+            completion_tokens=max_tokens,
+        )
+
+    async def label_logprobs(
+        self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
+    ) -> LabelLogprobs:
+        even = -math.log(max(1, len(labels)))
+        return LabelLogprobs(
+            logprobs={label: even for label in labels},
+            text=labels[0] if labels else "",
+            prompt_tokens=self.prompt_tokens(messages, assistant_prefix),
+            completion_tokens=1,
+        )
+
+    async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        count = max(1, self.count_tokens(continuation))
+        return ContinuationLogprobs(
+            token_logprobs=[0.0] * count, prompt_tokens=self.count_tokens(prefix) + count
+        )
+
+    async def query_attention(
+        self, context_pieces: Sequence[str], query_texts: Sequence[str]
+    ) -> AttentionScan:
+        spans, start = [], 0
+        for piece in context_pieces:
+            length = self.count_tokens(piece)
+            spans.append((start, start + length))
+            start += length
+        uniform = [1.0 / max(1, start)] * start
+        return AttentionScan(
+            spans=spans,
+            attention=[list(uniform) for _ in query_texts],
+            prompt_tokens=start + sum(self.count_tokens(text) for text in query_texts),
+        )
+
+    def chat_affixes(self) -> tuple[str, str]:
+        affixes = getattr(self.wrapped, "chat_affixes", None)
+        return affixes() if affixes is not None else ("", "")
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()

@@ -1,0 +1,70 @@
+"""Batch planning: size and token bounds, and prefix-aware grouping."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from rankwise.backends.batching import (
+    MicroBatcher,
+    prefix_shared_cost,
+    shared_prefix_length,
+)
+
+
+def _batcher(**kwargs) -> MicroBatcher[list[int], int]:
+    return MicroBatcher(
+        lambda batch: [len(r) for r in batch],
+        length=len,
+        executor=ThreadPoolExecutor(max_workers=1),
+        **kwargs,
+    )
+
+
+def test_shared_prefix_length() -> None:
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert shared_prefix_length([[5], [6]]) == 0
+    assert shared_prefix_length([[1, 2]]) == 2
+    assert shared_prefix_length([]) == 0
+
+
+def test_prefix_cost_counts_the_shared_prefix_once() -> None:
+    batch = [[9] * 40 + [i] * 10 for i in range(4)]
+    assert prefix_shared_cost(batch, min_shared=16) == 40 + 4 * 10
+    assert prefix_shared_cost(batch, min_shared=64) == 4 * 50  # prefix too short to reuse
+
+
+def test_plan_bounds_batch_size_and_padded_tokens() -> None:
+    requests = [[0] * n for n in (5, 50, 7, 40, 6, 45, 8)]
+    plan = _batcher(max_batch=3, max_batch_tokens=100).plan(requests)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(requests)))
+    for batch in plan:
+        assert len(batch) <= 3
+        assert max(len(requests[i]) for i in batch) * len(batch) <= 100
+
+
+def test_plan_keeps_prompts_with_a_shared_prefix_together() -> None:
+    """Two groups of prompts, each sharing a long prefix: the prefix-aware ordering keeps
+    each group in its own batch although a length sort would mix them."""
+    group_a = [[1] * 60 + [i] * (5 + i) for i in range(4)]
+    group_b = [[2] * 60 + [i] * (5 + i) for i in range(4)]
+    requests = [x for pair in zip(group_a, group_b, strict=True) for x in pair]
+    batcher = _batcher(
+        max_batch=16,
+        orderings=[lambda r: r],
+        cost=lambda batch: prefix_shared_cost(batch, 16),
+    )
+    plan = batcher.plan(requests)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(requests)))
+    groups = [{tuple(requests[i][:60]) for i in batch} for batch in plan]
+    assert all(len(g) == 1 for g in groups), groups
+    assert len(plan) == 2
+
+
+async def test_every_submitter_gets_its_own_result() -> None:
+    batcher = _batcher(
+        max_batch=4, orderings=[lambda r: r], cost=lambda b: prefix_shared_cost(b, 2)
+    )
+    requests = [[7] * (3 + i % 5) for i in range(23)]
+    results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+    assert results == [len(r) for r in requests]

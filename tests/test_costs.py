@@ -1,0 +1,141 @@
+"""Cost accounting: dry-run predictions of calls and tokens, and dollar estimates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rankwise import Reranker
+from rankwise.backends.openai import OpenAIBackend
+from rankwise.cli import main
+from rankwise.costs import Price, PriceTable
+from rankwise.errors import InputError
+from rankwise.types import Usage
+from tests.conftest import DL19
+from tests.oracle import oracle, relevance_docs
+
+
+@pytest.mark.parametrize(
+    ("method", "n", "calls"),
+    [
+        ("pointwise", 10, 10),
+        ("prp-allpair", 5, 20),
+        ("prp-sliding", 5, 2 * 4 * 10),
+        ("listwise", 25, 2),
+        ("listwise-full", 25, 1),
+        ("first", 25, 2),
+    ],
+)
+async def test_dry_run_predicts_the_calls_a_real_rerank_makes(stub, method, n, calls) -> None:
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, backoff=0.01, timeout=5)
+    reranker = Reranker(method, backend)
+    docs = relevance_docs([(7 * i % n) / n for i in range(n)])
+    predicted = await reranker.aestimate("which passage is relevant?", docs)
+    assert stub.requests == []  # a dry run sends nothing
+    assert predicted.calls == calls
+    assert predicted.prompt_tokens > calls * 10
+    assert predicted.completion_tokens >= calls
+    actual = await reranker.arerank("which passage is relevant?", docs)
+    assert actual.usage.calls == predicted.calls == len(stub.requests)
+    await backend.aclose()
+
+
+async def test_dry_run_counts_prompt_tokens_exactly_on_the_local_model(local_backend, dl19) -> None:
+    reranker = Reranker("pointwise", local_backend, max_passage_tokens=64)
+    docs = dl19[2].documents(5)
+    predicted = await reranker.aestimate(dl19[2].query, docs)
+    actual = await reranker.arerank(dl19[2].query, docs)
+    assert predicted.calls == actual.usage.calls == 5
+    assert predicted.prompt_tokens == actual.usage.prompt_tokens
+    assert predicted.completion_tokens == actual.usage.completion_tokens == 5
+
+
+def test_price_table_costs_and_fallback(tmp_path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(
+        json.dumps({"big": {"input": 2.5, "output": 10}, "*": {"input": 1, "output": 2}})
+    )
+    table = PriceTable.load(path)
+    usage = Usage(calls=3, prompt_tokens=1_000_000, completion_tokens=500_000)
+    assert table.cost("big", usage) == pytest.approx(2.5 + 5.0)
+    assert table.cost("other", usage) == pytest.approx(1.0 + 1.0)
+    assert PriceTable({"big": Price(1, 1)}).cost("other", usage) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"m": {"input": 1}}',
+        '["not", "a", "table"]',
+        "{broken",
+        '{"m": {"input": "x", "output": 1}}',
+    ],
+)
+def test_malformed_price_table_is_a_clear_error(tmp_path, content) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match="price table"):
+        PriceTable.load(path)
+
+
+def test_cli_dry_run_prices_a_run_without_contacting_the_server(tmp_path, capsys) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-x": {"input": 2.0, "output": 8.0}}))
+    code = main(
+        [
+            "eval",
+            "--dry-run",
+            "--backend",
+            "openai",
+            "--model",
+            "gpt-x",
+            "--api-key",
+            "unused",
+            "--base-url",
+            "http://127.0.0.1:9/v1",  # nothing listens there: a real call would fail
+            "--data",
+            str(DL19 / "bm25-top100.jsonl"),
+            "--qrels",
+            str(DL19 / "qrels.txt"),
+            "--method",
+            "prp-allpair",
+            "--depth",
+            "4",
+            "--queries",
+            "2",
+            "--prices",
+            str(prices),
+        ]
+    )
+    assert code == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert prediction["dry_run"] is True
+    assert prediction["calls"] == 2 * 4 * 3 and prediction["calls_per_query"] == [12, 12]
+    assert prediction["calls_are_exact"] is True
+    expected = (prediction["prompt_tokens"] * 2.0 + prediction["max_completion_tokens"] * 8.0) / 1e6
+    assert prediction["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    assert prediction["cost_usd"] > 0
+
+
+def test_eval_report_carries_a_cost_estimate(tmp_path, capsys, monkeypatch) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"*": {"input": 3.0, "output": 15.0}}))
+    monkeypatch.setenv("RANKWISE_PRICES", str(prices))
+    report_path = tmp_path / "report.json"
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
+    args += [
+        "--method",
+        "pointwise",
+        "--depth",
+        "3",
+        "--queries",
+        "1",
+        "--report",
+        str(report_path),
+    ]
+    assert main(args) == 0
+    report = json.loads(report_path.read_text())
+    expected = (report["prompt_tokens"] * 3.0 + report["completion_tokens"] * 15.0) / 1e6
+    assert report["cost_usd"] == pytest.approx(expected, abs=1e-6) and report["cost_usd"] > 0
