@@ -154,6 +154,16 @@ def performance_table() -> str:
             f"{g['ndcg@10']} | ≥ {first['target']}× | "
             f"{_met(first['target_met'])} |"
         )
+        full = first["methods"].get("listwise (full permutation)")
+        if full:
+            rows.append(
+                f"| first_vs_generate: window {first['window']}, generation made to write a "
+                f"full permutation (≥ {first['full_permutation_tokens']} tokens) | FIRST "
+                f"{f['median_seconds_per_window']} s/window vs "
+                f"{full['median_seconds_per_window']} s/window: "
+                f"**{first['speedup_first_over_full_permutation']}×** | ≥ {first['target']}× | "
+                f"{_met(first['target_met_against_full_permutation'])} |"
+            )
     api = _load("api_concurrency")
     if api:
         for r in api["rows"]:
@@ -201,10 +211,20 @@ def libraries_table() -> str:
             f"{min(returned) if returned else ''}–{max(returned) if returned else ''} | "
             f"{r.get('failed_queries', 0)} |"
         )
-    errors = [(r["system"], e) for r in libs["rows"] for e in r.get("errors", [])[:1]]
-    for system, error in errors:
-        rows.append("")
-        rows.append(f"- {system}, first failure ({error['qid']}): `{error['error'][:300]}`")
+    rows.append("")
+    for r in libs["rows"]:
+        for error in r.get("errors", [])[:1]:
+            rows.append(
+                f"- {r['system']}, first failure ({error['qid']}): `{error['error'][:300]}`"
+            )
+        returned = r.get("returned_per_query") or []
+        if not r.get("errors") and returned and min(returned) < libs["depth"]:
+            answer = " ".join(r.get("first_query_last_answer", "").split())[:200]
+            rows.append(
+                f"- {r['system']} returned fewer documents than it was given (it keeps only "
+                f"what it can parse from the answer); the model's answer on the first query: "
+                f"`{answer}`"
+            )
     return "\n".join(rows)
 
 

@@ -56,6 +56,7 @@ class CountingProxy:
         self.upstream = upstream.rstrip("/")
         self.requests = 0
         self.completion_tokens = 0
+        self.last_answer = ""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -99,9 +100,14 @@ class CountingProxy:
                     with proxy._lock:
                         proxy.requests += 1
                         try:
-                            usage = json.loads(payload).get("usage") or {}
+                            reply = json.loads(payload)
+                            usage = reply.get("usage") or {}
                             proxy.completion_tokens += int(usage.get("completion_tokens", 0))
-                        except (ValueError, AttributeError):
+                            message = reply["choices"][0]["message"]
+                            proxy.last_answer = str(
+                                message.get("content") or message.get("tool_calls") or ""
+                            )
+                        except (ValueError, AttributeError, KeyError, IndexError, TypeError):
                             pass
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -178,12 +184,20 @@ def llamaindex_llmrerank(base_url: str, depth: int) -> Ranker:
     return rank
 
 
-def langchain_listwise(base_url: str, depth: int) -> Ranker:
+def langchain_listwise(base_url: str, depth: int, *, tool_calling: bool = False) -> Ranker:
+    """``LLMListwiseRerank`` needs structured output. ``ChatOpenAI`` asks for it as a JSON
+    schema ``response_format``, which the llama.cpp server rejects; with ``tool_calling``
+    it is asked for as a forced function call instead, which the server supports."""
     from langchain_classic.retrievers.document_compressors import LLMListwiseRerank
     from langchain_core.documents import Document
     from langchain_openai import ChatOpenAI
 
-    chat = ChatOpenAI(model=MODEL, base_url=base_url, api_key="none", temperature=0, timeout=600)
+    class ToolCallingChat(ChatOpenAI):
+        def with_structured_output(self, schema: Any = None, **kwargs: Any) -> Any:
+            return super().with_structured_output(schema, method="function_calling", **kwargs)
+
+    chat_class = ToolCallingChat if tool_calling else ChatOpenAI
+    chat = chat_class(model=MODEL, base_url=base_url, api_key="none", temperature=0, timeout=600)
     compressor = LLMListwiseRerank.from_llm(chat, top_n=depth)
 
     def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
@@ -212,6 +226,11 @@ SYSTEMS: dict[str, tuple[str, str | None, Callable[[str, int], Ranker]]] = {
     "rerankers RankGPTRanker": ("rerankers", "rerankers", rerankers_rankgpt),
     "LlamaIndex LLMRerank": ("llama-index-core", "llama-index-core", llamaindex_llmrerank),
     "LangChain LLMListwiseRerank": ("langchain-classic", "langchain-classic", langchain_listwise),
+    "LangChain LLMListwiseRerank (function calling)": (
+        "langchain-classic",
+        "langchain-classic",
+        lambda url, depth: langchain_listwise(url, depth, tool_calling=True),
+    ),
 }
 
 
@@ -248,6 +267,8 @@ def run_system(
             print(f"{name} {record.qid}: failed: {detail[:200]}", flush=True)
             ids = []
         seconds.append(time.perf_counter() - started)
+        if record is records[0]:
+            row["first_query_last_answer"] = proxy.last_answer[:400]
         calls.append(proxy.requests - before)
         returned.append(len(ids))
         ndcgs.append(ndcg_at_k(ids, qrels[record.qid]))
@@ -309,7 +330,7 @@ def main() -> None:
         and not r["failed_queries"]
     ]
     verdicts = []
-    for other in theirs:
+    for other in theirs if ours else []:
         best_quality = max(ours, key=lambda r: r["ndcg@10"])
         same_or_better = [r for r in ours if r["ndcg@10"] >= other["ndcg@10"]]
         fastest = min(same_or_better, key=lambda r: r["median_seconds_per_query"], default=None)
