@@ -68,3 +68,20 @@ async def test_every_submitter_gets_its_own_result() -> None:
     requests = [[7] * (3 + i % 5) for i in range(23)]
     results = await asyncio.gather(*(batcher.submit(r) for r in requests))
     assert results == [len(r) for r in requests]
+
+
+async def test_the_queue_is_bounded() -> None:
+    """With room for 5 waiting requests, no batch can hold more than 5, whatever max_batch."""
+    seen: list[int] = []
+
+    def run(batch: list[list[int]]) -> list[int]:
+        seen.append(len(batch))
+        return [len(r) for r in batch]
+
+    batcher = MicroBatcher(
+        run, length=len, executor=ThreadPoolExecutor(max_workers=1), max_batch=64, max_queue=5
+    )
+    requests = [[1] * (1 + i % 7) for i in range(40)]
+    results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+    assert results == [len(r) for r in requests]
+    assert max(seen) <= 5 and sum(seen) == 40

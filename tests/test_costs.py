@@ -21,7 +21,7 @@ from tests.oracle import oracle, relevance_docs
     [
         ("pointwise", 10, 10),
         ("prp-allpair", 5, 20),
-        ("prp-sliding", 5, 2 * 4 * 10),
+        ("prp-sliding", 5, 2 * (4 + 3 + 2 + 1)),
         ("listwise", 25, 2),
         ("listwise-full", 25, 1),
         ("first", 25, 2),

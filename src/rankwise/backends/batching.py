@@ -25,6 +25,7 @@ Result = TypeVar("Result")
 
 @dataclass
 class _LoopState(Generic[Request, Result]):
+    slots: asyncio.Semaphore
     pending: list[tuple[Request, asyncio.Future[Result]]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
 
@@ -77,7 +78,8 @@ class MicroBatcher(Generic[Request, Result]):
     """Run ``run_batch`` over groups of requests submitted concurrently.
 
     ``length`` gives each request's size (tokens); batches hold at most ``max_batch``
-    requests and at most ``max_batch_tokens`` padded tokens. ``orderings`` are extra sort
+    requests and at most ``max_batch_tokens`` padded tokens; at most ``max_queue`` requests
+    wait or run at once (later submitters wait for a slot). ``orderings`` are extra sort
     keys to try besides length, and ``cost`` prices a batch (computed positions); the
     cheapest plan wins.
     """
@@ -90,6 +92,7 @@ class MicroBatcher(Generic[Request, Result]):
         executor: Executor,
         max_batch: int = 16,
         max_batch_tokens: int = 8192,
+        max_queue: int = 1024,
         orderings: Sequence[Callable[[Request], object]] = (),
         cost: Callable[[list[Request]], int] | None = None,
     ) -> None:
@@ -100,6 +103,9 @@ class MicroBatcher(Generic[Request, Result]):
         self._executor = executor
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        self.max_queue = max_queue
         self._states: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, _LoopState[Request, Result]
         ] = weakref.WeakKeyDictionary()
@@ -109,13 +115,14 @@ class MicroBatcher(Generic[Request, Result]):
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = _LoopState()
+            state = _LoopState(slots=asyncio.Semaphore(self.max_queue))
             self._states[loop] = state
-        future: asyncio.Future[Result] = loop.create_future()
-        state.pending.append((request, future))
-        if state.worker is None or state.worker.done():
-            state.worker = loop.create_task(self._drain(loop, state))
-        return await future
+        async with state.slots:
+            future: asyncio.Future[Result] = loop.create_future()
+            state.pending.append((request, future))
+            if state.worker is None or state.worker.done():
+                state.worker = loop.create_task(self._drain(loop, state))
+            return await future
 
     def plan(self, requests: list[Request]) -> list[list[int]]:
         """Group request indices into batches, bounded by size and tokens.

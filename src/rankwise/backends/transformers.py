@@ -83,6 +83,8 @@ class TransformersBackend:
             bfloat16 reorders near-tied scores (see the README's measurements).
         max_batch: most prompts in one forward pass.
         max_batch_tokens: most padded tokens in one forward pass.
+        max_queue: most prompts waiting or running at once per operation; further
+            submitters wait for a slot (back-pressure for, e.g., all-pairs over 100).
         device: torch device, ``"cpu"`` by default.
         min_shared_prefix: label-scoring batches whose prompts share at least this many
             leading tokens run that prefix once and reuse its key/value cache for every
@@ -99,6 +101,7 @@ class TransformersBackend:
         dtype: DType = "float32",
         max_batch: int = 16,
         max_batch_tokens: int = 8192,
+        max_queue: int = 1024,
         device: str = "cpu",
         min_shared_prefix: int = 16,
         model_kwargs: dict[str, Any] | None = None,
@@ -119,6 +122,7 @@ class TransformersBackend:
         self.stats = BatchStats()
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
+        common["max_queue"] = max_queue
         self.min_shared_prefix = min_shared_prefix
         reuse = min_shared_prefix > 0
         self._labels = MicroBatcher(
