@@ -139,3 +139,7 @@ def test_eval_report_carries_a_cost_estimate(tmp_path, capsys, monkeypatch) -> N
     report = json.loads(report_path.read_text())
     expected = (report["prompt_tokens"] * 3.0 + report["completion_tokens"] * 15.0) / 1e6
     assert report["cost_usd"] == pytest.approx(expected, abs=1e-6) and report["cost_usd"] > 0
+    (query,) = report["per_query"]  # usage and cost per query as well as in total
+    assert query["calls"] == report["calls"] == 3
+    assert query["prompt_tokens"] == report["prompt_tokens"]
+    assert query["cost_usd"] == pytest.approx(report["cost_usd"], abs=1e-6)

@@ -214,6 +214,7 @@ def build_report(
     ]
     after = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in judged]
     usage = _total_usage(results)
+    prices = _price_table(args)
     return {
         "method": args.method,
         "options": method_options(args.option),
@@ -229,12 +230,22 @@ def build_report(
         "cache_hits": usage.cache_hits,
         "retries": usage.retries,
         "fallbacks": sum(len(res.trace.fallbacks) for res in results),
-        **_cost_entry(args, results[0].model if results else args.model, usage),
+        **_cost_entry(prices, results[0].model if results else args.model, usage),
         "seconds": round(seconds, 3),
         "seconds_per_query": round(seconds / max(1, len(results)), 3),
         "per_query": [
-            {"qid": r.qid, "input_ndcg@10": round(b, 4), "ndcg@10": round(a, 4)}
-            for (r, _), b, a in zip(judged, before, after, strict=True)
+            {
+                "qid": r.qid,
+                "input_ndcg@10": round(b, 4),
+                "ndcg@10": round(a, 4),
+                "calls": res.usage.calls,
+                "prompt_tokens": res.usage.prompt_tokens,
+                "completion_tokens": res.usage.completion_tokens,
+                "cache_hits": res.usage.cache_hits,
+                "seconds": round(res.usage.seconds, 3),
+                **_cost_entry(prices, res.model, res.usage, warn=False),
+            }
+            for (r, res), b, a in zip(judged, before, after, strict=True)
         ],
     }
 
@@ -243,13 +254,16 @@ def _price_table(args: argparse.Namespace) -> PriceTable | None:
     return PriceTable.load(args.prices) if args.prices else PriceTable.from_env()
 
 
-def _cost_entry(args: argparse.Namespace, model: str | None, usage: Usage) -> dict[str, Any]:
+def _cost_entry(
+    table: PriceTable | None, model: str | None, usage: Usage, *, warn: bool = True
+) -> dict[str, Any]:
     """``{"cost_usd": ...}`` when a price table lists the model, else nothing."""
-    table = _price_table(args)
     if table is None:
         return {}
     cost = table.cost(model or "", usage)
     if cost is None:
+        if not warn:
+            return {}
         print(
             f"rankwise: the price table has no entry for {model!r} (and no '*'); no cost estimate",
             file=sys.stderr,
@@ -289,7 +303,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         "prompt_tokens": total.prompt_tokens,
         "max_completion_tokens": total.completion_tokens,
         "prompt_tokens_are_exact": exact_tokens,
-        **_cost_entry(args, backend.model_name, total),
+        **_cost_entry(_price_table(args), backend.model_name, total),
         "note": (
             ("" if fixed else "call count follows one plausible path; it depends on the answers. ")
             + (
