@@ -28,7 +28,7 @@ from typing import Any
 from _common import dl19, machine, median, write_json
 
 from rankwise import Reranker
-from rankwise.backends.batching import shared_prefix_length
+from rankwise.backends.batching import reusable_prefix
 from rankwise.backends.transformers import TransformersBackend
 from rankwise.evaluate import QueryRecord
 
@@ -65,9 +65,7 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
     model, pad = backend.model, backend._pad_id
     started = time.perf_counter()
     for sequences in batches:
-        shared = min(shared_prefix_length(sequences), min(len(s) for s in sequences) - 1)
-        if len(sequences) == 1 or shared < backend.min_shared_prefix:
-            shared = 0
+        shared = reusable_prefix(sequences, backend.min_shared_prefix)
         rest = [s[shared:] for s in sequences]
         width = max(len(s) for s in rest)
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in rest])

@@ -31,6 +31,15 @@ VARIABLE_CALLS = {
 }
 
 
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "**missed**"
+
+
 def method_table() -> str:
     rows = ["| method | LLM calls for N=100 | needs | score |", "|---|---|---|---|"]
     for name in METHODS:
@@ -50,10 +59,9 @@ def method_table() -> str:
 
 
 def quality_table() -> str:
-    path = RESULTS / "methods.json"
-    if not path.is_file():
+    data = _load("methods")
+    if not data:
         return "_Run `python bench/methods.py` to fill this table._"
-    data = json.loads(path.read_text())
     rows = [
         f"TREC DL19, {data['queries']} queries, {data['model']} ({data['dtype']}), "
         f"{data['machine']['cores']} CPU cores; from `bench/results/methods.json`.",
@@ -87,10 +95,9 @@ def quality_table() -> str:
 
 
 def local_table() -> str:
-    path = RESULTS / "local_backend.json"
-    if not path.is_file():
+    data = _load("local_backend")
+    if not data:
         return "_Run `python bench/local_backend.py` to fill this table._"
-    data = json.loads(path.read_text())
     load = data["load"]
     lines = [
         f"- Load: {load['cold_gguf_conversion_s']} s the first time (GGUF → safetensors), "
@@ -109,15 +116,6 @@ def local_table() -> str:
             f"bf16 {agreement['speedup_bf16']}× as fast."
         )
     return "\n".join(lines)
-
-
-def _load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _met(flag: bool) -> str:
-    return "met" if flag else "**missed**"
 
 
 def performance_table() -> str:

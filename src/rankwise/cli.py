@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rankwise.backends.base import Backend
+from rankwise.backends.dry_run import DryRunBackend
 from rankwise.costs import PriceTable
 from rankwise.errors import RankwiseError
 from rankwise.evaluate import (
@@ -274,8 +275,7 @@ def _cost_entry(
 
 def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
-    if args.data is None:
-        args.data = str(resources.files("rankwise") / "data" / "dl19_sample.jsonl")
+    args.data = args.data or _sample_data("dl19_sample.jsonl")
     records = load_queries(args.data, args.queries)
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, **method_options(args.option))
@@ -289,7 +289,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     usages = asyncio.run(work())
     total = Usage.sum(usages)
     fixed = reranker.method.expected_calls(args.depth) is not None
-    exact_tokens = hasattr(backend, "chat_prompt")
+    exact_tokens = DryRunBackend(backend).exact_prompt_tokens
     prediction = {
         "dry_run": True,
         "method": args.method,
@@ -415,10 +415,14 @@ def _rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_data(name: str) -> str:
+    """Path of a file of the DL19 sample shipped with the package."""
+    return str(resources.files("rankwise") / "data" / name)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    data_dir = resources.files("rankwise") / "data"
-    args.data = args.data or str(data_dir / "dl19_sample.jsonl")
-    qrels_path = args.qrels or str(data_dir / "dl19_sample_qrels.txt")
+    args.data = args.data or _sample_data("dl19_sample.jsonl")
+    qrels_path = args.qrels or _sample_data("dl19_sample_qrels.txt")
     records = load_queries(args.data, args.queries)
     qrels = load_qrels(qrels_path)
     print(

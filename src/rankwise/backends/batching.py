@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Request = TypeVar("Request")
+Result = TypeVar("Result")
 
 BATCH_OVERHEAD_POSITIONS = 64
 """What starting one more forward pass costs, in computed positions, when plans are compared."""
-Result = TypeVar("Result")
 
 
 @dataclass
@@ -65,12 +65,20 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
+def reusable_prefix(sequences: Sequence[Sequence[int]], min_shared: int) -> int:
+    """Tokens of a batch's common prefix worth running once: 0 for a single sequence, when
+    reuse is off (``min_shared <= 0``) or when the prefix is shorter than ``min_shared``.
+    Every sequence keeps at least one token of its own after the prefix."""
+    if min_shared <= 0 or len(sequences) < 2:
+        return 0
+    shared = min(shared_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+    return shared if shared >= min_shared else 0
+
+
 def prefix_shared_cost(sequences: Sequence[Sequence[int]], min_shared: int) -> int:
-    """Positions computed when a batch's common prefix (if long enough) is run only once."""
+    """Positions computed when a batch's reusable prefix is run only once."""
     width = max(len(s) for s in sequences)
-    shared = min(shared_prefix_length(sequences), width - 1) if len(sequences) > 1 else 0
-    if shared < min_shared:
-        shared = 0
+    shared = reusable_prefix(sequences, min_shared)
     return shared + len(sequences) * (width - shared)
 
 
@@ -158,6 +166,7 @@ class MicroBatcher(Generic[Request, Result]):
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0
+        current_cost = 0  # greedy only: the cost of ``current``
         for index in order:
             size = self._length(requests[index])
             widest = max(longest, size)
@@ -165,15 +174,20 @@ class MicroBatcher(Generic[Request, Result]):
                 len(current) >= self.max_batch
                 or widest * (len(current) + 1) > self.max_batch_tokens
             )
-            if current and not full and greedy:
-                members = [requests[i] for i in current]
-                grown = self._batch_cost([*members, requests[index]]) - self._batch_cost(members)
-                full = grown > self._batch_cost([requests[index]])
+            if greedy:
+                alone = self._batch_cost([requests[index]])
+                joined = alone
+                if current and not full:
+                    joined = self._batch_cost([requests[i] for i in (*current, index)])
+                    full = joined - current_cost > alone
             if current and full:
                 batches.append(current)
                 current, widest = [], size
+                joined = alone if greedy else 0
             current.append(index)
             longest = widest
+            if greedy:
+                current_cost = joined
         if current:
             batches.append(current)
         return batches

@@ -52,12 +52,17 @@ class DryRunBackend:
     def truncate(self, text: str, max_tokens: int) -> str:
         return self.wrapped.truncate(text, max_tokens)
 
+    @property
+    def exact_prompt_tokens(self) -> bool:
+        """True when the wrapped backend renders prompts itself (a local chat template), so
+        prompt token counts are exact; otherwise they are an estimate."""
+        return hasattr(self.wrapped, "chat_prompt") and hasattr(self.wrapped, "encode_prompt")
+
     def prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
         """Tokens of a chat prompt: exact through a local chat template, else an estimate."""
-        render = getattr(self.wrapped, "chat_prompt", None)
-        encode = getattr(self.wrapped, "encode_prompt", None)
-        if render is not None and encode is not None:
-            return len(encode(render(messages, assistant_prefix)))
+        if self.exact_prompt_tokens:
+            rendered = self.wrapped.chat_prompt(messages, assistant_prefix)  # type: ignore[attr-defined]
+            return len(self.wrapped.encode_prompt(rendered))  # type: ignore[attr-defined]
         body = sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
         return body + MESSAGE_OVERHEAD_TOKENS // 2
 

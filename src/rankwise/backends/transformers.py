@@ -27,7 +27,7 @@ from rankwise.backends.batching import (
     BatchStats,
     MicroBatcher,
     prefix_shared_cost,
-    shared_prefix_length,
+    reusable_prefix,
 )
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
@@ -314,10 +314,8 @@ class TransformersBackend:
 
     def _last_logits(self, sequences: list[list[int]]) -> Any:
         """Next-token logits after each sequence; a long common prefix is computed once."""
-        shared = 0
-        if self.min_shared_prefix > 0 and len(sequences) > 1:
-            shared = min(shared_prefix_length(sequences), min(len(s) for s in sequences) - 1)
-        if shared < max(1, self.min_shared_prefix):
+        shared = reusable_prefix(sequences, self.min_shared_prefix)
+        if not shared:
             return self._forward(sequences, keep=1)[:, -1, :]
         started = time.perf_counter()
         suffixes = [ids[shared:] for ids in sequences]
