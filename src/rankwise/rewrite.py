@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import Backend
@@ -39,15 +39,7 @@ Strategy = Literal[
     "core_content",
     "general",
 ]
-STRATEGIES: tuple[str, ...] = (
-    "multi_query",
-    "pseudo_answer",
-    "decompose",
-    "conversational",
-    "keywords",
-    "core_content",
-    "general",
-)
+STRATEGIES: tuple[str, ...] = tuple(s for s in get_args(Strategy) if s != "original")
 _SELECTABLE = {"GQR": "general", "KWR": "keywords", "PAR": "pseudo_answer", "CCE": "core_content"}
 _MULTI_LINE = {"multi_query", "decompose"}
 _NUMBERING = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])\s*", re.IGNORECASE)
