@@ -6,12 +6,17 @@ time, and rankwise's overhead against the raw model forward time for the same pr
 For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side in one run):
 
 * ``batched``: the default backend (micro-batches of up to 16 prompts; a prompt prefix
-  shared by a batch, such as PRP's query and passage A, is computed once);
-* ``batched_no_prefix_reuse``: the same batches without the shared-prefix reuse;
-* ``one_at_a_time``: the same backend with ``max_batch=1``, one prompt per forward pass;
-* ``raw_forward``: the exact token ids rankwise sent, in the exact batches it formed, run
-  through plain ``model(...)`` calls with nothing else around them. rankwise's overhead is
-  ``batched / raw_forward - 1`` (prompt rendering, tokenising, batching, parsing, asyncio).
+  shared by a batch, such as PRP's query and passage A, is computed once, and prefixes
+  kept from earlier batches of the same rerank are reused; the store is emptied before
+  each query);
+* ``batched_no_prefix_store``: the same without prefixes kept across batches;
+* ``batched_no_prefix_reuse``: the same batches without any prefix reuse;
+* ``one_at_a_time``: ``max_batch=1`` and no reuse, one whole prompt per forward pass, as a
+  plain loop over the prompts would run them;
+* ``raw_forward``: the exact token ids of ``batched_no_prefix_store``, in the exact batches
+  it formed, run through plain ``model(...)`` calls with nothing else around them.
+  rankwise's overhead is ``batched_no_prefix_store / raw_forward - 1`` (prompt rendering,
+  tokenising, batching, parsing, asyncio).
 
 Also reported: padding waste (share of computed positions that were padding) and effective
 tokens per second (real prompt tokens / forward seconds). Writes
@@ -99,48 +104,45 @@ async def timed_rerank(
 
 
 async def compare(
-    method: str,
-    batched: TransformersBackend,
-    no_reuse: TransformersBackend,
-    single: TransformersBackend,
-    records: list[QueryRecord],
-    depth: int,
+    method: str, arms: dict[str, TransformersBackend], records: list[QueryRecord], depth: int
 ) -> dict[str, Any]:
-    """Batched vs one-at-a-time vs raw forward, query by query, interleaved."""
+    """Every arm and the raw forward replay, query by query, interleaved."""
     rows = []
     for record in records:
-        before = _stats(batched)
-        with BatchRecorder(batched) as recorder:
-            fast, fast_ids, calls = await timed_rerank(batched, method, record, depth)
-        after = _stats(batched)
-        raw = raw_forward_seconds(batched, recorder.batches)  # right after, same conditions
-        plain, _, _ = await timed_rerank(no_reuse, method, record, depth)
-        slow, slow_ids, _ = await timed_rerank(single, method, record, depth)
+        arms["batched"].clear_prefix_cache()
+        fast, fast_ids, calls = await timed_rerank(arms["batched"], method, record, depth)
+        exact = arms["batched_no_prefix_store"]
+        before = _stats(exact)
+        with BatchRecorder(exact) as recorder:
+            measured, _, _ = await timed_rerank(exact, method, record, depth)
+        after = _stats(exact)
+        raw = raw_forward_seconds(exact, recorder.batches)  # right after, same conditions
+        plain, _, _ = await timed_rerank(arms["batched_no_prefix_reuse"], method, record, depth)
+        slow, slow_ids, _ = await timed_rerank(arms["one_at_a_time"], method, record, depth)
         real = after["real_tokens"] - before["real_tokens"]
         padded = after["padded_tokens"] - before["padded_tokens"]
         forward = after["seconds"] - before["seconds"]
+        reused = after["reused_tokens"] - before["reused_tokens"]
         row = {
             "qid": record.qid,
             "calls": calls,
             "batches": after["batches"] - before["batches"],
             "batched_s": round(fast, 3),
+            "batched_no_prefix_store_s": round(measured, 3),
             "batched_no_prefix_reuse_s": round(plain, 3),
             "one_at_a_time_s": round(slow, 3),
             "raw_forward_s": round(raw, 3),
             "speedup": round(slow / fast, 2),
-            "overhead": round(fast / raw - 1, 3),
+            "overhead": round(measured / raw - 1, 3),
             "padding_waste": round(1 - real / padded, 3) if padded else 0.0,
-            "reused_prefix_tokens": after["reused_tokens"] - before["reused_tokens"],
-            "tokens_per_s": round(
-                (real + after["reused_tokens"] - before["reused_tokens"]) / forward, 1
-            )
-            if forward
-            else 0.0,
+            "reused_prefix_tokens": reused,
+            "tokens_per_s": round((real + reused) / forward, 1) if forward else 0.0,
             "same_ranking": fast_ids == slow_ids,
         }
         rows.append(row)
         print(
-            f"{method:12} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no prefix reuse "
+            f"{method:12} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no store "
+            f"{row['batched_no_prefix_store_s']:.2f} s, no prefix reuse "
             f"{row['batched_no_prefix_reuse_s']:.2f} s)  one-at-a-time "
             f"{row['one_at_a_time_s']:7.2f} s  ({row['speedup']}×)  raw forward "
             f"{row['raw_forward_s']:7.2f} s  overhead {row['overhead']:+.1%}  padding "
@@ -154,6 +156,9 @@ async def compare(
         "depth": depth,
         "queries": len(rows),
         "median_batched_s_per_query": round(median([r["batched_s"] for r in rows]), 2),
+        "median_batched_no_prefix_store_s_per_query": round(
+            median([r["batched_no_prefix_store_s"] for r in rows]), 2
+        ),
         "median_batched_no_prefix_reuse_s_per_query": round(
             median([r["batched_no_prefix_reuse_s"] for r in rows]), 2
         ),
@@ -176,10 +181,12 @@ async def many_queries(
     batched: TransformersBackend, records: list[QueryRecord], depth: int
 ) -> dict[str, Any]:
     """Pointwise for several queries: one after another vs all at once (shared batches)."""
+    batched.clear_prefix_cache()
     started = time.perf_counter()
     for record in records:
         await timed_rerank(batched, "pointwise", record, depth)
     sequential = time.perf_counter() - started
+    batched.clear_prefix_cache()  # the same prompts again: nothing may come from the first run
     started = time.perf_counter()
     await asyncio.gather(*(timed_rerank(batched, "pointwise", r, depth) for r in records))
     together = time.perf_counter() - started
@@ -213,10 +220,14 @@ async def main() -> None:
     parser.add_argument("--pairwise-queries", type=int, default=2)
     args = parser.parse_args()
     records, _ = dl19(args.queries)
-    batched = TransformersBackend("default")
-    no_reuse = TransformersBackend("default", min_shared_prefix=0)
-    single = TransformersBackend("default", max_batch=1)
-    for backend in (batched, no_reuse, single):  # warm-up at full size, not reported
+    arms = {
+        "batched": TransformersBackend("default"),
+        "batched_no_prefix_store": TransformersBackend("default", prefix_cache_mb=0),
+        "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0),
+        "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0),
+    }
+    batched = arms["batched"]
+    for backend in arms.values():  # warm-up at full size, not reported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
         await timed_rerank(backend, "prp-allpair", records[-1], 5)
     results: dict[str, Any] = {
@@ -226,15 +237,8 @@ async def main() -> None:
         "max_batch": batched._labels.max_batch,
         "max_passage_tokens": 128,
         "methods": [
-            await compare("pointwise", batched, no_reuse, single, records, args.depth),
-            await compare(
-                "prp-allpair",
-                batched,
-                no_reuse,
-                single,
-                records[: args.pairwise_queries],
-                args.depth,
-            ),
+            await compare("pointwise", arms, records, args.depth),
+            await compare("prp-allpair", arms, records[: args.pairwise_queries], args.depth),
         ],
         "many_queries": await many_queries(batched, records, args.depth),
         "machine": machine(),

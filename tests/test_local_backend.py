@@ -173,3 +173,62 @@ async def test_shared_prefix_reuse_gives_the_same_logprobs(local_backend, dl19) 
         assert a.prompt_tokens == b.prompt_tokens
         for label in ("Passage A", "Passage B"):
             assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
+
+
+async def test_prefixes_kept_across_calls_give_the_same_logprobs(local_backend, dl19) -> None:
+    """Sequential calls (setwise, PRP heapsort/sliding) start from the longest prefix kept
+    from an earlier call; the numbers match a forward pass over each whole prompt, and a
+    pair (W, X) reuses passage W from an earlier pair even though the pair's own common
+    prefix ends at the query."""
+    record = dl19[1]
+    docs = _docs(record, 4)
+
+    def pair(a, b) -> list[Message]:
+        return [
+            Message(
+                "user",
+                f'Given a query "{record.query}", which passage is more relevant?\n\n'
+                f'Passage A: "{a["text"][:300]}"\n\nPassage B: "{b["text"][:300]}"\n\nOutput:',
+            )
+        ]
+
+    labels = ["Passage A", "Passage B"]
+    local_backend.clear_prefix_cache()
+    calls = [[pair(docs[0], docs[1]), pair(docs[1], docs[0])]]
+    calls += [[pair(docs[0], docs[2]), pair(docs[2], docs[0])]]
+    calls += [[pair(docs[2], docs[3]), pair(docs[3], docs[2])]]
+    served, kept = [], []
+    for prompts in calls:  # one call after another, both orders together, as heapsort does
+        before = local_backend.stats.stored_prefix_tokens
+        served.append(
+            await asyncio.gather(*(local_backend.label_logprobs(p, labels) for p in prompts))
+        )
+        kept.append(local_backend.stats.stored_prefix_tokens - before)
+    passage_a = local_backend.count_tokens(docs[0]["text"][:300])
+    # the second call's pair (A, C) reused the query and all of passage A from pair (A, B)
+    assert kept[0] == 0 and kept[1] > passage_a and kept[2] > 0
+    reuse, local_backend.min_shared_prefix = local_backend.min_shared_prefix, 0
+    try:
+        for prompts, got in zip(calls, served, strict=True):
+            for prompt, result in zip(prompts, got, strict=True):
+                alone = await local_backend.label_logprobs(prompt, labels)
+                assert alone.prompt_tokens == result.prompt_tokens
+                for label in labels:
+                    assert math.isclose(alone.logprobs[label], result.logprobs[label], abs_tol=2e-3)
+    finally:
+        local_backend.min_shared_prefix = reuse
+
+
+async def test_a_repeated_window_is_served_from_kept_prefixes(local_backend, dl19) -> None:
+    """FIRST over the same window twice: the second pass computes one position, and the
+    ranking and scores are the same."""
+    record = dl19[2]
+    reranker = Reranker("first", local_backend)
+    local_backend.clear_prefix_cache()
+    first = await reranker.arerank(record.query, _docs(record, 5))
+    computed = local_backend.stats.real_tokens
+    second = await reranker.arerank(record.query, _docs(record, 5))
+    assert local_backend.stats.real_tokens - computed == 1
+    assert first.ids == second.ids
+    assert [c.score for c in first.items] == [c.score for c in second.items]
+    assert sorted(first.ids) == sorted(d["id"] for d in _docs(record, 5))

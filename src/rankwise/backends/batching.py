@@ -32,13 +32,19 @@ class _LoopState(Generic[Request, Result]):
 
 @dataclass
 class BatchStats:
-    """Counters for throughput and padding reports."""
+    """Counters for throughput and padding reports.
+
+    ``reused_tokens`` counts prompt positions served from a key/value cache instead of
+    being computed (a batch's shared prefix, or a prefix kept from an earlier call);
+    ``stored_prefix_tokens`` is the part of them kept from earlier calls.
+    """
 
     batches: int = 0
     requests: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
     reused_tokens: int = 0
+    stored_prefix_tokens: int = 0
     seconds: float = 0.0
 
     @property

@@ -24,6 +24,7 @@ from rankwise.backends.base import (
     LabelLogprobs,
 )
 from rankwise.backends.batching import (
+    BATCH_OVERHEAD_POSITIONS,
     BatchStats,
     MicroBatcher,
     prefix_shared_cost,
@@ -36,12 +37,14 @@ from rankwise.backends.model_files import (
     default_gguf_path,
     is_complete,
 )
+from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.errors import ModelNotFoundError
 from rankwise.prompts import Message
 
 try:
     import torch
     import transformers
+    from transformers.cache_utils import DynamicLayer
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "TransformersBackend needs the 'local' extra: pip install 'rankwise[local]' "
@@ -49,6 +52,9 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 logger = logging.getLogger(__name__)
+
+ONE_BY_ONE_MAX_BATCH = 4
+"""Largest batch that may run prompt by prompt to use stored prefixes (sequential methods)."""
 
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -89,7 +95,12 @@ class TransformersBackend:
         min_shared_prefix: label-scoring batches whose prompts share at least this many
             leading tokens run that prefix once and reuse its key/value cache for every
             prompt (PRP pairs share the query and passage A; every prompt shares the chat
-            template's system text). ``0`` turns the reuse off.
+            template's system text). ``0`` turns the reuse off, here and across calls.
+        prefix_cache_mb: memory for the key/value states of recent label-scoring prompts,
+            kept across calls (least recently used out first), so a prompt that begins like
+            an earlier one computes only what follows: setwise, PRP heapsort and sliding,
+            FIRST's windows and repeated queries share the template, instruction and query.
+            ``0`` keeps nothing.
     """
 
     kind = "transformers"
@@ -104,6 +115,7 @@ class TransformersBackend:
         max_queue: int = 1024,
         device: str = "cpu",
         min_shared_prefix: int = 16,
+        prefix_cache_mb: float = 256,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -124,6 +136,9 @@ class TransformersBackend:
         common["max_batch_tokens"] = max_batch_tokens
         common["max_queue"] = max_queue
         self.min_shared_prefix = min_shared_prefix
+        self.prefix_store: PrefixStore[list[tuple[Any, Any]]] = PrefixStore(
+            int(prefix_cache_mb * 2**20), min_length=max(min_shared_prefix, 1)
+        )
         reuse = min_shared_prefix > 0
         self._labels = MicroBatcher(
             self._run_labels,
@@ -231,6 +246,14 @@ class TransformersBackend:
         before, _, after = rendered.partition(sentinel)
         return before, after
 
+    def clear_prefix_cache(self) -> None:
+        """Forget the key/value states kept across calls (see ``prefix_cache_mb``).
+
+        Runs on the model's worker thread after the batches already queued, so it never
+        races a forward pass; it waits for them to finish.
+        """
+        self._executor.submit(self.prefix_store.clear).result()
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)
 
@@ -313,21 +336,31 @@ class TransformersBackend:
         return prefix_shared_cost([r.input_ids for r in requests], self.min_shared_prefix)
 
     def _last_logits(self, sequences: list[list[int]]) -> Any:
-        """Next-token logits after each sequence; a long common prefix is computed once."""
+        """Next-token logits after each sequence. A long common prefix is computed once, and
+        the part of it seen in an earlier call comes from the prefix store."""
+        if self.min_shared_prefix <= 0:
+            return self._forward(sequences, keep=1)[:, -1, :]
         shared = reusable_prefix(sequences, self.min_shared_prefix)
+        if len(sequences) == 1 or self._cheaper_one_by_one(sequences, shared):
+            rows = []
+            for ids in sequences:  # each prompt's pass also gives its own logits
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    logits, _ = self._prefix_pass(ids)
+                self.stats.batches += 1
+                self.stats.requests += 1
+                self.stats.seconds += time.perf_counter() - started
+                rows.append(logits.float()[:, -1, :])
+            return torch.cat(rows)
         if not shared:
             return self._forward(sequences, keep=1)[:, -1, :]
         started = time.perf_counter()
         suffixes = [ids[shared:] for ids in sequences]
         input_ids, suffix_mask, positions = self._padded(suffixes)
         count = len(sequences)
-        self.stats.real_tokens += shared
-        self.stats.padded_tokens += shared
         self.stats.reused_tokens += shared * (count - 1)
         with torch.inference_mode():
-            prefix = torch.tensor([sequences[0][:shared]], device=self._device)
-            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-            cache = cache.past_key_values
+            _, cache = self._prefix_pass(sequences[0][:shared])
             cache.batch_repeat_interleave(count)
             ones = torch.ones((count, shared), dtype=suffix_mask.dtype, device=self._device)
             output = self.model(
@@ -338,8 +371,78 @@ class TransformersBackend:
                 use_cache=True,
                 logits_to_keep=1,
             )
+            if count <= ONE_BY_ONE_MAX_BATCH:  # a later pair may start with one of these
+                self._store_rows(sequences, shared, output.past_key_values)
         self.stats.seconds += time.perf_counter() - started
         return output.logits.float()[:, -1, :]
+
+    def _store_rows(self, sequences: list[list[int]], shared: int, cache: Any) -> None:
+        """Keep each prompt's own key/value states from a batched pass whose rows are laid
+        out as ``[shared prefix | left padding | own suffix]``."""
+        layers = self._plain_layers(cache)
+        if not layers or not self.prefix_store.max_bytes:
+            return
+        width = max(len(ids) for ids in sequences) - shared
+        for row, ids in enumerate(sequences):
+            start = shared + width - (len(ids) - shared)  # first position of the own suffix
+            states = [
+                tuple(
+                    torch.cat([t[row : row + 1, :, :shared], t[row : row + 1, :, start:]], dim=2)
+                    for t in (layer.keys, layer.values)
+                )
+                for layer in layers
+            ]
+            self.prefix_store.store(ids, states, _size(states))
+
+    def _plain_layers(self, cache: Any) -> list[Any]:
+        """The cache's layers when all are plain growing layers (safe to cut and reuse)."""
+        layers = list(getattr(cache, "layers", []))
+        if layers and all(type(layer) is DynamicLayer for layer in layers):
+            return layers
+        return []
+
+    def _cheaper_one_by_one(self, sequences: list[list[int]], shared: int) -> bool:
+        """Whether a small batch computes fewer positions prompt by prompt, each starting
+        from its own stored prefix (PRP heapsort/sliding: the pair (W, X) can reuse passage
+        W from an earlier call, which the pair's common prefix cannot)."""
+        if len(sequences) > ONE_BY_ONE_MAX_BATCH or not len(self.prefix_store):
+            return False
+        width = max(len(ids) for ids in sequences)
+        batched = len(sequences) * (width - shared)
+        batched += shared - min(self.prefix_store.match_length(sequences[0][:shared]), shared)
+        alone = sum(len(ids) - self.prefix_store.match_length(ids) for ids in sequences)
+        return alone + BATCH_OVERHEAD_POSITIONS * (len(sequences) - 1) < batched
+
+    def _prefix_pass(self, prefix: list[int]) -> tuple[Any, Any]:
+        """Run ``prefix`` (batch of one), starting from the longest stored prefix of it;
+        store its key/value states. Returns the last position's logits and the cache."""
+        hit = self.prefix_store.longest(prefix)
+        reused = min(hit.length, len(prefix) - 1) if hit else 0
+        past = None
+        if hit and reused >= self.prefix_store.min_length:
+            past = transformers.DynamicCache(
+                ddp_cache_data=[(k[:, :, :reused], v[:, :, :reused]) for k, v in hit.states],
+                config=self.model.config,
+            )
+        else:
+            reused = 0
+        output = self.model(
+            input_ids=torch.tensor([prefix[reused:]], device=self._device),
+            position_ids=torch.arange(reused, len(prefix), device=self._device).unsqueeze(0),
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.stats.real_tokens += len(prefix) - reused
+        self.stats.padded_tokens += len(prefix) - reused
+        self.stats.reused_tokens += reused
+        self.stats.stored_prefix_tokens += reused
+        cache = output.past_key_values
+        layers = self._plain_layers(cache)
+        if layers:
+            states = [(layer.keys, layer.values) for layer in layers]  # never changed in place
+            self.prefix_store.store(prefix, states, _size(states))
+        return output.logits, cache
 
     def _run_labels(self, requests: list[_LabelRequest]) -> list[LabelLogprobs]:
         logits = self._last_logits([request.input_ids for request in requests])
@@ -404,6 +507,11 @@ class TransformersBackend:
                 )
             )
         return results
+
+
+def _size(states: list[tuple[Any, ...]]) -> int:
+    """Bytes held by per-layer key/value tensors."""
+    return sum(t.numel() * t.element_size() for pair in states for t in pair)
 
 
 def _length(request: _LabelRequest | _ContinuationRequest | _GenerateRequest) -> int:
