@@ -56,6 +56,12 @@ logger = logging.getLogger(__name__)
 ONE_BY_ONE_MAX_BATCH = 4
 """Largest batch that may run prompt by prompt to use stored prefixes (sequential methods)."""
 
+MIN_REUSED_SHARE = 0.25
+"""Least share of a prompt a stored prefix must cover to be used (see ``_usable``)."""
+
+MAX_ENTRY_SHARE = 0.25
+"""Largest share of the prefix store's budget one prompt may take."""
+
 DType = Literal["float32", "bfloat16", "float16"]
 
 
@@ -392,7 +398,7 @@ class TransformersBackend:
                 )
                 for layer in layers
             ]
-            self.prefix_store.store(ids, states, _size(states))
+            self._keep(ids, states)
 
     def _plain_layers(self, cache: Any) -> list[Any]:
         """The cache's layers when all are plain growing layers (safe to cut and reuse)."""
@@ -409,23 +415,25 @@ class TransformersBackend:
             return False
         width = max(len(ids) for ids in sequences)
         batched = len(sequences) * (width - shared)
-        batched += shared - min(self.prefix_store.match_length(sequences[0][:shared]), shared)
-        alone = sum(len(ids) - self.prefix_store.match_length(ids) for ids in sequences)
+        prefix = sequences[0][:shared]
+        batched += shared - self._usable(self.prefix_store.match_length(prefix), shared)
+        alone = sum(
+            len(ids) - self._usable(self.prefix_store.match_length(ids), len(ids))
+            for ids in sequences
+        )
         return alone + BATCH_OVERHEAD_POSITIONS * (len(sequences) - 1) < batched
 
     def _prefix_pass(self, prefix: list[int]) -> tuple[Any, Any]:
         """Run ``prefix`` (batch of one), starting from the longest stored prefix of it;
         store its key/value states. Returns the last position's logits and the cache."""
         hit = self.prefix_store.longest(prefix)
-        reused = min(hit.length, len(prefix) - 1) if hit else 0
+        reused = self._usable(min(hit.length, len(prefix) - 1), len(prefix)) if hit else 0
         past = None
-        if hit and reused >= self.prefix_store.min_length:
+        if hit and reused:
             past = transformers.DynamicCache(
                 ddp_cache_data=[(k[:, :, :reused], v[:, :, :reused]) for k, v in hit.states],
                 config=self.model.config,
             )
-        else:
-            reused = 0
         output = self.model(
             input_ids=torch.tensor([prefix[reused:]], device=self._device),
             position_ids=torch.arange(reused, len(prefix), device=self._device).unsqueeze(0),
@@ -440,9 +448,32 @@ class TransformersBackend:
         cache = output.past_key_values
         layers = self._plain_layers(cache)
         if layers:
-            states = [(layer.keys, layer.values) for layer in layers]  # never changed in place
-            self.prefix_store.store(prefix, states, _size(states))
+            self._keep(prefix, [(layer.keys, layer.values) for layer in layers])
         return output.logits, cache
+
+    def _usable(self, match: int, length: int) -> int:
+        """The stored prefix worth starting from: on CPU a forward pass that continues a
+        cache cannot use the plain causal attention path and costs about a third more
+        per position, so a prefix covering little of a long prompt is not worth it."""
+        if match < self.prefix_store.min_length or match < MIN_REUSED_SHARE * length:
+            return 0
+        return match
+
+    def _keep(self, tokens: list[int], states: list[tuple[Any, Any]]) -> None:
+        """Store a prompt's key/value states (never changed in place later); a prompt
+        larger than a quarter of the budget keeps only its beginning, which is what later
+        prompts share (instruction, query, first passages), so that one long prompt cannot
+        push out everything else."""
+        size = _size(states)
+        limit = self.prefix_store.max_bytes * MAX_ENTRY_SHARE
+        if not size or not limit:
+            return
+        if size > limit:
+            keep = int(len(tokens) * limit / size)
+            tokens = tokens[:keep]
+            states = [(k[:, :, :keep].clone(), v[:, :, :keep].clone()) for k, v in states]
+            size = _size(states)
+        self.prefix_store.store(tokens, states, size)
 
     def _run_labels(self, requests: list[_LabelRequest]) -> list[LabelLogprobs]:
         logits = self._last_logits([request.input_ids for request in requests])
