@@ -127,9 +127,11 @@ def performance_table() -> str:
     local = _load("local_throughput")
     if local:
         for m in local["methods"]:
+            kept = m.get("median_batched_no_prefix_store_s_per_query")
+            no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
             rows.append(
                 f"| local_throughput: `{m['method']}` depth {m['depth']} ({m['queries']} q) | "
-                f"batched {m['median_batched_s_per_query']} s/q (no prefix reuse "
+                f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
                 f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q) vs one prompt at a "
                 f"time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**; "
                 f"padding {m['median_padding_waste']:.0%}, {m['median_tokens_per_s']:.0f} "
