@@ -16,7 +16,15 @@ For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side 
 * ``raw_forward``: the exact token ids of ``batched_no_prefix_store``, in the exact batches
   it formed, run through plain ``model(...)`` calls with nothing else around them.
   rankwise's overhead is ``batched_no_prefix_store / raw_forward - 1`` (prompt rendering,
-  tokenising, batching, parsing, asyncio).
+  tokenising, batching, parsing, asyncio);
+* ``raw_one_at_a_time``: the same token ids through plain ``model(...)``, one prompt per
+  call. ``raw_one_at_a_time / raw_forward`` is what those batches can gain on this machine
+  with nothing around them: the ceiling for batching plus in-batch prefix sharing, against
+  which rankwise's own speed-up is read.
+
+Pointwise is measured twice: in float32 (the default) and in bfloat16, where CPUs with
+matrix units (AMX) run wide matrix products much faster than narrow ones, so batching
+gains more.
 
 Also reported: padding waste (share of computed positions that were padding) and effective
 tokens per second (real prompt tokens / forward seconds). Writes
@@ -34,7 +42,7 @@ from _common import dl19, machine, median, write_json
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
-from rankwise.backends.transformers import TransformersBackend
+from rankwise.backends.transformers import DType, TransformersBackend
 from rankwise.evaluate import QueryRecord
 
 TARGET_SPEEDUP = 3.0
@@ -59,6 +67,13 @@ class BatchRecorder:
 
     def __exit__(self, *_: object) -> None:
         self._batcher._run_batch = self._original
+
+
+def raw_one_at_a_time_seconds(
+    backend: TransformersBackend, batches: list[list[list[int]]]
+) -> float:
+    """Plain transformers, one whole prompt per forward pass, over the same token ids."""
+    return raw_forward_seconds(backend, [[prompt] for batch in batches for prompt in batch])
 
 
 def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[int]]]) -> float:
@@ -104,7 +119,11 @@ async def timed_rerank(
 
 
 async def compare(
-    method: str, arms: dict[str, TransformersBackend], records: list[QueryRecord], depth: int
+    method: str,
+    arms: dict[str, TransformersBackend],
+    records: list[QueryRecord],
+    depth: int,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Every arm and the raw forward replay, query by query, interleaved."""
     rows = []
@@ -117,6 +136,7 @@ async def compare(
             measured, _, _ = await timed_rerank(exact, method, record, depth)
         after = _stats(exact)
         raw = raw_forward_seconds(exact, recorder.batches)  # right after, same conditions
+        raw_single = raw_one_at_a_time_seconds(exact, recorder.batches)
         plain, _, _ = await timed_rerank(arms["batched_no_prefix_reuse"], method, record, depth)
         slow, slow_ids, _ = await timed_rerank(arms["one_at_a_time"], method, record, depth)
         real = after["real_tokens"] - before["real_tokens"]
@@ -132,6 +152,8 @@ async def compare(
             "batched_no_prefix_reuse_s": round(plain, 3),
             "one_at_a_time_s": round(slow, 3),
             "raw_forward_s": round(raw, 3),
+            "raw_one_at_a_time_s": round(raw_single, 3),
+            "raw_speedup": round(raw_single / raw, 2),
             "speedup": round(slow / fast, 2),
             "overhead": round(measured / raw - 1, 3),
             "padding_waste": round(1 - real / padded, 3) if padded else 0.0,
@@ -141,11 +163,12 @@ async def compare(
         }
         rows.append(row)
         print(
-            f"{method:12} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no store "
+            f"{method:12} {dtype:8} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no store "
             f"{row['batched_no_prefix_store_s']:.2f} s, no prefix reuse "
             f"{row['batched_no_prefix_reuse_s']:.2f} s)  one-at-a-time "
             f"{row['one_at_a_time_s']:7.2f} s  ({row['speedup']}×)  raw forward "
-            f"{row['raw_forward_s']:7.2f} s  overhead {row['overhead']:+.1%}  padding "
+            f"{row['raw_forward_s']:7.2f} s (one at a time {row['raw_one_at_a_time_s']:.2f} s, "
+            f"{row['raw_speedup']}×)  overhead {row['overhead']:+.1%}  padding "
             f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s",
             flush=True,
         )
@@ -153,6 +176,7 @@ async def compare(
     overhead = median([row["overhead"] for row in rows])
     return {
         "method": method,
+        "dtype": dtype,
         "depth": depth,
         "queries": len(rows),
         "median_batched_s_per_query": round(median([r["batched_s"] for r in rows]), 2),
@@ -164,7 +188,11 @@ async def compare(
         ),
         "median_one_at_a_time_s_per_query": round(median([r["one_at_a_time_s"] for r in rows]), 2),
         "median_raw_forward_s_per_query": round(median([r["raw_forward_s"] for r in rows]), 2),
+        "median_raw_one_at_a_time_s_per_query": round(
+            median([r["raw_one_at_a_time_s"] for r in rows]), 2
+        ),
         "median_speedup": speedup,
+        "median_raw_speedup": round(median([r["raw_speedup"] for r in rows]), 2),
         "median_overhead": overhead,
         "median_padding_waste": median([r["padding_waste"] for r in rows]),
         "median_tokens_per_s": median([r["tokens_per_s"] for r in rows]),
@@ -213,41 +241,55 @@ def _stats(backend: TransformersBackend) -> dict[str, float]:
     }
 
 
+def make_arms(dtype: DType) -> dict[str, TransformersBackend]:
+    """The four configurations compared, all with the embedded model in ``dtype``."""
+    return {
+        "batched": TransformersBackend("default", dtype=dtype),
+        "batched_no_prefix_store": TransformersBackend("default", dtype=dtype, prefix_cache_mb=0),
+        "batched_no_prefix_reuse": TransformersBackend("default", dtype=dtype, min_shared_prefix=0),
+        "one_at_a_time": TransformersBackend(
+            "default", dtype=dtype, max_batch=1, min_shared_prefix=0
+        ),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=3)
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--pairwise-queries", type=int, default=2)
+    parser.add_argument(
+        "--bf16-queries", type=int, default=6, help="queries for pointwise in bfloat16 (cheap)"
+    )
     args = parser.parse_args()
-    records, _ = dl19(args.queries)
-    arms = {
-        "batched": TransformersBackend("default"),
-        "batched_no_prefix_store": TransformersBackend("default", prefix_cache_mb=0),
-        "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0),
-        "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0),
-    }
+    records, _ = dl19(max(args.queries, args.bf16_queries))
+    bf16_records, records = records[: args.bf16_queries], records[: args.queries]
+    arms = make_arms("float32")
+    bf16_arms = make_arms("bfloat16")
     batched = arms["batched"]
-    for backend in arms.values():  # warm-up at full size, not reported
+    for backend in [*arms.values(), *bf16_arms.values()]:  # warm-up at full size, unreported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
         await timed_rerank(backend, "prp-allpair", records[-1], 5)
     results: dict[str, Any] = {
         "benchmark": "local_throughput",
         "model": batched.model_name,
-        "dtype": "float32",
+        "dtypes": ["float32", "bfloat16"],
         "max_batch": batched._labels.max_batch,
         "max_passage_tokens": 128,
         "methods": [
             await compare("pointwise", arms, records, args.depth),
             await compare("prp-allpair", arms, records[: args.pairwise_queries], args.depth),
+            await compare("pointwise", bf16_arms, bf16_records, args.depth, "bfloat16"),
         ],
         "many_queries": await many_queries(batched, records, args.depth),
         "machine": machine(),
     }
     for row in results["methods"]:
         print(
-            f"{row['method']}: batched {row['median_batched_s_per_query']} s/query vs "
-            f"{row['median_one_at_a_time_s_per_query']} one at a time = "
-            f"{row['median_speedup']}× (target ≥{TARGET_SPEEDUP}×: "
+            f"{row['method']} {row['dtype']}: batched {row['median_batched_s_per_query']} s/query"
+            f" vs {row['median_one_at_a_time_s_per_query']} one at a time = "
+            f"{row['median_speedup']}× (plain model(...) over the same batches: "
+            f"{row['median_raw_speedup']}×; target ≥{TARGET_SPEEDUP}×: "
             f"{'met' if row['speedup_target_met'] else 'MISSED'}); overhead vs raw forward "
             f"{row['median_overhead']:+.1%} (target ≤{TARGET_OVERHEAD:.0%}: "
             f"{'met' if row['overhead_target_met'] else 'MISSED'})"

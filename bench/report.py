@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from rankwise.methods import METHODS, build_method
 
@@ -129,19 +130,31 @@ def performance_table() -> str:
         for m in local["methods"]:
             kept = m.get("median_batched_no_prefix_store_s_per_query")
             no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
+            ceiling = m.get("median_raw_speedup")
+            plain = (
+                f"; plain `model(...)` over the same batches vs one prompt per call: "
+                f"{ceiling}× ({m['median_raw_forward_s_per_query']} vs "
+                f"{m['median_raw_one_at_a_time_s_per_query']} s/q)"
+                if ceiling is not None
+                else ""
+            )
             rows.append(
-                f"| local_throughput: `{m['method']}` depth {m['depth']} ({m['queries']} q) | "
+                f"| local_throughput: `{m['method']}` {m.get('dtype', 'float32')} depth "
+                f"{m['depth']} ({m['queries']} q) | "
                 f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
                 f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q) vs one prompt at a "
-                f"time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**; "
-                f"padding {m['median_padding_waste']:.0%}, {m['median_tokens_per_s']:.0f} "
-                f"prompt tokens/s | ≥ {m['speedup_target']}× | {_met(m['speedup_target_met'])} |"
+                f"time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**"
+                f"{plain}; padding {m['median_padding_waste']:.0%}, "
+                f"{m['median_tokens_per_s']:.0f} prompt tokens/s, identical rankings "
+                f"{m['identical_rankings']}/{m['queries']} | ≥ {m['speedup_target']}× | "
+                f"{_met(m['speedup_target_met'])} |"
             )
             exact = m.get(
                 "median_batched_no_prefix_store_s_per_query", m["median_batched_s_per_query"]
             )
             rows.append(
-                f"| local_throughput: `{m['method']}` overhead | rankwise "
+                f"| local_throughput: `{m['method']}` {m.get('dtype', 'float32')} overhead | "
+                "rankwise "
                 f"{exact} s/q vs raw forward of the same batches "
                 f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
                 f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
@@ -164,8 +177,8 @@ def performance_table() -> str:
             f"| first_vs_generate: window {first['window']} ({first['queries']} q) | FIRST "
             f"{f['median_seconds_per_window']} s/window vs listwise generation "
             f"{g['median_seconds_per_window']} s/window: "
-            f"**{first['speedup_first_over_listwise']}×**; nDCG@10 {f['ndcg@10']} vs "
-            f"{g['ndcg@10']} | ≥ {first['target']}× | "
+            f"**{first['speedup_first_over_listwise']}×**{_prompt_sizes(first)}; nDCG@10 "
+            f"{f['ndcg@10']} vs {g['ndcg@10']} | ≥ {first['target']}× | "
             f"{_met(first['target_met'])} |"
         )
         full = first["methods"].get("listwise (full permutation)")
@@ -247,6 +260,19 @@ def replace(text: str, name: str, body: str) -> str:
     if not pattern.search(text):
         raise SystemExit(f"README.md has no {name} markers")
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def _prompt_sizes(first: dict[str, Any]) -> str:
+    """Prompt tokens per window of both arms, where the JSON has them."""
+    f, g = first["methods"]["first"], first["methods"]["listwise"]
+    if "median_prompt_tokens_per_window" not in f:
+        return ""
+    return (
+        f" (prompts {g['median_prompt_tokens_per_window']:.0f} vs "
+        f"{f['median_prompt_tokens_per_window']:.0f} tokens, "
+        f"{first['listwise_over_first_prompt_tokens']}×; "
+        f"{g['median_generated_tokens_per_query']:.0f} tokens generated)"
+    )
 
 
 def main() -> None:
