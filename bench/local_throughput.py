@@ -82,22 +82,23 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
     run once and its cache expanded, as rankwise does."""
     import torch
 
-    model, pad = backend.model, backend._pad_id
+    model, pad, device = backend.model, backend._pad_id, backend.model.device
     started = time.perf_counter()
     for sequences in batches:
         shared = reusable_prefix(sequences, backend.min_shared_prefix)
         rest = [s[shared:] for s in sequences]
         width = max(len(s) for s in rest)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in rest])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in rest])
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in rest], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in rest], device=device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + shared
         with torch.inference_mode():
             cache = None
             if shared:
-                prefix = torch.tensor([sequences[0][:shared]])
+                prefix = torch.tensor([sequences[0][:shared]], device=device)
                 cache = model(input_ids=prefix, use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(sequences))
-                mask = torch.cat([torch.ones((len(sequences), shared), dtype=mask.dtype), mask], 1)
+                ones = torch.ones((len(sequences), shared), dtype=mask.dtype, device=device)
+                mask = torch.cat([ones, mask], 1)
             model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -106,6 +107,8 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
                 logits_to_keep=1,
                 use_cache=cache is not None,
             ).logits.float().log_softmax(dim=-1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -241,15 +244,14 @@ def _stats(backend: TransformersBackend) -> dict[str, float]:
     }
 
 
-def make_arms(dtype: DType) -> dict[str, TransformersBackend]:
+def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
     """The four configurations compared, all with the embedded model in ``dtype``."""
+    common: dict[str, Any] = {"dtype": dtype, "device": device}
     return {
-        "batched": TransformersBackend("default", dtype=dtype),
-        "batched_no_prefix_store": TransformersBackend("default", dtype=dtype, prefix_cache_mb=0),
-        "batched_no_prefix_reuse": TransformersBackend("default", dtype=dtype, min_shared_prefix=0),
-        "one_at_a_time": TransformersBackend(
-            "default", dtype=dtype, max_batch=1, min_shared_prefix=0
-        ),
+        "batched": TransformersBackend("default", **common),
+        "batched_no_prefix_store": TransformersBackend("default", prefix_cache_mb=0, **common),
+        "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0, **common),
+        "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0, **common),
     }
 
 
@@ -261,11 +263,12 @@ async def main() -> None:
     parser.add_argument(
         "--bf16-queries", type=int, default=6, help="queries for pointwise in bfloat16 (cheap)"
     )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args()
     records, _ = dl19(max(args.queries, args.bf16_queries))
     bf16_records, records = records[: args.bf16_queries], records[: args.queries]
-    arms = make_arms("float32")
-    bf16_arms = make_arms("bfloat16")
+    arms = make_arms("float32", args.device)
+    bf16_arms = make_arms("bfloat16", args.device)
     batched = arms["batched"]
     for backend in [*arms.values(), *bf16_arms.values()]:  # warm-up at full size, unreported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
@@ -274,6 +277,7 @@ async def main() -> None:
         "benchmark": "local_throughput",
         "model": batched.model_name,
         "dtypes": ["float32", "bfloat16"],
+        "device": args.device,
         "max_batch": batched._labels.max_batch,
         "max_passage_tokens": 128,
         "methods": [
