@@ -126,9 +126,9 @@ async def compare(
     arms: dict[str, TransformersBackend],
     records: list[QueryRecord],
     depth: int,
-    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Every arm and the raw forward replay, query by query, interleaved."""
+    dtype = str(arms["batched"].model.dtype).removeprefix("torch.")
     rows = []
     for record in records:
         arms["batched"].clear_prefix_cache()
@@ -272,6 +272,7 @@ async def main() -> None:
     batched = arms["batched"]
     for backend in [*arms.values(), *bf16_arms.values()]:  # warm-up at full size, unreported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
+    for backend in arms.values():  # only float32 runs all-pairs
         await timed_rerank(backend, "prp-allpair", records[-1], 5)
     results: dict[str, Any] = {
         "benchmark": "local_throughput",
@@ -283,7 +284,7 @@ async def main() -> None:
         "methods": [
             await compare("pointwise", arms, records, args.depth),
             await compare("prp-allpair", arms, records[: args.pairwise_queries], args.depth),
-            await compare("pointwise", bf16_arms, bf16_records, args.depth, "bfloat16"),
+            await compare("pointwise", bf16_arms, bf16_records, args.depth),
         ],
         "many_queries": await many_queries(batched, records, args.depth),
         "machine": machine(),

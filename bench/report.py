@@ -128,6 +128,7 @@ def performance_table() -> str:
     local = _load("local_throughput")
     if local:
         for m in local["methods"]:
+            dtype = m.get("dtype", "float32")
             kept = m.get("median_batched_no_prefix_store_s_per_query")
             no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
             ceiling = m.get("median_raw_speedup")
@@ -139,7 +140,7 @@ def performance_table() -> str:
                 else ""
             )
             rows.append(
-                f"| local_throughput: `{m['method']}` {m.get('dtype', 'float32')} depth "
+                f"| local_throughput: `{m['method']}` {dtype} depth "
                 f"{m['depth']} ({m['queries']} q) | "
                 f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
                 f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q) vs one prompt at a "
@@ -153,8 +154,7 @@ def performance_table() -> str:
                 "median_batched_no_prefix_store_s_per_query", m["median_batched_s_per_query"]
             )
             rows.append(
-                f"| local_throughput: `{m['method']}` {m.get('dtype', 'float32')} overhead | "
-                "rankwise "
+                f"| local_throughput: `{m['method']}` {dtype} overhead | rankwise "
                 f"{exact} s/q vs raw forward of the same batches "
                 f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
                 f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
