@@ -29,13 +29,24 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    return {
+    found = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if torch.cuda.is_available():
+        found["gpu"] = torch.cuda.get_device_name()
+    return found
+
+
+def result_name(benchmark: str, device: str) -> str:
+    """``benchmark`` on the CPU, ``benchmark_cuda`` (say) elsewhere, so runs on different
+    devices keep separate result files."""
+    kind = device.split(":")[0]
+    return benchmark if kind == "cpu" else f"{benchmark}_{kind}"
 
 
 def median(values: list[float]) -> float:

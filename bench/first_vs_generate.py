@@ -6,7 +6,8 @@ queries, side by side in one run.
 
 Reports seconds per window (median over queries), the speed ratio, tokens generated,
 nDCG@10 and fallbacks. Target: FIRST at least 2x faster per window. Writes
-``bench/results/first_vs_generate.json``.
+``bench/results/first_vs_generate.json`` (``first_vs_generate_cuda.json`` with
+``--device cuda``).
 
 The embedded 135M model often stops after a few tokens instead of writing the whole
 permutation, which makes generation look cheap. A third arm, ``listwise (full permutation)``,
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _common import dl19, machine, median, write_json
+from _common import dl19, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -52,9 +53,10 @@ async def main() -> None:
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--step", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args()
     records, qrels = dl19(args.queries)
-    backend = TransformersBackend("default")
+    backend = TransformersBackend("default", device=args.device)
     settings = {"window": args.window, "step": args.step}
     rerankers = {name: Reranker(name, backend, **settings) for name in ("first", "listwise")}
     rerankers["listwise (full permutation)"] = Reranker("listwise", backend, **settings)
@@ -111,6 +113,7 @@ async def main() -> None:
         "benchmark": "first_vs_generate",
         "model": backend.model_name,
         "dtype": "float32",
+        "device": args.device,
         "queries": len(records),
         "depth": args.depth,
         "window": args.window,
@@ -138,7 +141,7 @@ async def main() -> None:
         f"(target ≥{TARGET}×: {'met' if ratio >= TARGET else 'MISSED'}); against a full "
         f"permutation {full_ratio:.2f}× ({'met' if full_ratio >= TARGET else 'MISSED'})"
     )
-    print(f"wrote {write_json('first_vs_generate', payload)}")
+    print(f"wrote {write_json(result_name('first_vs_generate', args.device), payload)}")
 
 
 @contextmanager

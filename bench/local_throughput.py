@@ -5,12 +5,15 @@ time, and rankwise's overhead against the raw model forward time for the same pr
 
 For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side in one run):
 
-* ``batched``: the default backend (micro-batches of up to 16 prompts; a prompt prefix
-  shared by a batch, such as PRP's query and passage A, is computed once, and prefixes
-  kept from earlier batches of the same rerank are reused; the store is emptied before
-  each query);
-* ``batched_no_prefix_store``: the same without prefixes kept across batches;
+* ``batched``: the default backend for the device (micro-batches of up to 16 prompts; on a
+  CPU a prompt prefix shared by a batch, such as PRP's query and passage A, is computed
+  once, and prefixes kept from earlier batches of the same rerank are reused; the store is
+  emptied before each query; on a GPU there is no prefix reuse by default);
+* ``batched_no_prefix_store``: the same without prefixes kept across batches (on a GPU the
+  same configuration as ``batched``);
 * ``batched_no_prefix_reuse``: the same batches without any prefix reuse;
+* ``batched_prefix_reuse`` (GPU only): the CPU's default reuse (16 tokens, 256 MB) turned
+  on, which shows why it is off there by default;
 * ``one_at_a_time``: ``max_batch=1`` and no reuse, one whole prompt per forward pass, as a
   plain loop over the prompts would run them;
 * ``raw_forward``: the exact token ids of ``batched_no_prefix_store``, in the exact batches
@@ -26,9 +29,13 @@ Pointwise is measured twice: in float32 (the default) and in bfloat16, where CPU
 matrix units (AMX) run wide matrix products much faster than narrow ones, so batching
 gains more.
 
+On a GPU a query takes a fraction of a second, so ``--repeats N`` times every arm N times
+per query and keeps the median.
+
 Also reported: padding waste (share of computed positions that were padding) and effective
 tokens per second (real prompt tokens / forward seconds). Writes
-``bench/results/local_throughput.json``.
+``bench/results/local_throughput.json`` (``local_throughput_cuda.json`` with
+``--device cuda``).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import asyncio
 import time
 from typing import Any
 
-from _common import dl19, machine, median, write_json
+from _common import dl19, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
@@ -121,27 +128,54 @@ async def timed_rerank(
     return time.perf_counter() - started, ranked.ids, ranked.usage.calls
 
 
+async def repeated_rerank(
+    backend: TransformersBackend, method: str, record: QueryRecord, depth: int, repeats: int
+) -> tuple[float, list[str], int]:
+    """Median seconds of ``repeats`` reranks (the store emptied before each), with the first
+    run's ranking and calls."""
+    runs = []
+    for _ in range(repeats):
+        backend.clear_prefix_cache()
+        runs.append(await timed_rerank(backend, method, record, depth))
+    return median([seconds for seconds, _, _ in runs]), runs[0][1], runs[0][2]
+
+
 async def compare(
     method: str,
     arms: dict[str, TransformersBackend],
     records: list[QueryRecord],
     depth: int,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Every arm and the raw forward replay, query by query, interleaved."""
     dtype = str(arms["batched"].model.dtype).removeprefix("torch.")
     rows = []
     for record in records:
-        arms["batched"].clear_prefix_cache()
-        fast, fast_ids, calls = await timed_rerank(arms["batched"], method, record, depth)
+        fast, fast_ids, calls = await repeated_rerank(
+            arms["batched"], method, record, depth, repeats
+        )
         exact = arms["batched_no_prefix_store"]
         before = _stats(exact)
         with BatchRecorder(exact) as recorder:
             measured, _, _ = await timed_rerank(exact, method, record, depth)
         after = _stats(exact)
-        raw = raw_forward_seconds(exact, recorder.batches)  # right after, same conditions
-        raw_single = raw_one_at_a_time_seconds(exact, recorder.batches)
-        plain, _, _ = await timed_rerank(arms["batched_no_prefix_reuse"], method, record, depth)
-        slow, slow_ids, _ = await timed_rerank(arms["one_at_a_time"], method, record, depth)
+        if repeats > 1:
+            measured, _, _ = await repeated_rerank(exact, method, record, depth, repeats)
+        raw = median([raw_forward_seconds(exact, recorder.batches) for _ in range(repeats)])
+        raw_single = median(
+            [raw_one_at_a_time_seconds(exact, recorder.batches) for _ in range(repeats)]
+        )
+        plain, _, _ = await repeated_rerank(
+            arms["batched_no_prefix_reuse"], method, record, depth, repeats
+        )
+        reuse = None
+        if "batched_prefix_reuse" in arms:
+            reuse, _, _ = await repeated_rerank(
+                arms["batched_prefix_reuse"], method, record, depth, repeats
+            )
+        slow, slow_ids, _ = await repeated_rerank(
+            arms["one_at_a_time"], method, record, depth, repeats
+        )
         real = after["real_tokens"] - before["real_tokens"]
         padded = after["padded_tokens"] - before["padded_tokens"]
         forward = after["seconds"] - before["seconds"]
@@ -153,6 +187,7 @@ async def compare(
             "batched_s": round(fast, 3),
             "batched_no_prefix_store_s": round(measured, 3),
             "batched_no_prefix_reuse_s": round(plain, 3),
+            **({"batched_prefix_reuse_s": round(reuse, 3)} if reuse is not None else {}),
             "one_at_a_time_s": round(slow, 3),
             "raw_forward_s": round(raw, 3),
             "raw_one_at_a_time_s": round(raw_single, 3),
@@ -182,17 +217,27 @@ async def compare(
         "dtype": dtype,
         "depth": depth,
         "queries": len(rows),
-        "median_batched_s_per_query": round(median([r["batched_s"] for r in rows]), 2),
+        "repeats": repeats,
+        "median_batched_s_per_query": round(median([r["batched_s"] for r in rows]), 3),
         "median_batched_no_prefix_store_s_per_query": round(
-            median([r["batched_no_prefix_store_s"] for r in rows]), 2
+            median([r["batched_no_prefix_store_s"] for r in rows]), 3
         ),
         "median_batched_no_prefix_reuse_s_per_query": round(
-            median([r["batched_no_prefix_reuse_s"] for r in rows]), 2
+            median([r["batched_no_prefix_reuse_s"] for r in rows]), 3
         ),
-        "median_one_at_a_time_s_per_query": round(median([r["one_at_a_time_s"] for r in rows]), 2),
-        "median_raw_forward_s_per_query": round(median([r["raw_forward_s"] for r in rows]), 2),
+        **(
+            {
+                "median_batched_prefix_reuse_s_per_query": round(
+                    median([r["batched_prefix_reuse_s"] for r in rows]), 3
+                )
+            }
+            if reuse is not None
+            else {}
+        ),
+        "median_one_at_a_time_s_per_query": round(median([r["one_at_a_time_s"] for r in rows]), 3),
+        "median_raw_forward_s_per_query": round(median([r["raw_forward_s"] for r in rows]), 3),
         "median_raw_one_at_a_time_s_per_query": round(
-            median([r["raw_one_at_a_time_s"] for r in rows]), 2
+            median([r["raw_one_at_a_time_s"] for r in rows]), 3
         ),
         "median_speedup": speedup,
         "median_raw_speedup": round(median([r["raw_speedup"] for r in rows]), 2),
@@ -245,14 +290,19 @@ def _stats(backend: TransformersBackend) -> dict[str, float]:
 
 
 def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
-    """The four configurations compared, all with the embedded model in ``dtype``."""
+    """The configurations compared, all with the embedded model in ``dtype``."""
     common: dict[str, Any] = {"dtype": dtype, "device": device}
-    return {
+    arms = {
         "batched": TransformersBackend("default", **common),
         "batched_no_prefix_store": TransformersBackend("default", prefix_cache_mb=0, **common),
         "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0, **common),
         "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0, **common),
     }
+    if arms["batched"].min_shared_prefix == 0:  # an accelerator: show what reuse would do
+        arms["batched_prefix_reuse"] = TransformersBackend(
+            "default", min_shared_prefix=16, prefix_cache_mb=256, **common
+        )
+    return arms
 
 
 async def main() -> None:
@@ -264,6 +314,7 @@ async def main() -> None:
         "--bf16-queries", type=int, default=6, help="queries for pointwise in bfloat16 (cheap)"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per arm and query")
     args = parser.parse_args()
     records, _ = dl19(max(args.queries, args.bf16_queries))
     bf16_records, records = records[: args.bf16_queries], records[: args.queries]
@@ -282,9 +333,11 @@ async def main() -> None:
         "max_batch": batched._labels.max_batch,
         "max_passage_tokens": 128,
         "methods": [
-            await compare("pointwise", arms, records, args.depth),
-            await compare("prp-allpair", arms, records[: args.pairwise_queries], args.depth),
-            await compare("pointwise", bf16_arms, bf16_records, args.depth),
+            await compare("pointwise", arms, records, args.depth, args.repeats),
+            await compare(
+                "prp-allpair", arms, records[: args.pairwise_queries], args.depth, args.repeats
+            ),
+            await compare("pointwise", bf16_arms, bf16_records, args.depth, args.repeats),
         ],
         "many_queries": await many_queries(batched, records, args.depth),
         "machine": machine(),
@@ -299,7 +352,7 @@ async def main() -> None:
             f"{row['median_overhead']:+.1%} (target ≤{TARGET_OVERHEAD:.0%}: "
             f"{'met' if row['overhead_target_met'] else 'MISSED'})"
         )
-    print(f"wrote {write_json('local_throughput', results)}")
+    print(f"wrote {write_json(result_name('local_throughput', args.device), results)}")
 
 
 if __name__ == "__main__":

@@ -125,40 +125,10 @@ def performance_table() -> str:
         "| benchmark | measured (medians, side by side in one run) | target | result |",
         "|---|---|---|---|",
     ]
-    local = _load("local_throughput")
-    if local:
-        for m in local["methods"]:
-            dtype = m.get("dtype", "float32")
-            kept = m.get("median_batched_no_prefix_store_s_per_query")
-            no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
-            ceiling = m.get("median_raw_speedup")
-            plain = (
-                f"; plain `model(...)` over the same batches vs one prompt per call: "
-                f"{ceiling}× ({m['median_raw_forward_s_per_query']} vs "
-                f"{m['median_raw_one_at_a_time_s_per_query']} s/q)"
-                if ceiling is not None
-                else ""
-            )
-            rows.append(
-                f"| local_throughput: `{m['method']}` {dtype} depth "
-                f"{m['depth']} ({m['queries']} q) | "
-                f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
-                f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q) vs one prompt at a "
-                f"time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**"
-                f"{plain}; padding {m['median_padding_waste']:.0%}, "
-                f"{m['median_tokens_per_s']:.0f} prompt tokens/s, identical rankings "
-                f"{m['identical_rankings']}/{m['queries']} | ≥ {m['speedup_target']}× | "
-                f"{_met(m['speedup_target_met'])} |"
-            )
-            exact = m.get(
-                "median_batched_no_prefix_store_s_per_query", m["median_batched_s_per_query"]
-            )
-            rows.append(
-                f"| local_throughput: `{m['method']}` {dtype} overhead | rankwise "
-                f"{exact} s/q vs raw forward of the same batches "
-                f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
-                f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
-            )
+    for name, where in (("local_throughput", ""), ("local_throughput_cuda", "cuda")):
+        local = _load(name)
+        if local:
+            rows.extend(_local_rows(local, _device_label(local, where)))
     store = _load("prefix_store")
     if store:
         for m in store["methods"]:
@@ -170,27 +140,10 @@ def performance_table() -> str:
                 f"computed, identical rankings {m['identical_rankings']}/{m['queries']} | "
                 "(no target) | — |"
             )
-    first = _load("first_vs_generate")
-    if first:
-        f, g = first["methods"]["first"], first["methods"]["listwise"]
-        rows.append(
-            f"| first_vs_generate: window {first['window']} ({first['queries']} q) | FIRST "
-            f"{f['median_seconds_per_window']} s/window vs listwise generation "
-            f"{g['median_seconds_per_window']} s/window: "
-            f"**{first['speedup_first_over_listwise']}×**{_prompt_sizes(first)}; nDCG@10 "
-            f"{f['ndcg@10']} vs {g['ndcg@10']} | ≥ {first['target']}× | "
-            f"{_met(first['target_met'])} |"
-        )
-        full = first["methods"].get("listwise (full permutation)")
-        if full:
-            rows.append(
-                f"| first_vs_generate: window {first['window']}, generation made to write a "
-                f"full permutation (≥ {first['full_permutation_tokens']} tokens) | FIRST "
-                f"{f['median_seconds_per_window']} s/window vs "
-                f"{full['median_seconds_per_window']} s/window: "
-                f"**{first['speedup_first_over_full_permutation']}×** | ≥ {first['target']}× | "
-                f"{_met(first['target_met_against_full_permutation'])} |"
-            )
+    for name, where in (("first_vs_generate", ""), ("first_vs_generate_cuda", "cuda")):
+        first = _load(name)
+        if first:
+            rows.extend(_first_rows(first, _device_label(first, where)))
     api = _load("api_concurrency")
     if api:
         for r in api["rows"]:
@@ -253,6 +206,74 @@ def libraries_table() -> str:
                 f"`{answer}`"
             )
     return "\n".join(rows)
+
+
+def _device_label(data: dict[str, Any], where: str) -> str:
+    """`` on NVIDIA H100 80GB HBM3`` for a GPU run, nothing for the CPU."""
+    if not where:
+        return ""
+    return f" on {data.get('machine', {}).get('gpu', where)}"
+
+
+def _local_rows(local: dict[str, Any], where: str) -> list[str]:
+    rows = []
+    for m in local["methods"]:
+        dtype = m.get("dtype", "float32")
+        kept = m.get("median_batched_no_prefix_store_s_per_query")
+        no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
+        reuse = m.get("median_batched_prefix_reuse_s_per_query")
+        with_reuse = f", with the CPU's prefix reuse {reuse} s/q" if reuse is not None else ""
+        repeats = f", median of {m['repeats']} runs each" if m.get("repeats", 1) > 1 else ""
+        ceiling = m.get("median_raw_speedup")
+        plain = (
+            f"; plain `model(...)` over the same batches vs one prompt per call: "
+            f"{ceiling}× ({m['median_raw_forward_s_per_query']} vs "
+            f"{m['median_raw_one_at_a_time_s_per_query']} s/q)"
+            if ceiling is not None
+            else ""
+        )
+        rows.append(
+            f"| local_throughput{where}: `{m['method']}` {dtype} depth "
+            f"{m['depth']} ({m['queries']} q{repeats}) | "
+            f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
+            f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q{with_reuse}) vs one prompt "
+            f"at a time {m['median_one_at_a_time_s_per_query']} s/q: **{m['median_speedup']}×**"
+            f"{plain}; padding {m['median_padding_waste']:.0%}, "
+            f"{m['median_tokens_per_s']:.0f} prompt tokens/s, identical rankings "
+            f"{m['identical_rankings']}/{m['queries']} | ≥ {m['speedup_target']}× | "
+            f"{_met(m['speedup_target_met'])} |"
+        )
+        exact = m.get("median_batched_no_prefix_store_s_per_query", m["median_batched_s_per_query"])
+        rows.append(
+            f"| local_throughput{where}: `{m['method']}` {dtype} overhead | rankwise "
+            f"{exact} s/q vs raw forward of the same batches "
+            f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
+            f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
+        )
+    return rows
+
+
+def _first_rows(first: dict[str, Any], where: str) -> list[str]:
+    f, g = first["methods"]["first"], first["methods"]["listwise"]
+    rows = [
+        f"| first_vs_generate{where}: window {first['window']} ({first['queries']} q) | FIRST "
+        f"{f['median_seconds_per_window']} s/window vs listwise generation "
+        f"{g['median_seconds_per_window']} s/window: "
+        f"**{first['speedup_first_over_listwise']}×**{_prompt_sizes(first)}; nDCG@10 "
+        f"{f['ndcg@10']} vs {g['ndcg@10']} | ≥ {first['target']}× | "
+        f"{_met(first['target_met'])} |"
+    ]
+    full = first["methods"].get("listwise (full permutation)")
+    if full:
+        rows.append(
+            f"| first_vs_generate{where}: window {first['window']}, generation made to write a "
+            f"full permutation (≥ {first['full_permutation_tokens']} tokens) | FIRST "
+            f"{f['median_seconds_per_window']} s/window vs "
+            f"{full['median_seconds_per_window']} s/window: "
+            f"**{first['speedup_first_over_full_permutation']}×** | ≥ {first['target']}× | "
+            f"{_met(first['target_met_against_full_permutation'])} |"
+        )
+    return rows
 
 
 def replace(text: str, name: str, body: str) -> str:

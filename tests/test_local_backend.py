@@ -50,6 +50,55 @@ async def test_batched_logprobs_equal_one_at_a_time(local_backend, dl19) -> None
             assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
 
 
+async def test_batches_with_different_label_sets_keep_each_prompts_labels(
+    local_backend, dl19
+) -> None:
+    """One batch whose prompts ask for different labels: every prompt gets exactly its own
+    labels, with the numbers it gets when it runs alone."""
+    record = dl19[0]
+    label_sets = [["Yes", "No"], ["A", "B", "C"], ["1"], ["Yes", "No", "Maybe", "1"]]
+    prompts = [
+        [Message("user", f"Passage: {doc['text'][:300]}\nQuery: {record.query}\nAnswer:")]
+        for doc in _docs(record, len(label_sets))
+    ]
+    alone = [
+        await local_backend.label_logprobs(p, labels)
+        for p, labels in zip(prompts, label_sets, strict=True)
+    ]
+    together = await asyncio.gather(
+        *(
+            local_backend.label_logprobs(p, labels)
+            for p, labels in zip(prompts, label_sets, strict=True)
+        )
+    )
+    for labels, a, b in zip(label_sets, alone, together, strict=True):
+        assert list(b.logprobs) == labels
+        assert len(set(b.logprobs.values())) == len(labels)  # not one value copied around
+        for label in labels:
+            assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
+
+
+def test_prefix_reuse_is_on_for_cpu_and_off_for_accelerators(local_backend) -> None:
+    from rankwise.backends.transformers import prefix_reuse_defaults
+
+    assert prefix_reuse_defaults("cpu") == (16, 256.0)
+    assert prefix_reuse_defaults("cuda") == (0, 0.0)
+    assert prefix_reuse_defaults("cuda:1") == (0, 0.0)
+    assert local_backend.min_shared_prefix == 16
+    assert local_backend.prefix_store.max_bytes == 256 * 2**20
+
+
+def test_truncation_is_remembered_and_exact(local_backend) -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 40
+    ids = local_backend.tokenizer.encode(text, add_special_tokens=False)
+    expected = local_backend.tokenizer.decode(ids[:16])
+    hits = local_backend._truncate_cached.cache_info().hits
+    assert local_backend.truncate(text, 16) == expected
+    assert local_backend.truncate(text, 16) == expected
+    assert local_backend._truncate_cached.cache_info().hits == hits + 1
+    assert local_backend.truncate(text, 10_000) == text  # short enough: untouched
+
+
 async def test_model_work_does_not_block_the_event_loop(local_backend, dl19) -> None:
     record = dl19[1]
     ticks = 0

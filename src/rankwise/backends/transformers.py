@@ -7,6 +7,7 @@ coroutines are coalesced into padded, length-sorted batches (see :mod:`rankwise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import time
@@ -64,6 +65,24 @@ MAX_ENTRY_SHARE = 0.25
 
 DType = Literal["float32", "bfloat16", "float16"]
 
+TRUNCATION_CACHE_SIZE = 4096
+"""Passages whose truncation is remembered (PRP puts each passage in many prompts)."""
+
+
+def prefix_reuse_defaults(device: str | torch.device) -> tuple[int, float]:
+    """``(min_shared_prefix, prefix_cache_mb)`` used when they are not given.
+
+    On a CPU a forward pass is compute-bound, so positions not computed are time saved:
+    reuse is on (16 tokens, 256 MB). On an accelerator a small model's forward pass is
+    bound by kernel launches, not positions, and running a prefix as a pass of its own costs
+    more than it saves: measured on an H100 with the embedded model
+    (``bench/results/local_throughput_cuda.json``), batches without reuse ranked pointwise
+    and all-pairs PRP about 2.5x as fast as with it, so reuse is off there by default.
+    """
+    if torch.device(device).type == "cpu":
+        return 16, 256.0
+    return 0, 0.0
+
 
 @dataclass
 class _LabelRequest:
@@ -104,11 +123,12 @@ class TransformersBackend:
             leading tokens run that prefix once and reuse its key/value cache for every
             prompt (PRP pairs share the query and passage A; every prompt shares the chat
             template's system text). ``0`` turns the reuse off, here and across calls.
+            ``None``: 16 on a CPU, 0 on an accelerator (see :func:`prefix_reuse_defaults`).
         prefix_cache_mb: memory for the key/value states of recent label-scoring prompts,
             kept across calls (least recently used out first), so a prompt that begins like
             an earlier one computes only what follows: setwise, PRP heapsort and sliding,
             FIRST's windows and repeated queries share the template, instruction and query.
-            ``0`` keeps nothing.
+            ``0`` keeps nothing. ``None``: 256 on a CPU, 0 on an accelerator.
     """
 
     kind = "transformers"
@@ -122,8 +142,8 @@ class TransformersBackend:
         max_batch_tokens: int = 8192,
         max_queue: int = 1024,
         device: str = "cpu",
-        min_shared_prefix: int = 16,
-        prefix_cache_mb: float = 256,
+        min_shared_prefix: int | None = None,
+        prefix_cache_mb: float | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -143,7 +163,11 @@ class TransformersBackend:
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
         common["max_queue"] = max_queue
+        default_shared, default_mb = prefix_reuse_defaults(self._device)
+        min_shared_prefix = default_shared if min_shared_prefix is None else min_shared_prefix
+        prefix_cache_mb = default_mb if prefix_cache_mb is None else prefix_cache_mb
         self.min_shared_prefix = min_shared_prefix
+        self._truncate_cached = functools.lru_cache(maxsize=TRUNCATION_CACHE_SIZE)(self._truncate)
         self.prefix_store: PrefixStore[list[tuple[Any, Any]]] = PrefixStore(
             int(prefix_cache_mb * 2**20), min_length=max(min_shared_prefix, 1)
         )
@@ -176,6 +200,9 @@ class TransformersBackend:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def truncate(self, text: str, max_tokens: int) -> str:
+        return self._truncate_cached(text, max_tokens)
+
+    def _truncate(self, text: str, max_tokens: int) -> str:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) <= max_tokens:
             return text
@@ -480,12 +507,17 @@ class TransformersBackend:
     def _run_labels(self, requests: list[_LabelRequest]) -> list[LabelLogprobs]:
         logits = self._last_logits([request.input_ids for request in requests])
         logprobs = torch.log_softmax(logits, dim=-1)
+        # One gather and one copy to the host for the whole batch (on a GPU every element
+        # read on its own would wait for the device).
+        rows = [row for row, r in enumerate(requests) for _ in r.label_ids]
+        tokens = [token for r in requests for token in r.label_ids.values()]
+        index = torch.tensor([rows, tokens], dtype=torch.long, device=logprobs.device)
+        picked = logprobs[index[0], index[1]]
+        flat = iter(picked.tolist())
         best = logprobs.argmax(dim=-1).tolist()
         results = []
         for row, request in enumerate(requests):
-            values = {
-                label: float(logprobs[row, token]) for label, token in request.label_ids.items()
-            }
+            values = {label: next(flat) for label in request.label_ids}
             results.append(
                 LabelLogprobs(
                     logprobs=values,
