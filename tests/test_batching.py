@@ -85,3 +85,55 @@ async def test_the_queue_is_bounded() -> None:
     results = await asyncio.gather(*(batcher.submit(r) for r in requests))
     assert results == [len(r) for r in requests]
     assert max(seen) <= 5 and sum(seen) == 40
+
+
+async def test_early_dispatch_starts_full_batches_while_requests_still_arrive() -> None:
+    """With dispatch_early, the first batch runs before the last request is submitted;
+    every request still gets its own result, none lost or run twice, bounds kept."""
+    submitted = 0
+    started_after: list[int] = []
+    seen: list[list[int]] = []
+
+    def run(batch: list[list[int]]) -> list[int]:
+        started_after.append(submitted)
+        seen.extend(r[0] for r in batch)
+        return [r[0] * 10 for r in batch]
+
+    batcher = MicroBatcher(
+        run,
+        length=len,
+        executor=ThreadPoolExecutor(max_workers=1),
+        max_batch=4,
+        max_batch_tokens=24,
+        dispatch_early=True,
+    )
+
+    async def one(i: int) -> int:
+        nonlocal submitted
+        submitted += 1
+        return await batcher.submit([i] * (2 + i % 7))
+
+    results = await asyncio.gather(*(one(i) for i in range(30)))
+    assert results == [i * 10 for i in range(30)]
+    assert sorted(seen) == list(range(30))  # each request ran exactly once
+    assert started_after[0] < 30  # the model started before all requests had arrived
+
+
+async def test_early_dispatch_hands_a_batch_error_to_its_waiters_only() -> None:
+    def run(batch: list[list[int]]) -> list[int]:
+        if any(r[0] == 99 for r in batch):
+            raise RuntimeError("bad batch")
+        return [r[0] for r in batch]
+
+    batcher = MicroBatcher(
+        run,
+        length=len,
+        executor=ThreadPoolExecutor(max_workers=1),
+        max_batch=2,
+        dispatch_early=True,
+    )
+    results = await asyncio.gather(
+        *(batcher.submit([i]) for i in (1, 99, 3, 4)), return_exceptions=True
+    )
+    assert isinstance(results[0], RuntimeError) and isinstance(results[1], RuntimeError)
+    assert results[2:] == [3, 4]

@@ -78,6 +78,23 @@ async def test_batches_with_different_label_sets_keep_each_prompts_labels(
             assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
 
 
+async def test_early_dispatch_gives_the_same_ranking_and_scores(local_backend, dl19) -> None:
+    """Batches started in arrival order (the accelerator default) give the numbers that
+    planned, length-sorted batches give."""
+    from rankwise.backends.transformers import TransformersBackend
+
+    early = TransformersBackend("default", dispatch_early=True, min_shared_prefix=0)
+    record = dl19[2]
+    docs = _docs(record, 20)
+    planned = await Reranker("pointwise", local_backend).arerank(record.query, docs)
+    started = await Reranker("pointwise", early).arerank(record.query, docs)
+    assert sorted(started.ids) == sorted(d["id"] for d in docs)
+    assert planned.ids == started.ids
+    for a, b in zip(planned.items, started.items, strict=True):
+        assert math.isclose(a.score, b.score, abs_tol=2e-3)
+    assert early.stats.batches >= 2
+
+
 def test_prefix_reuse_is_on_for_cpu_and_off_for_accelerators(local_backend) -> None:
     from rankwise.backends.transformers import prefix_reuse_defaults
 

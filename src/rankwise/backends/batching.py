@@ -5,6 +5,10 @@ batcher collects what arrives within one turn of the event loop, groups it into 
 (sorted by length so that padding is small, or by content so that batches share a prompt
 prefix, whichever costs fewer computed positions), and runs the batches one after another
 on a single worker thread. The event loop is never blocked by model work.
+
+With ``dispatch_early`` (for accelerators, where the host's prompt work is as long as the
+device's), a batch starts as soon as enough requests for it have arrived, in arrival order,
+so that the model works while later prompts are still being rendered and tokenised.
 """
 
 from __future__ import annotations
@@ -95,7 +99,9 @@ class MicroBatcher(Generic[Request, Result]):
     requests and at most ``max_batch_tokens`` padded tokens; at most ``max_queue`` requests
     wait or run at once (later submitters wait for a slot). ``orderings`` are extra sort
     keys to try besides length, and ``cost`` prices a batch (computed positions); the
-    cheapest plan wins.
+    cheapest plan wins. ``dispatch_early`` starts each full batch (by size or tokens) the
+    moment its last request arrives instead of planning all concurrent requests together;
+    what is left is planned as usual.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class MicroBatcher(Generic[Request, Result]):
         max_queue: int = 1024,
         orderings: Sequence[Callable[[Request], object]] = (),
         cost: Callable[[list[Request]], int] | None = None,
+        dispatch_early: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self._length = length
@@ -120,6 +127,7 @@ class MicroBatcher(Generic[Request, Result]):
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.max_queue = max_queue
+        self.dispatch_early = dispatch_early
         self._states: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, _LoopState[Request, Result]
         ] = weakref.WeakKeyDictionary()
@@ -134,6 +142,8 @@ class MicroBatcher(Generic[Request, Result]):
         async with state.slots:
             future: asyncio.Future[Result] = loop.create_future()
             state.pending.append((request, future))
+            if self.dispatch_early:
+                self._start_full_batches(loop, state)
             if state.worker is None or state.worker.done():
                 state.worker = loop.create_task(self._drain(loop, state))
             return await future
@@ -198,6 +208,23 @@ class MicroBatcher(Generic[Request, Result]):
             batches.append(current)
         return batches
 
+    def _start_full_batches(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        """Hand every full batch of the waiting requests (arrival order) to the worker now."""
+        requests = [request for request, _ in state.pending]
+        batches = self._batches(list(range(len(requests))), requests)
+        full = batches if len(batches[-1]) >= self.max_batch else batches[:-1]
+        if not full:
+            return
+        for batch in full:
+            members = [state.pending[i] for i in batch if not state.pending[i][1].done()]
+            if members:
+                running = loop.run_in_executor(
+                    self._executor, self._run_batch, [request for request, _ in members]
+                )
+                running.add_done_callback(lambda done, m=members: _deliver(m, done))
+        taken = {i for batch in full for i in batch}
+        state.pending = [item for i, item in enumerate(state.pending) if i not in taken]
+
     async def _drain(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
         # Let every coroutine started in the same turn (e.g. by gather) enqueue first.
         for _ in range(3):
@@ -222,3 +249,18 @@ class MicroBatcher(Generic[Request, Result]):
                 for (_, future), result in zip(members, results, strict=True):
                     if not future.done():
                         future.set_result(result)
+
+
+def _deliver(
+    members: list[tuple[Request, asyncio.Future[Result]]], done: asyncio.Future[list[Result]]
+) -> None:
+    """Give each waiter of a finished batch its result, or the batch's error."""
+    error = asyncio.CancelledError() if done.cancelled() else done.exception()
+    results = [] if error else done.result()
+    for position, (_, future) in enumerate(members):
+        if future.done():
+            continue
+        if error:
+            future.set_exception(error)
+        else:
+            future.set_result(results[position])

@@ -129,6 +129,11 @@ class TransformersBackend:
             an earlier one computes only what follows: setwise, PRP heapsort and sliding,
             FIRST's windows and repeated queries share the template, instruction and query.
             ``0`` keeps nothing. ``None``: 256 on a CPU, 0 on an accelerator.
+        dispatch_early: start a batch as soon as enough prompts for it have arrived, so the
+            model runs while later prompts are still being rendered and tokenised, instead of
+            planning all concurrent prompts together (length-sorted, less padding). ``None``:
+            off on a CPU, where padding costs compute, on for an accelerator, where the
+            host's prompt work would otherwise wait for the device and the device for it.
     """
 
     kind = "transformers"
@@ -144,6 +149,7 @@ class TransformersBackend:
         device: str = "cpu",
         min_shared_prefix: int | None = None,
         prefix_cache_mb: float | None = None,
+        dispatch_early: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -163,6 +169,9 @@ class TransformersBackend:
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
         common["max_queue"] = max_queue
+        if dispatch_early is None:
+            dispatch_early = self._device.type != "cpu"
+        common["dispatch_early"] = dispatch_early
         default_shared, default_mb = prefix_reuse_defaults(self._device)
         min_shared_prefix = default_shared if min_shared_prefix is None else min_shared_prefix
         prefix_cache_mb = default_mb if prefix_cache_mb is None else prefix_cache_mb
