@@ -75,9 +75,10 @@ def prefix_reuse_defaults(device: str | torch.device) -> tuple[int, float]:
     On a CPU a forward pass is compute-bound, so positions not computed are time saved:
     reuse is on (16 tokens, 256 MB). On an accelerator a small model's forward pass is
     bound by kernel launches, not positions, and running a prefix as a pass of its own costs
-    more than it saves: measured on an H100 with the embedded model
-    (``bench/results/local_throughput_cuda.json``), batches without reuse ranked pointwise
-    and all-pairs PRP about 2.5x as fast as with it, so reuse is off there by default.
+    more than it saves: measured on an H100 with the embedded model (10 and 3 DL19
+    queries, ``bench/results/local_throughput_cuda_476caf9.json``), batches without reuse
+    ranked pointwise 1.8x and all-pairs PRP 2.2x as fast as with it, so reuse is off there
+    by default.
     """
     if torch.device(device).type == "cpu":
         return 16, 256.0
