@@ -210,8 +210,8 @@ async def compare(
             f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s",
             flush=True,
         )
-    speedup = median([row["speedup"] for row in rows])
-    overhead = median([row["overhead"] for row in rows])
+    speedup = round(median([row["speedup"] for row in rows]), 2)
+    overhead = round(median([row["overhead"] for row in rows]), 3)
     return {
         "method": method,
         "dtype": dtype,

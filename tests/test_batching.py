@@ -137,3 +137,19 @@ async def test_early_dispatch_hands_a_batch_error_to_its_waiters_only() -> None:
     )
     assert isinstance(results[0], RuntimeError) and isinstance(results[1], RuntimeError)
     assert results[2:] == [3, 4]
+
+
+async def test_a_batch_with_missing_results_fails_its_waiters_instead_of_hanging() -> None:
+    for early in (False, True):
+        batcher = MicroBatcher(
+            lambda batch: [0] * (len(batch) - 1),
+            length=len,
+            executor=ThreadPoolExecutor(max_workers=1),
+            max_batch=3,
+            dispatch_early=early,
+        )
+        results = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit([i]) for i in range(3)), return_exceptions=True),
+            timeout=10,
+        )
+        assert all(isinstance(r, RuntimeError) for r in results), results

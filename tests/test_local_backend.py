@@ -114,6 +114,11 @@ def test_truncation_is_remembered_and_exact(local_backend) -> None:
     assert local_backend.truncate(text, 16) == expected
     assert local_backend._truncate_cached.cache_info().hits == hits + 1
     assert local_backend.truncate(text, 10_000) == text  # short enough: untouched
+    huge = "flea " * 5000  # longer than the cache takes: cut afresh, still exact
+    misses = local_backend._truncate_cached.cache_info().misses
+    huge_ids = local_backend.tokenizer.encode(huge, add_special_tokens=False)
+    assert local_backend.truncate(huge, 16) == local_backend.tokenizer.decode(huge_ids[:16])
+    assert local_backend._truncate_cached.cache_info().misses == misses
 
 
 async def test_model_work_does_not_block_the_event_loop(local_backend, dl19) -> None:

@@ -218,12 +218,21 @@ class MicroBatcher(Generic[Request, Result]):
         for batch in full:
             members = [state.pending[i] for i in batch if not state.pending[i][1].done()]
             if members:
-                running = loop.run_in_executor(
-                    self._executor, self._run_batch, [request for request, _ in members]
-                )
-                running.add_done_callback(lambda done, m=members: _deliver(m, done))
+                self._start(loop, members)
         taken = {i for batch in full for i in batch}
         state.pending = [item for i, item in enumerate(state.pending) if i not in taken]
+
+    def _start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        members: list[tuple[Request, asyncio.Future[Result]]],
+    ) -> asyncio.Future[list[Result]]:
+        """Queue one batch on the worker; its waiters get their results when it finishes."""
+        running = loop.run_in_executor(
+            self._executor, self._run_batch, [request for request, _ in members]
+        )
+        running.add_done_callback(lambda done: _deliver(members, done))
+        return running
 
     async def _drain(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
         # Let every coroutine started in the same turn (e.g. by gather) enqueue first.
@@ -235,28 +244,20 @@ class MicroBatcher(Generic[Request, Result]):
             requests = [request for request, _ in live]
             for batch in self.plan(requests):
                 members = [live[i] for i in batch if not live[i][1].done()]
-                if not members:
-                    continue
-                try:
-                    results = await loop.run_in_executor(
-                        self._executor, self._run_batch, [request for request, _ in members]
-                    )
-                except Exception as error:  # delivered to every waiter of this batch
-                    for _, future in members:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(members, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                if members:
+                    running = self._start(loop, members)
+                    await asyncio.wait([running])
 
 
 def _deliver(
     members: list[tuple[Request, asyncio.Future[Result]]], done: asyncio.Future[list[Result]]
 ) -> None:
     """Give each waiter of a finished batch its result, or the batch's error."""
+    error: BaseException | None
     error = asyncio.CancelledError() if done.cancelled() else done.exception()
     results = [] if error else done.result()
+    if not error and len(results) != len(members):
+        error = RuntimeError(f"a batch of {len(members)} requests gave {len(results)} results")
     for position, (_, future) in enumerate(members):
         if future.done():
             continue

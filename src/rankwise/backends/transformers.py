@@ -65,8 +65,11 @@ MAX_ENTRY_SHARE = 0.25
 
 DType = Literal["float32", "bfloat16", "float16"]
 
-TRUNCATION_CACHE_SIZE = 4096
+TRUNCATION_CACHE_SIZE = 1024
 """Passages whose truncation is remembered (PRP puts each passage in many prompts)."""
+
+TRUNCATION_CACHE_MAX_CHARS = 16_384
+"""Longer texts are cut afresh each time, so that the cache stays small (at most ~32 MB)."""
 
 
 def prefix_reuse_defaults(device: str | torch.device) -> tuple[int, float]:
@@ -113,7 +116,7 @@ class TransformersBackend:
         model: hub id, folder, GGUF path, or ``"default"``.
         dtype: weights and compute type. ``float32`` by default: on the embedded model,
             bfloat16 reorders near-tied scores (see the README's measurements). On a CPU with
-            matrix units (AMX), bfloat16 ran pointwise about 2.3x as fast as float32
+            matrix units (AMX), bfloat16 ran pointwise 1.8-2.3x as fast as float32
             (``bench/local_throughput.py`` measures both).
         max_batch: most prompts in one forward pass.
         max_batch_tokens: most padded tokens in one forward pass.
@@ -210,6 +213,8 @@ class TransformersBackend:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def truncate(self, text: str, max_tokens: int) -> str:
+        if len(text) > TRUNCATION_CACHE_MAX_CHARS:
+            return self._truncate(text, max_tokens)
         return self._truncate_cached(text, max_tokens)
 
     def _truncate(self, text: str, max_tokens: int) -> str:
