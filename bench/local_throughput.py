@@ -49,7 +49,7 @@ from _common import dl19, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
-from rankwise.backends.transformers import DType, TransformersBackend
+from rankwise.backends.transformers import DType, TransformersBackend, device_defaults
 from rankwise.evaluate import QueryRecord
 
 TARGET_SPEEDUP = 3.0
@@ -298,9 +298,13 @@ def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
         "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0, **common),
         "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0, **common),
     }
-    if arms["batched"].min_shared_prefix == 0:  # an accelerator: show what reuse would do
+    cpu = device_defaults("cpu")
+    if arms["batched"].min_shared_prefix != cpu.min_shared_prefix:  # show what reuse would do
         arms["batched_prefix_reuse"] = TransformersBackend(
-            "default", min_shared_prefix=16, prefix_cache_mb=256, **common
+            "default",
+            min_shared_prefix=cpu.min_shared_prefix,
+            prefix_cache_mb=cpu.prefix_cache_mb,
+            **common,
         )
     return arms
 

@@ -212,39 +212,32 @@ def _device_label(data: dict[str, Any], where: str) -> str:
     """`` on NVIDIA H100 80GB HBM3`` for a GPU run, nothing for the CPU."""
     if not where:
         return ""
-    return f" on {data.get('machine', {}).get('gpu', where)}"
+    return f" on {data['machine']['gpu']}"
 
 
 def _local_rows(local: dict[str, Any], where: str) -> list[str]:
     rows = []
     for m in local["methods"]:
-        dtype = m.get("dtype", "float32")
-        kept = m.get("median_batched_no_prefix_store_s_per_query")
-        no_store = f"no kept prefixes {kept} s/q, " if kept is not None else ""
-        reuse = m.get("median_batched_prefix_reuse_s_per_query")
+        dtype = m["dtype"]
+        exact = m["median_batched_no_prefix_store_s_per_query"]
+        reuse = m.get("median_batched_prefix_reuse_s_per_query")  # GPU runs only
         with_reuse = f", with the CPU's prefix reuse {reuse} s/q" if reuse is not None else ""
-        repeats = f", median of {m['repeats']} runs each" if m.get("repeats", 1) > 1 else ""
-        ceiling = m.get("median_raw_speedup")
-        plain = (
-            f"; plain `model(...)` over the same batches vs one prompt per call: "
-            f"{ceiling}× ({m['median_raw_forward_s_per_query']} vs "
-            f"{m['median_raw_one_at_a_time_s_per_query']} s/q)"
-            if ceiling is not None
-            else ""
-        )
+        repeats = f", median of {m['repeats']} runs each" if m["repeats"] > 1 else ""
         rows.append(
             f"| local_throughput{where}: `{m['method']}` {dtype} depth "
             f"{m['depth']} ({m['queries']} q{repeats}) | "
-            f"batched {m['median_batched_s_per_query']} s/q ({no_store}no prefix reuse "
-            f"{m['median_batched_no_prefix_reuse_s_per_query']} s/q{with_reuse}) vs one prompt "
-            f"at a time {m['median_one_at_a_time_s_per_query']} s/q: "
-            f"**{round(m['median_speedup'], 2)}×**"
-            f"{plain}; padding {m['median_padding_waste']:.0%}, "
+            f"batched {m['median_batched_s_per_query']} s/q (no kept prefixes {exact} s/q, "
+            f"no prefix reuse {m['median_batched_no_prefix_reuse_s_per_query']} s/q{with_reuse})"
+            f" vs one prompt at a time {m['median_one_at_a_time_s_per_query']} s/q: "
+            f"**{round(m['median_speedup'], 2)}×**; plain `model(...)` over the same batches vs "
+            f"one prompt per call: {m['median_raw_speedup']}× "
+            f"({m['median_raw_forward_s_per_query']} vs "
+            f"{m['median_raw_one_at_a_time_s_per_query']} s/q); padding "
+            f"{m['median_padding_waste']:.0%}, "
             f"{m['median_tokens_per_s']:.0f} prompt tokens/s, identical rankings "
             f"{m['identical_rankings']}/{m['queries']} | ≥ {m['speedup_target']}× | "
             f"{_met(m['speedup_target_met'])} |"
         )
-        exact = m.get("median_batched_no_prefix_store_s_per_query", m["median_batched_s_per_query"])
         rows.append(
             f"| local_throughput{where}: `{m['method']}` {dtype} overhead | rankwise "
             f"{exact} s/q vs raw forward of the same batches "
@@ -285,10 +278,8 @@ def replace(text: str, name: str, body: str) -> str:
 
 
 def _prompt_sizes(first: dict[str, Any]) -> str:
-    """Prompt tokens per window of both arms, where the JSON has them."""
+    """Prompt tokens per window of both arms."""
     f, g = first["methods"]["first"], first["methods"]["listwise"]
-    if "median_prompt_tokens_per_window" not in f:
-        return ""
     return (
         f" (prompts {g['median_prompt_tokens_per_window']:.0f} vs "
         f"{f['median_prompt_tokens_per_window']:.0f} tokens, "

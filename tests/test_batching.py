@@ -12,13 +12,13 @@ from rankwise.backends.batching import (
 )
 
 
-def _batcher(**kwargs) -> MicroBatcher[list[int], int]:
-    return MicroBatcher(
-        lambda batch: [len(r) for r in batch],
-        length=len,
-        executor=ThreadPoolExecutor(max_workers=1),
-        **kwargs,
-    )
+def _lengths(batch: list[list[int]]) -> list[int]:
+    return [len(r) for r in batch]
+
+
+def _batcher(run=_lengths, **kwargs) -> MicroBatcher[list[int], int]:
+    """A batcher over token lists on its own worker thread; ``run`` answers each batch."""
+    return MicroBatcher(run, length=len, executor=ThreadPoolExecutor(max_workers=1), **kwargs)
 
 
 def test_shared_prefix_length() -> None:
@@ -78,9 +78,7 @@ async def test_the_queue_is_bounded() -> None:
         seen.append(len(batch))
         return [len(r) for r in batch]
 
-    batcher = MicroBatcher(
-        run, length=len, executor=ThreadPoolExecutor(max_workers=1), max_batch=64, max_queue=5
-    )
+    batcher = _batcher(run, max_batch=64, max_queue=5)
     requests = [[1] * (1 + i % 7) for i in range(40)]
     results = await asyncio.gather(*(batcher.submit(r) for r in requests))
     assert results == [len(r) for r in requests]
@@ -99,14 +97,7 @@ async def test_early_dispatch_starts_full_batches_while_requests_still_arrive() 
         seen.extend(r[0] for r in batch)
         return [r[0] * 10 for r in batch]
 
-    batcher = MicroBatcher(
-        run,
-        length=len,
-        executor=ThreadPoolExecutor(max_workers=1),
-        max_batch=4,
-        max_batch_tokens=24,
-        dispatch_early=True,
-    )
+    batcher = _batcher(run, max_batch=4, max_batch_tokens=24, dispatch_early=True)
 
     async def one(i: int) -> int:
         nonlocal submitted
@@ -125,13 +116,7 @@ async def test_early_dispatch_hands_a_batch_error_to_its_waiters_only() -> None:
             raise RuntimeError("bad batch")
         return [r[0] for r in batch]
 
-    batcher = MicroBatcher(
-        run,
-        length=len,
-        executor=ThreadPoolExecutor(max_workers=1),
-        max_batch=2,
-        dispatch_early=True,
-    )
+    batcher = _batcher(run, max_batch=2, dispatch_early=True)
     results = await asyncio.gather(
         *(batcher.submit([i]) for i in (1, 99, 3, 4)), return_exceptions=True
     )
@@ -141,13 +126,7 @@ async def test_early_dispatch_hands_a_batch_error_to_its_waiters_only() -> None:
 
 async def test_a_batch_with_missing_results_fails_its_waiters_instead_of_hanging() -> None:
     for early in (False, True):
-        batcher = MicroBatcher(
-            lambda batch: [0] * (len(batch) - 1),
-            length=len,
-            executor=ThreadPoolExecutor(max_workers=1),
-            max_batch=3,
-            dispatch_early=early,
-        )
+        batcher = _batcher(lambda batch: [0] * (len(batch) - 1), max_batch=3, dispatch_early=early)
         results = await asyncio.wait_for(
             asyncio.gather(*(batcher.submit([i]) for i in range(3)), return_exceptions=True),
             timeout=10,

@@ -96,13 +96,14 @@ async def test_early_dispatch_gives_the_same_ranking_and_scores(local_backend, d
 
 
 def test_prefix_reuse_is_on_for_cpu_and_off_for_accelerators(local_backend) -> None:
-    from rankwise.backends.transformers import prefix_reuse_defaults
+    from rankwise.backends.transformers import device_defaults
 
-    assert prefix_reuse_defaults("cpu") == (16, 256.0)
-    assert prefix_reuse_defaults("cuda") == (0, 0.0)
-    assert prefix_reuse_defaults("cuda:1") == (0, 0.0)
+    assert device_defaults("cpu") == (16, 256.0, False)
+    assert device_defaults("cuda") == (0, 0.0, True)
+    assert device_defaults("cuda:1") == (0, 0.0, True)
     assert local_backend.min_shared_prefix == 16
     assert local_backend.prefix_store.max_bytes == 256 * 2**20
+    assert local_backend._labels.dispatch_early is False
 
 
 def test_truncation_is_remembered_and_exact(local_backend) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from rankwise.backends.base import (
     AttentionScan,
@@ -72,20 +72,30 @@ TRUNCATION_CACHE_MAX_CHARS = 16_384
 """Longer texts are cut afresh each time, so that the cache stays small (at most ~32 MB)."""
 
 
-def prefix_reuse_defaults(device: str | torch.device) -> tuple[int, float]:
-    """``(min_shared_prefix, prefix_cache_mb)`` used when they are not given.
+class DeviceDefaults(NamedTuple):
+    """The settings ``TransformersBackend`` takes on a device when they are not given."""
+
+    min_shared_prefix: int
+    prefix_cache_mb: float
+    dispatch_early: bool
+
+
+def device_defaults(device: str | torch.device) -> DeviceDefaults:
+    """Prefix reuse and early dispatch for ``device``.
 
     On a CPU a forward pass is compute-bound, so positions not computed are time saved:
-    reuse is on (16 tokens, 256 MB). On an accelerator a small model's forward pass is
+    prefix reuse is on (16 tokens, 256 MB), and batches are planned over every waiting
+    prompt (length-sorted, less padding). On an accelerator a small model's forward pass is
     bound by kernel launches, not positions, and running a prefix as a pass of its own costs
     more than it saves: measured on an H100 with the embedded model (10 and 3 DL19
     queries, ``bench/results/local_throughput_cuda_476caf9.json``), batches without reuse
-    ranked pointwise 1.8x and all-pairs PRP 2.2x as fast as with it, so reuse is off there
-    by default.
+    ranked pointwise 1.8x and all-pairs PRP 2.2x as fast as with it. So there reuse is off,
+    and each full batch starts at once, overlapping the host's prompt work with the
+    device's.
     """
     if torch.device(device).type == "cpu":
-        return 16, 256.0
-    return 0, 0.0
+        return DeviceDefaults(min_shared_prefix=16, prefix_cache_mb=256.0, dispatch_early=False)
+    return DeviceDefaults(min_shared_prefix=0, prefix_cache_mb=0.0, dispatch_early=True)
 
 
 @dataclass
@@ -127,7 +137,7 @@ class TransformersBackend:
             leading tokens run that prefix once and reuse its key/value cache for every
             prompt (PRP pairs share the query and passage A; every prompt shares the chat
             template's system text). ``0`` turns the reuse off, here and across calls.
-            ``None``: 16 on a CPU, 0 on an accelerator (see :func:`prefix_reuse_defaults`).
+            ``None``: 16 on a CPU, 0 on an accelerator (see :func:`device_defaults`).
         prefix_cache_mb: memory for the key/value states of recent label-scoring prompts,
             kept across calls (least recently used out first), so a prompt that begins like
             an earlier one computes only what follows: setwise, PRP heapsort and sliding,
@@ -173,12 +183,14 @@ class TransformersBackend:
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
         common["max_queue"] = max_queue
+        defaults = device_defaults(self._device)
         if dispatch_early is None:
-            dispatch_early = self._device.type != "cpu"
+            dispatch_early = defaults.dispatch_early
+        if min_shared_prefix is None:
+            min_shared_prefix = defaults.min_shared_prefix
+        if prefix_cache_mb is None:
+            prefix_cache_mb = defaults.prefix_cache_mb
         common["dispatch_early"] = dispatch_early
-        default_shared, default_mb = prefix_reuse_defaults(self._device)
-        min_shared_prefix = default_shared if min_shared_prefix is None else min_shared_prefix
-        prefix_cache_mb = default_mb if prefix_cache_mb is None else prefix_cache_mb
         self.min_shared_prefix = min_shared_prefix
         self._truncate_cached = functools.lru_cache(maxsize=TRUNCATION_CACHE_SIZE)(self._truncate)
         self.prefix_store: PrefixStore[list[tuple[Any, Any]]] = PrefixStore(
