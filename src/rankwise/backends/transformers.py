@@ -31,6 +31,8 @@ from rankwise.backends.batching import (
     prefix_shared_cost,
     reusable_prefix,
 )
+from rankwise.backends.chat_rendering import ChatRenderer
+from rankwise.backends.chunked_encoding import ChunkedEncoder
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -177,6 +179,11 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._pad_id = int(self.tokenizer.pad_token_id)
+        self.encoder = ChunkedEncoder(self.tokenizer)
+        self._renderer = ChatRenderer(self.tokenizer)
+        self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
+            "a", add_special_tokens=False
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankwise-model")
         self._label_ids: dict[tuple[str, str], int] = {}
         self.stats = BatchStats()
@@ -222,7 +229,7 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ text helpers
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return len(self.encoder.encode(text))
 
     def truncate(self, text: str, max_tokens: int) -> str:
         if len(text) > TRUNCATION_CACHE_MAX_CHARS:
@@ -230,7 +237,7 @@ class TransformersBackend:
         return self._truncate_cached(text, max_tokens)
 
     def _truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self.encoder.encode(text)
         if len(ids) <= max_tokens:
             return text
         return self.tokenizer.decode(ids[:max_tokens])
@@ -240,16 +247,11 @@ class TransformersBackend:
         if self.tokenizer.chat_template is None:
             body = "\n\n".join(message.content for message in messages)
             return body + "\n" + assistant_prefix
-        rendered = self.tokenizer.apply_chat_template(
-            [message.as_dict() for message in messages],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        return str(rendered) + assistant_prefix
+        return self._renderer.render(messages) + assistant_prefix
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a fully rendered prompt (special tokens are already in the text)."""
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return self.encoder.encode(text)
 
     def label_token_id(self, label: str, after: str = "") -> int:
         """Id of the first token of ``label`` when it follows ``after`` (cached)."""
@@ -283,8 +285,11 @@ class TransformersBackend:
         return await self._labels.submit(_LabelRequest(self.encode_prompt(prompt), label_ids))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
-        prefix_ids = list(self.tokenizer.encode(prefix))
-        continuation_ids = self.tokenizer.encode(continuation, add_special_tokens=False)
+        if self._adds_special_tokens:
+            prefix_ids = list(self.tokenizer.encode(prefix))
+        else:
+            prefix_ids = self.encoder.encode(prefix)
+        continuation_ids = self.encoder.encode(continuation)
         request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
         return await self._continuations.submit(request)
 

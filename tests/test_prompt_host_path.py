@@ -1,0 +1,213 @@
+"""The local backend's prompt path: chat prompts filled into a remembered layout, and token
+ids built from remembered pieces, must equal what the chat template and the tokenizer give
+for the whole text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from jinja2.exceptions import TemplateError
+
+from rankwise import Reranker
+from rankwise.backends.chat_rendering import ChatRenderer, prints_content_only
+from rankwise.backends.chunked_encoding import (
+    _CUT,
+    MAX_CHUNK_CHARS,
+    ChunkedEncoder,
+    supports_chunking,
+)
+from rankwise.backends.dry_run import DryRunBackend
+from rankwise.backends.model_files import converted_model_dir, default_gguf_path
+from rankwise.prompts import Message
+
+AWKWARD_TEXTS = [
+    "the cat sat at the mat and the dog ate a treat",
+    "Don't take the 'a' train; it's at 10 am, then 2 trains",
+    "words  with  two spaces  to  the  end",
+    "tabs\tthe\ttable, newlines\nthe\n  and\n\n the end ",
+    " starts with a space and ends with one ",
+    "ThE TAble Tt Aa tA at ta t a",
+    "café au lait at the théâtre; 中文 and 日本語 at the 東京 tower",
+    "emoji 🙂 the 🙂a t🙂 and a 🙂",
+    "<|im_start|>user\nthe question<|im_end|>\n<|im_start|>assistant\nthe answer",
+    "numbers 1 the 2 a3 t4 at5 a 6",
+    "x" * 600 + " the end",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def fresh_tokenizer():
+    """A new copy of the embedded model's tokenizer for each call (tests change them)."""
+    from transformers import AutoTokenizer
+
+    folder = converted_model_dir(default_gguf_path())
+    return lambda: AutoTokenizer.from_pretrained(folder)
+
+
+def _whole(tokenizer, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+async def _method_prompts(backend, records, depth: int) -> list[tuple[list[Message], str]]:
+    """Every chat prompt five methods send for ``records`` (no model is run)."""
+    sent: list[tuple[list[Message], str]] = []
+    original = backend.chat_prompt
+
+    def recording(messages, assistant_prefix=""):
+        sent.append((list(messages), assistant_prefix))
+        return original(messages, assistant_prefix)
+
+    backend.chat_prompt = recording
+    try:
+        for method in ("pointwise", "prp-allpair", "setwise", "first", "listwise"):
+            for record in records:
+                reranker = Reranker(method, DryRunBackend(backend))
+                await reranker.arerank(record.query, record.documents(depth))
+    finally:
+        del backend.chat_prompt
+    return sent
+
+
+async def test_every_method_prompt_renders_and_encodes_exactly(local_backend, dl19) -> None:
+    sent = await _method_prompts(local_backend, dl19[:3], depth=20)
+    assert len(sent) > 1000  # all-pairs alone sends 380 per query
+    tokenizer = local_backend.tokenizer
+    encoder = local_backend.encoder
+    hits, misses, long_pieces = encoder.hits, encoder.misses, 0
+    for messages, assistant_prefix in sent:
+        expected = tokenizer.apply_chat_template(
+            [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        prompt = local_backend.chat_prompt(messages, assistant_prefix)
+        assert prompt == expected + assistant_prefix
+        assert local_backend.encode_prompt(prompt) == _whole(tokenizer, prompt)
+        long_pieces += len({p for p in _CUT.split(prompt) if len(p) > MAX_CHUNK_CHARS})
+    assert encoder.enabled
+    assert local_backend._renderer.uses_layout(["user"])
+    # Every prompt was encoded once already (while the methods ran): all from memory now,
+    # except pieces too long to remember.
+    assert encoder.misses - misses == long_pieces < len(sent) // 20
+    assert encoder.hits - hits > 10 * len(sent)
+
+
+def test_chunked_ids_equal_whole_text_ids_on_awkward_text(local_backend) -> None:
+    encoder = ChunkedEncoder(local_backend.tokenizer)
+    alphabet = ["t", "a", "T", "A", "he", "x", " ", "  ", "\n", "'", "s", "é", "1", ".", '"']
+    alphabet.append("<|im_end|>")
+    generator = random.Random(6)
+    texts = AWKWARD_TEXTS + [
+        "".join(generator.choice(alphabet) for _ in range(generator.randint(1, 60)))
+        for _ in range(2000)
+    ]
+    for text in texts + texts:  # the second time from remembered pieces
+        assert encoder.encode(text) == _whole(local_backend.tokenizer, text), repr(text)
+    assert encoder.hits > 0 and encoder.misses > 0
+
+
+def test_remembered_pieces_stay_within_bounds(local_backend) -> None:
+    encoder = ChunkedEncoder(local_backend.tokenizer, max_chunks=8)
+    texts = [f"passage {n} tells the tale of a town and the tower at its edge" for n in range(50)]
+    for text in texts:
+        assert encoder.encode(text) == _whole(local_backend.tokenizer, text)
+        assert len(encoder._chunks) <= 8
+    long_piece = "x" * 400
+    assert encoder.encode(long_piece) == _whole(local_backend.tokenizer, long_piece)
+    assert long_piece not in encoder._chunks
+
+
+def test_tokenizers_that_may_merge_across_cuts_are_encoded_whole(fresh_tokenizer) -> None:
+    from tokenizers import AddedToken, normalizers
+
+    plain = fresh_tokenizer()
+    assert supports_chunking(plain)
+    lowercased = fresh_tokenizer()
+    lowercased.backend_tokenizer.normalizer = normalizers.Lowercase()
+    spaced = fresh_tokenizer()
+    spaced.add_tokens([AddedToken("the tale", normalized=False)])
+    stripping = fresh_tokenizer()
+    stripping.add_tokens([AddedToken("<note>", rstrip=True, normalized=False)])
+    for tokenizer in (lowercased, spaced, stripping):
+        assert not supports_chunking(tokenizer)
+        encoder = ChunkedEncoder(tokenizer)
+        assert not encoder.enabled
+        for text in ("Tell The Tale at the town", "the tale <note> a tale at the end"):
+            assert encoder.encode(text) == _whole(tokenizer, text)
+        assert not encoder._chunks
+
+
+def _renders_like_the_template(renderer: ChatRenderer, tokenizer, messages) -> None:
+    expected = tokenizer.apply_chat_template(
+        [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    assert renderer.render(messages) == expected
+
+
+def test_templates_that_change_the_text_are_rendered_every_time(fresh_tokenizer) -> None:
+    trimming = fresh_tokenizer()
+    trimming.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] | trim }}</s>{% endfor %}"
+        "<assistant>"
+    )
+    shouting = fresh_tokenizer()
+    shouting.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] | upper }}\n{% endfor %}"
+    )
+    branching = fresh_tokenizer()
+    branching.chat_template = (
+        "{% for m in messages %}{% if 'secret' in m['content'] %}[hidden]"
+        "{% else %}{{ m['content'] }}{% endif %};{% endfor %}"
+    )
+    conversations = [
+        [Message("system", "Rank well."), Message("user", "the query and a passage")],
+        [Message("system", "Rank well."), Message("user", "  padded with spaces \n")],
+        [Message("system", "Rank well."), Message("user", "a secret passage")],
+        [Message("user", "the first"), Message("assistant", "ok"), Message("user", "the next")],
+    ]
+    for tokenizer in (trimming, shouting, branching):
+        renderer = ChatRenderer(tokenizer)
+        for messages in conversations + conversations:
+            _renders_like_the_template(renderer, tokenizer, messages)
+    assert [ChatRenderer(t).fills_in for t in (trimming, shouting, branching)] == [
+        True,
+        False,
+        False,
+    ]
+    trimmed = ChatRenderer(trimming)
+    trimmed.render(conversations[0])
+    assert trimmed.uses_layout(["system", "user"])  # exact for text with no edge spaces
+    shouted = ChatRenderer(shouting)
+    shouted.render(conversations[0])
+    assert not shouted.uses_layout(["system", "user"])
+
+
+def test_only_templates_that_just_print_the_text_are_filled_in(local_backend) -> None:
+    assert ChatRenderer(local_backend.tokenizer).fills_in  # the embedded model's template
+    printed = [
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+        "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] | trim }}{% endfor %}",
+        "{% for m in messages %}{{ m.role ~ ': ' ~ m.content }}\n{% endfor %}",
+    ]
+    read = [
+        "{% for m in messages %}{% set content = m.content %}{{ content }}{% endfor %}",
+        "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% endif %}{% endfor %}",
+        "{% for m in messages %}{{ m.content | replace('a', 'b') }}{% endfor %}",
+        "{% for m in messages %}{{ m.content[:10] }}{% endfor %}",
+        "{% for m in messages %}{{ m.content if m.role == 'user' else 'x' }}{% endfor %}",
+        "{% for m in messages %}{{ m.content ",  # not even a template
+    ]
+    assert all(prints_content_only(template) for template in printed)
+    assert not any(prints_content_only(template) for template in read)
+
+
+def test_a_template_that_refuses_roles_still_raises(fresh_tokenizer) -> None:
+    strict = fresh_tokenizer()
+    strict.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('no system messages') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    renderer = ChatRenderer(strict)
+    with pytest.raises(TemplateError, match="no system messages"):
+        renderer.render([Message("system", "Rank well."), Message("user", "the query")])
+    assert renderer.render([Message("user", "the query")]) == "the query"
