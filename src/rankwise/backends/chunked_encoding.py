@@ -100,6 +100,10 @@ class ChunkedEncoder:
             ids += found[piece]  # type: ignore[operator]
         return ids
 
+    def clear(self) -> None:
+        """Forget every remembered piece."""
+        self._chunks.clear()
+
     def _encode_many(self, texts: list[str]) -> list[Any]:
         encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
         return list(encode(texts, add_special_tokens=False))
