@@ -129,6 +129,12 @@ def performance_table() -> str:
         local = _load(name)
         if local:
             rows.extend(_local_rows(local, _device_label(local, where)))
+    ceiling = _load("compute_ceiling")
+    if ceiling:
+        rows.extend(_ceiling_rows(ceiling))
+    host = _load("host_work")
+    if host:
+        rows.extend(_host_rows(host))
     store = _load("prefix_store")
     if store:
         for m in store["methods"]:
@@ -244,6 +250,43 @@ def _local_rows(local: dict[str, Any], where: str) -> list[str]:
             f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
             f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
         )
+    return rows
+
+
+def _ceiling_rows(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for r in data["rows"]:
+        rows.append(
+            f"| compute_ceiling: `{data['method']}` {r['dtype']} depth {data['depth']} "
+            f"({data['queries']} q, {r['prompts']} prompts), plain `model(...)` | one prompt at "
+            f"a time {r['one_at_a_time_gflops']} GFLOP/s ({r['one_at_a_time_share_of_peak']:.0%}"
+            f" of the {r['peak_gflops']} GFLOP/s matrix-multiply peak), batches of "
+            f"{data['batch']} {r['batched_gflops']} GFLOP/s: {r['batching_speedup']}×. Most "
+            f"any batching could gain: **{r['profiled_ceiling']}×** (matrix products are "
+            f"{r['batched_matmul_share']:.0%} of a batched pass; with every operation at peak, "
+            f"{r['ceiling']}×) | (bounds the ≥ 3× target) | — |"
+        )
+    return rows
+
+
+def _host_rows(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for m in data["methods"]:
+        rows.append(
+            f"| host_work: `{m['method']}` depth {m['depth']} ({m['queries']} q, "
+            f"{m['median_prompts_per_query']:.0f} prompts/q) | rendering and tokenising per "
+            f"prompt, every prompt whole {m['median_whole_ms_per_prompt']} ms vs remembered "
+            f"layouts and pieces {m['median_remembered_ms_per_prompt']} ms: "
+            f"**{m['median_speedup']}×**; same prompt tokens "
+            f"{m['same_prompt_tokens']}/{m['queries']} | (no target) | — |"
+        )
+    model = data["pointwise_with_model"]
+    rows.append(
+        f"| host_work: `pointwise` with the model ({model['queries']} q) | host time per "
+        f"prompt (wall time less forward passes) {model['median_whole_host_ms_per_prompt']} "
+        f"ms vs {model['median_remembered_host_ms_per_prompt']} ms; identical rankings "
+        f"{model['identical_rankings']}/{model['queries']} | (no target) | — |"
+    )
     return rows
 
 
