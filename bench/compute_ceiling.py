@@ -20,11 +20,13 @@ lowers both rates, so the ceiling it gives is, if anything, too high. ``ceiling`
 ``peak / one_at_a_time rate``: the most any batching could gain over one prompt at a time
 without computing less, if every operation ran at the matrix-multiply peak. Most of the
 rest of a forward pass (normalisation, activations, rotary embeddings, attention) is
-element-wise work that grows with the tokens and gains nothing from batching, so
-``profiled_ceiling`` is tighter: ``torch.profiler`` measures the share of a batched pass
-spent in matrix products, and the ceiling is the one-at-a-time time over the batched
-pass's other work plus its matrix products at peak. Writes ``bench/results/compute_ceiling.json``
-(``compute_ceiling_cuda.json`` with ``--device cuda``).
+element-wise work that grows with the tokens and gains little from batching, so
+``profiled_ceiling`` is a closer estimate, not a bound: ``torch.profiler`` measures the
+share of a batched pass spent in matrix products, and the estimate is the one-at-a-time
+time over the batched pass's other work plus its matrix products at peak.
+
+Writes ``bench/results/compute_ceiling.json`` (``compute_ceiling_cuda.json`` with
+``--device cuda``).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def measure(dtype: DType, device: str, prompts: list[list[int]], repeats: int) -
         f"of peak), batched {result['batched_gflops']} GFLOP/s "
         f"({result['batched_share_of_peak']:.0%}); batching {result['batching_speedup']}×, "
         f"at most {result['ceiling']}× (matrix products {result.get('batched_matmul_share', 0):.0%}"
-        f" of a batched pass; at most {result.get('profiled_ceiling')}× with the rest as it is)",
+        f" of a batched pass; about {result.get('profiled_ceiling')}× with the rest as it is)",
         flush=True,
     )
     return result
