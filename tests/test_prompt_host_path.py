@@ -128,11 +128,13 @@ def test_tokenizers_that_may_merge_across_cuts_are_encoded_whole(fresh_tokenizer
     spaced.add_tokens([AddedToken("the tale", normalized=False)])
     stripping = fresh_tokenizer()
     stripping.add_tokens([AddedToken("<note>", rstrip=True, normalized=False)])
-    for tokenizer in (lowercased, spaced, stripping):
+    split = fresh_tokenizer()
+    split.split_special_tokens = True
+    for tokenizer in (lowercased, spaced, stripping, split):
         assert not supports_chunking(tokenizer)
         encoder = ChunkedEncoder(tokenizer)
         assert not encoder.enabled
-        for text in ("Tell The Tale at the town", "the tale <note> a tale at the end"):
+        for text in ("Tell The Tale at the town", "the tale <note> a tale <|im_end|> at the end"):
             assert encoder.encode(text) == _whole(tokenizer, text)
         assert not encoder._chunks
 
@@ -182,7 +184,9 @@ def test_templates_that_change_the_text_are_rendered_every_time(fresh_tokenizer)
     assert not shouted.uses_layout(["system", "user"])
 
 
-def test_only_templates_that_just_print_the_text_are_filled_in(local_backend) -> None:
+def test_only_templates_that_just_print_the_text_are_filled_in(
+    local_backend, fresh_tokenizer
+) -> None:
     assert ChatRenderer(local_backend.tokenizer).fills_in  # the embedded model's template
     printed = [
         "{% for m in messages %}{{ m.content }}{% endfor %}",
@@ -197,6 +201,11 @@ def test_only_templates_that_just_print_the_text_are_filled_in(local_backend) ->
         "{% for m in messages %}{{ m.content if m.role == 'user' else 'x' }}{% endfor %}",
         "{% for m in messages %}{{ m.content ",  # not even a template
     ]
+    dated = fresh_tokenizer()
+    dated.chat_template = "{{ strftime_now('%d %b %Y') }}{% for m in messages %}{{ m.content }}"
+    dated.chat_template += "{% endfor %}"
+    assert prints_content_only(dated.chat_template)
+    assert not ChatRenderer(dated).fills_in  # the layout would keep yesterday's date
     assert all(prints_content_only(template) for template in printed)
     assert not any(prints_content_only(template) for template in read)
 

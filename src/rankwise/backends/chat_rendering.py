@@ -17,6 +17,7 @@ It does so only where that gives exactly what the template gives:
   the same text around them, each placeholder exactly once and in order;
 * the first real prompt of each sequence of roles is rendered through the template as well
   and must match;
+* the template does not print today's date (``strftime_now``);
 * a message whose text is empty or starts or ends with whitespace (which templates often
   trim) always goes through the template.
 
@@ -42,6 +43,8 @@ MAX_LAYOUTS = 256
 Layout = tuple[str, ...]
 """The text before the first message, between each pair of messages, and after the last."""
 
+_UNKNOWN: Any = object()
+
 
 class ChatRenderer:
     """Renders chat messages with ``tokenizer``'s chat template (``add_generation_prompt``)."""
@@ -50,7 +53,11 @@ class ChatRenderer:
         self._tokenizer = tokenizer
         self._layouts: dict[tuple[str, ...], Layout | None] = {}
         template = getattr(tokenizer, "chat_template", None)
-        self.fills_in = isinstance(template, str) and prints_content_only(template)
+        self.fills_in = (
+            isinstance(template, str)
+            and "strftime_now" not in template  # today's date: the layout would go stale
+            and prints_content_only(template)
+        )
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text for ``messages``, ready for the assistant's answer."""
@@ -59,11 +66,11 @@ class ChatRenderer:
         ):
             return self._template(messages)
         roles = tuple(message.role for message in messages)
-        if roles not in self._layouts:
+        layout = self._layouts.get(roles, _UNKNOWN)
+        if layout is _UNKNOWN:
             if len(self._layouts) >= MAX_LAYOUTS:
                 self._layouts.clear()
-            self._layouts[roles] = self._learn(messages)
-        layout = self._layouts[roles]
+            layout = self._layouts[roles] = self._learn(messages)
         if layout is None:
             return self._template(messages)
         return _fill(layout, [message.content for message in messages])

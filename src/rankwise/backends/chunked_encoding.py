@@ -40,12 +40,13 @@ looking up that many pieces costs more than it saves (measured on DL19 prompts).
 def supports_chunking(tokenizer: Any) -> bool:
     """Whether pieces of a text cut by :data:`_CUT` encode to exactly the ids of the whole.
 
-    True only for a fast tokenizer with no normaliser, a plain ``ByteLevel`` pre-tokenizer
+    True only for a fast tokenizer that matches its special tokens in the text, with no
+    normaliser, a plain ``ByteLevel`` pre-tokenizer
     (its GPT-2 expression, no added prefix space), a deterministic BPE model, and added
     tokens that hold no whitespace and strip nothing around them.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    if backend is None or getattr(tokenizer, "split_special_tokens", False):
         return False
     from tokenizers import models, pre_tokenizers
 
