@@ -4,6 +4,7 @@ for the whole text."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -13,7 +14,10 @@ from rankwise import Reranker
 from rankwise.backends.chat_rendering import ChatRenderer, prints_content_only
 from rankwise.backends.chunked_encoding import (
     _CUT,
+    GPT2_PATTERN,
+    LLAMA3_PATTERN,
     MAX_CHUNK_CHARS,
+    QWEN2_PATTERN,
     ChunkedEncoder,
     supports_chunking,
 )
@@ -104,6 +108,60 @@ def test_chunked_ids_equal_whole_text_ids_on_awkward_text(local_backend) -> None
     for text in texts + texts:  # the second time from remembered pieces
         assert encoder.encode(text) == _whole(local_backend.tokenizer, text), repr(text)
     assert encoder.hits > 0 and encoder.misses > 0
+
+
+def _with_pre_tokenizer(tokenizer, pre_tokenizer: dict, normalizer: dict | None):
+    """The embedded model's vocabulary with another family's pre-tokenizer and normaliser."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state["pre_tokenizer"], state["normalizer"] = pre_tokenizer, normalizer
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "normalizer"),
+    [(LLAMA3_PATTERN, None), (QWEN2_PATTERN, {"type": "NFC"}), (GPT2_PATTERN, None)],
+    ids=["llama3", "qwen2-nfc", "gpt2-split"],
+)
+def test_other_byte_level_families_encode_exactly(
+    fresh_tokenizer, dl19, pattern, normalizer
+) -> None:
+    split = {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"}
+    split["invert"] = False
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    byte_level["use_regex"] = False
+    sequence = {"type": "Sequence", "pretokenizers": [split, byte_level]}
+    tokenizer = _with_pre_tokenizer(fresh_tokenizer(), sequence, normalizer)
+    encoder = ChunkedEncoder(tokenizer)
+    assert encoder.enabled
+    generator = random.Random(7)
+    alphabet = ["t", "a", "T", "he", " ", "\n", "'S", "1234", "e\u0301", "\u0301", "é", ".", "\r"]
+    texts = AWKWARD_TEXTS + [doc["text"] for doc in dl19[0].documents(30)]
+    texts += ["".join(generator.choice(alphabet) for _ in range(40)) for _ in range(1000)]
+    for text in texts + texts:
+        assert encoder.encode(text) == _whole(tokenizer, text), repr(text)
+    assert encoder.hits > 0
+
+
+def test_unknown_pre_tokenizers_and_normalisers_are_encoded_whole(fresh_tokenizer) -> None:
+    split = {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN + "|x"}}
+    split.update(behavior="Isolated", invert=False)
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    byte_level["use_regex"] = False
+    changed_pattern = {"type": "Sequence", "pretokenizers": [split, byte_level]}
+    metaspace = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"}
+    metaspace["split"] = True
+    plain_byte_level = dict(byte_level, use_regex=True)
+    for pre_tokenizer, normalizer in [
+        (changed_pattern, None),
+        (metaspace, None),
+        (plain_byte_level, {"type": "NFKC"}),
+        (dict(plain_byte_level, add_prefix_space=True), None),
+    ]:
+        tokenizer = _with_pre_tokenizer(fresh_tokenizer(), pre_tokenizer, normalizer)
+        assert not supports_chunking(tokenizer), (pre_tokenizer, normalizer)
 
 
 def test_remembered_pieces_stay_within_bounds(local_backend) -> None:

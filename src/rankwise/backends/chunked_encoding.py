@@ -6,20 +6,24 @@ instruction and the query. Tokenising is a large part of a prompt's host work (a
 for a 1,100-character prompt with the embedded model's tokenizer), and on a GPU that work
 is time the device waits.
 
-With a byte-level BPE tokenizer of the GPT-2 kind (``ByteLevel`` pre-tokenizer with its
-regular expression, no normaliser), a text is first cut into pre-tokens, and BPE encodes
-each pre-token on its own. A space between two ASCII letters always starts a new pre-token
-(no pattern of that expression matches a letter followed by a space), so cutting the text
-just before some of these spaces and tokenising the pieces separately gives exactly the ids of the
-whole text. The cuts depend only on the text around them, so a passage gives the same
-pieces wherever it appears, and each piece is tokenised once.
+With a byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen 2 and 3), a text is first cut
+into pre-tokens by a regular expression, and BPE encodes each pre-token on its own. In the
+expressions of these families no pattern matches a letter followed by a space, so a space
+between two ASCII letters always starts a new pre-token. Cutting the text just before some
+of these spaces and tokenising the pieces separately therefore gives exactly the ids of the
+whole text (an NFC normaliser changes nothing there either: neither an ASCII letter nor a
+space composes with the character on the other side). The cuts depend only on the text
+around them, so a passage gives the same pieces wherever it appears, and each piece is
+tokenised once.
 
-Other tokenizers (SentencePiece, other pre-tokenizers, normalisers, added tokens that hold
-spaces or strip them) are encoded whole, as before: :func:`supports_chunking` says which.
+Other tokenizers (SentencePiece, other pre-tokenizers or expressions, other normalisers,
+added tokens that hold spaces or strip them) are encoded whole, as before:
+:func:`supports_chunking` says which.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -37,23 +41,33 @@ every such space between letters would be as exact, but gives word-sized pieces,
 looking up that many pieces costs more than it saves (measured on DL19 prompts)."""
 
 
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}", 1)
+SPLIT_PATTERNS = frozenset({GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN})
+"""Pre-tokenizer expressions (``Split``, then ``ByteLevel`` without its own expression) in
+which a letter is never followed by a space within one pre-token."""
+
+
 def supports_chunking(tokenizer: Any) -> bool:
     """Whether pieces of a text cut by :data:`_CUT` encode to exactly the ids of the whole.
 
     True only for a fast tokenizer that matches its special tokens in the text, with no
-    normaliser, a plain ``ByteLevel`` pre-tokenizer
-    (its GPT-2 expression, no added prefix space), a deterministic BPE model, and added
-    tokens that hold no whitespace and strip nothing around them.
+    normaliser or NFC, a byte-level pre-tokenizer with the GPT-2 expression or a
+    ``Split`` by one of :data:`SPLIT_PATTERNS` (no added prefix space), a deterministic BPE
+    model, and added tokens that hold no whitespace and strip nothing around them.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or getattr(tokenizer, "split_special_tokens", False):
         return False
-    from tokenizers import models, pre_tokenizers
+    from tokenizers import models
 
-    pre = backend.pre_tokenizer
-    if backend.normalizer is not None or type(pre) is not pre_tokenizers.ByteLevel:
-        return False
-    if pre.add_prefix_space or not pre.use_regex:
+    if not _exact_normaliser(backend.normalizer) or not _splits_before_spaces(
+        backend.pre_tokenizer
+    ):
         return False
     if not isinstance(backend.model, models.BPE) or backend.model.dropout:
         return False
@@ -63,6 +77,34 @@ def supports_chunking(tokenizer: Any) -> bool:
         if any(character.isspace() for character in token.content):
             return False
     return True
+
+
+def _state(component: Any) -> dict[str, Any]:
+    return dict(json.loads(component.__getstate__()))
+
+
+def _exact_normaliser(normaliser: Any) -> bool:
+    return normaliser is None or _state(normaliser) == {"type": "NFC"}
+
+
+def _splits_before_spaces(pre_tokenizer: Any) -> bool:
+    if pre_tokenizer is None:
+        return False
+    state = _state(pre_tokenizer)
+    if state.get("type") == "ByteLevel":
+        return state.get("use_regex") is True and state.get("add_prefix_space") is False
+    if state.get("type") != "Sequence" or len(state.get("pretokenizers", [])) != 2:
+        return False
+    split, byte_level = state["pretokenizers"]
+    return (
+        split.get("type") == "Split"
+        and split.get("pattern") in [{"Regex": pattern} for pattern in SPLIT_PATTERNS]
+        and split.get("behavior") == "Isolated"
+        and split.get("invert") is False
+        and byte_level.get("type") == "ByteLevel"
+        and byte_level.get("use_regex") is False
+        and byte_level.get("add_prefix_space") is False
+    )
 
 
 class ChunkedEncoder:
