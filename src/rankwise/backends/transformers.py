@@ -545,15 +545,16 @@ class TransformersBackend:
         tokens = [token for r in requests for token in r.label_ids.values()]
         index = torch.tensor([rows, tokens], dtype=torch.long, device=logprobs.device)
         picked = logprobs[index[0], index[1]]
-        flat = iter(picked.tolist())
-        best = logprobs.argmax(dim=-1).tolist()
+        best = logprobs.argmax(dim=-1).to(picked.dtype)  # token ids < 2**24: exact in float32
+        copied = torch.cat([picked, best]).tolist()
+        flat = iter(copied[: len(tokens)])
         results = []
         for row, request in enumerate(requests):
             values = {label: next(flat) for label in request.label_ids}
             results.append(
                 LabelLogprobs(
                     logprobs=values,
-                    text=self.tokenizer.decode([best[row]]),
+                    text=self.tokenizer.decode([int(copied[len(tokens) + row])]),
                     prompt_tokens=len(request.input_ids),
                     completion_tokens=1,
                 )
