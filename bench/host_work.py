@@ -52,7 +52,7 @@ METHODS: dict[str, dict[str, Any]] = {
 def make_arms(device: str) -> dict[str, TransformersBackend]:
     whole = TransformersBackend("default", device=device)
     whole.encoder.enabled = False
-    whole._renderer.fills_in = False
+    whole.renderer.fills_in = False
     return {"whole": whole, "remembered": TransformersBackend("default", device=device)}
 
 
@@ -179,7 +179,7 @@ async def main() -> None:
         "model": arms["remembered"].model_name,
         "device": args.device,
         "tokenizer_chunking": arms["remembered"].encoder.enabled,
-        "template_filled_in": arms["remembered"]._renderer.fills_in,
+        "template_filled_in": arms["remembered"].renderer.fills_in,
         "methods": summary,
         "pointwise_with_model": model,
         "machine": machine(),

