@@ -95,8 +95,11 @@ async def test_langchain_chat_model_drives_pointwise(llama_server, dl19) -> None
     reference = await Reranker("pointwise", direct).arerank(record.query, docs)
     await direct.aclose()
     reference_scores = {i.id: i.score for i in reference.items}
-    for item in ranked.items:  # same server, same prompt: the same probabilities
-        assert item.score == pytest.approx(reference_scores[item.id], abs=0.02)
+    # Same server, same prompts: the same probabilities, up to the server reusing the key/value
+    # cache of whichever prompt it ran before (concurrent calls arrive in any order), which
+    # moved a score by 0.024 once. Swapped or unnormalised labels would move them far more.
+    for item in ranked.items:
+        assert item.score == pytest.approx(reference_scores[item.id], abs=0.05)
 
     without = LangChainBackend(chat)
     with pytest.raises(CapabilityError, match="logprobs"):
