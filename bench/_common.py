@@ -49,6 +49,17 @@ def result_name(benchmark: str, device: str) -> str:
     return benchmark if kind == "cpu" else f"{benchmark}_{kind}"
 
 
+def left_padded(sequences: list[list[int]], pad: int, device: Any) -> tuple[Any, Any, Any]:
+    """Token ids, attention mask and position ids of ``sequences`` left-padded to one width,
+    as plain ``model(...)`` calls take them (the benchmarks' baselines, not rankwise)."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return ids, mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 

@@ -36,7 +36,7 @@ import asyncio
 import time
 from typing import Any
 
-from _common import dl19, machine, median, result_name, write_json
+from _common import dl19, left_padded, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.dry_run import DryRunBackend
@@ -93,15 +93,12 @@ async def pointwise_prompts(backend: TransformersBackend, records: list, depth: 
 def forward(model: Any, pad: int, batch: list[list[int]]) -> None:
     import torch
 
-    width = max(len(ids) for ids in batch)
-    ids = torch.tensor([[pad] * (width - len(s)) + s for s in batch], device=model.device)
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in batch])
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(batch, pad, model.device)
     with torch.inference_mode():
         model(
             input_ids=ids,
-            attention_mask=mask.to(model.device),
-            position_ids=positions.to(model.device),
+            attention_mask=mask,
+            position_ids=positions,
             logits_to_keep=1,
             use_cache=False,
         )

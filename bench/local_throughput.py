@@ -45,7 +45,7 @@ import asyncio
 import time
 from typing import Any
 
-from _common import dl19, machine, median, result_name, write_json
+from _common import dl19, left_padded, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
@@ -93,11 +93,8 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
     started = time.perf_counter()
     for sequences in batches:
         shared = reusable_prefix(sequences, backend.min_shared_prefix)
-        rest = [s[shared:] for s in sequences]
-        width = max(len(s) for s in rest)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in rest], device=device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in rest], device=device)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + shared
+        ids, mask, positions = left_padded([s[shared:] for s in sequences], pad, device)
+        positions = positions + shared
         with torch.inference_mode():
             cache = None
             if shared:
