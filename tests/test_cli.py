@@ -115,3 +115,16 @@ def test_unknown_method_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["eval", "--data", "x", "--qrels", "y", "--method", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["data", "qrels"])
+def test_a_missing_input_file_is_a_clean_error(tmp_path, capsys, missing) -> None:
+    paths = {"data": str(DL19 / "bm25-top100.jsonl"), "qrels": str(DL19 / "qrels.txt")}
+    paths[missing] = str(tmp_path / "absent.txt")
+    args = ["eval", "--data", paths["data"], "--qrels", paths["qrels"], "--queries", "1"]
+    args += ["--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    code = main(args)  # the files are read before any call, so nothing reaches the server
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot read the {'queries' if missing == 'data' else 'qrels'} file" in err
+    assert "absent.txt" in err and "No such file" in err

@@ -114,9 +114,29 @@ def test_cli_dry_run_prices_a_run_without_contacting_the_server(tmp_path, capsys
     assert prediction["dry_run"] is True
     assert prediction["calls"] == 2 * 4 * 3 and prediction["calls_per_query"] == [12, 12]
     assert prediction["calls_are_exact"] is True
+    assert prediction["calls_fewest"] == prediction["calls_most"] == prediction["calls"]
     expected = (prediction["prompt_tokens"] * 2.0 + prediction["max_completion_tokens"] * 8.0) / 1e6
     assert prediction["cost_usd"] == pytest.approx(expected, abs=1e-6)
     assert prediction["cost_usd"] > 0
+
+
+def test_cli_dry_run_gives_the_call_range_of_answer_dependent_methods(tmp_path, capsys) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-x": {"input": 2.0, "output": 8.0}}))
+    args = ["eval", "--dry-run", "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", "prp-heapsort", "--depth", "12"]
+    args += ["--queries", "2", "--prices", str(prices), "--option", "top_k=5"]
+    assert main(args) == 0
+    prediction = json.loads(capsys.readouterr().out)
+    backend = OpenAIBackend("gpt-x", base_url="http://127.0.0.1:9/v1", api_key="unused")
+    fewest, most = Reranker("prp-heapsort", backend, top_k=5).call_bounds(["text"] * 12)
+    assert prediction["calls_are_exact"] is False
+    assert (prediction["calls_fewest"], prediction["calls_most"]) == (2 * fewest, 2 * most)
+    assert 2 * fewest <= prediction["calls"] <= 2 * most
+    assert prediction["prompt_tokens_at_most_calls"] > prediction["prompt_tokens"]
+    assert prediction["cost_usd_at_most_calls"] > prediction["cost_usd"] > 0
+    assert "calls_fewest" in prediction["note"]
 
 
 def test_eval_report_carries_a_cost_estimate(tmp_path, capsys, monkeypatch) -> None:

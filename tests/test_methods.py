@@ -10,6 +10,7 @@ import pytest
 from rankwise import CapabilityError, OpenAIBackend, Reranker
 from rankwise.methods import method_names
 from tests.oracle import oracle, prose, relevance_docs
+from tests.stub_server import Reply, completion
 
 API_METHODS = [
     "pointwise",
@@ -56,8 +57,10 @@ async def test_perfect_judge_gives_the_true_order_with_exact_calls(stub, method,
     assert ranked.ids[:exact] == truth[:exact]
     assert ranked.usage.calls == len(stub.requests)
     expected = reranker.method.expected_calls(n)
+    fewest, most = reranker.call_bounds(docs)
+    assert fewest <= ranked.usage.calls <= most
     if expected is not None:
-        assert ranked.usage.calls == expected
+        assert ranked.usage.calls == expected == fewest == most
     else:  # answer-dependent methods report their comparisons in the trace
         comparisons = next(
             e.data["comparisons"] for e in ranked.trace.events if "comparisons" in e.data
@@ -65,6 +68,25 @@ async def test_perfect_judge_gives_the_true_order_with_exact_calls(stub, method,
         per_comparison = 2 if method.startswith("prp") else 1
         assert ranked.usage.calls == per_comparison * comparisons
     assert ranked.trace.fallbacks == []
+
+
+@pytest.mark.parametrize("method", ["prp-heapsort", "setwise"])
+async def test_random_answers_stay_within_the_call_bounds(stub, method) -> None:
+    rng = random.Random(7)
+    stub.handler = lambda request: Reply(body=completion(f"Passage {rng.choice('ABCD')}"))
+    reranker = Reranker(method, api_backend(stub), top_k=4)
+    docs = relevance_docs([i / 20 for i in range(20)])
+    fewest, most = reranker.call_bounds(docs)
+    assert 0 < fewest < most
+    seen = set()
+    for _ in range(12):
+        ranked = await reranker.arerank("which passage is most relevant?", docs)
+        assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+        assert fewest <= ranked.usage.calls <= most
+        seen.add(ranked.usage.calls)
+    assert len(seen) > 1  # the answers do change the count
+    capped = Reranker(method, api_backend(stub), top_k=4, max_calls=fewest - 1)
+    assert capped.call_bounds(docs) == (fewest - 1, fewest - 1)
 
 
 @pytest.mark.parametrize("method", API_METHODS)
@@ -100,14 +122,16 @@ async def test_every_method_on_the_local_model_keeps_every_document(
     assert scores == sorted(scores, reverse=True)  # scores follow the ranking
     if ranked.score_kind == "rank":
         assert scores == [1 / r for r in range(1, 6)]
-    expected = reranker.method.expected_calls(5)
-    if expected is not None:
-        assert ranked.usage.calls == expected
-    assert ranked.usage.calls > 0 and ranked.usage.prompt_tokens > 0
+    fewest, most = reranker.call_bounds(docs)
+    assert 0 < fewest <= ranked.usage.calls <= most
+    if reranker.method.expected_calls(5) is not None:
+        assert ranked.usage.calls == fewest == most
+    assert ranked.usage.prompt_tokens > 0
 
     for few in ([], [docs[0]]):
         small = await reranker.arerank(record.query, few)
         assert small.ids == [d["id"] for d in few] and small.usage.calls == 0
+        assert reranker.call_bounds(few) == (0, 0)
 
 
 async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_backend, dl19) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rankwise.methods.heap import heap_top_k
+from rankwise.methods.heap import heap_groups, heap_top_k
 from rankwise.methods.windows import window_starts
 from rankwise.parsing import clean_answer, parse_choice, parse_permutation
 
@@ -88,3 +89,44 @@ def test_windows_cover_the_top_and_count_as_documented(n: int, window: int, step
     assert starts[-1] == 0
     expected = 1 if n <= window else -(-(n - window) // step) + 1
     assert len(starts) == expected
+
+
+async def _asked_groups(size: int, k: int, children: int, seed: int) -> list[int]:
+    """Group sizes heap_top_k asks for when every answer is drawn at random."""
+    rng = random.Random(seed)
+    sizes: list[int] = []
+
+    async def pick(group: list[int]) -> int:
+        sizes.append(len(group))
+        return rng.randrange(len(group))
+
+    await heap_top_k(list(range(size)), k, children, pick)
+    return sizes
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(min_value=0, max_value=70),
+    st.integers(min_value=1, max_value=20),
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=0, max_value=10**6),
+)
+def test_any_answers_ask_between_the_fewest_and_the_most_groups(
+    size: int, k: int, children: int, seed: int
+) -> None:
+    fewest = heap_groups(size, k, children, descend=False)
+    most = heap_groups(size, k, children, descend=True)
+    asked = asyncio.run(_asked_groups(size, k, children, seed))
+    # setwise makes one call per group, PRP heapsort one comparison per child in it
+    assert len(fewest) <= len(asked) <= len(most)
+    assert sum(fewest) - len(fewest) <= sum(asked) - len(asked) <= sum(most) - len(most)
+
+
+def test_the_most_groups_are_reached_when_the_first_child_keeps_winning() -> None:
+    # 7 items in a binary heap, top 2. Building sifts down roots 2, 1 and 0 (root 3 has no
+    # children); the second extraction ends the sort, so only one sift-down follows.
+    # Parents winning: one group per sift-down. First children winning: root 0 goes on
+    # through node 1, in building and in the sift-down after the first extraction.
+    assert heap_groups(7, 2, 2, descend=False) == [3, 3, 3, 3]
+    assert heap_groups(7, 2, 2, descend=True) == [3, 3, 3, 3, 3, 3]
+    assert heap_groups(1, 5, 2, descend=True) == [] == heap_groups(0, 5, 3, descend=True)

@@ -21,6 +21,7 @@ from rankwise.errors import (
     UnknownMethodError,
 )
 from rankwise.methods import method_names
+from rankwise.methods.base import CallBounds
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedCandidate, RankedList, Trace, TraceEvent, Usage
 
@@ -47,6 +48,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailableError",
+    "CallBounds",
     "Candidate",
     "Capabilities",
     "CapabilityError",

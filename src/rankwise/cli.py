@@ -288,8 +288,11 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     usages = asyncio.run(work())
     total = Usage.sum(usages)
-    fixed = reranker.method.expected_calls(args.depth) is not None
+    bounds = [reranker.call_bounds(r.documents(args.depth)) for r in records]
+    fixed = all(b.exact for b in bounds)
     exact_tokens = DryRunBackend(backend).exact_prompt_tokens
+    most = Usage.sum(_scaled(usage, b.most) for usage, b in zip(usages, bounds, strict=True))
+    prices = _price_table(args)
     prediction = {
         "dry_run": True,
         "method": args.method,
@@ -300,22 +303,47 @@ def _dry_run(args: argparse.Namespace) -> int:
         "calls": total.calls,
         "calls_per_query": [u.calls for u in usages],
         "calls_are_exact": fixed,
+        "calls_fewest": sum(b.fewest for b in bounds),
+        "calls_most": sum(b.most for b in bounds),
         "prompt_tokens": total.prompt_tokens,
         "max_completion_tokens": total.completion_tokens,
         "prompt_tokens_are_exact": exact_tokens,
-        **_cost_entry(_price_table(args), backend.model_name, total),
-        "note": (
-            ("" if fixed else "call count follows one plausible path; it depends on the answers. ")
-            + (
-                "prompt tokens from the model's chat template. "
-                if exact_tokens
-                else "prompt tokens from the tokenizer plus 4 per message (an estimate). "
-            )
-            + "Completion tokens are the requested maxima (an upper bound)."
-        ),
+        **_cost_entry(prices, backend.model_name, total),
     }
+    if not fixed:
+        prediction["prompt_tokens_at_most_calls"] = most.prompt_tokens
+        cost = _cost_entry(prices, backend.model_name, most, warn=False)
+        if cost:
+            prediction["cost_usd_at_most_calls"] = cost["cost_usd"]
+    prediction["note"] = (
+        (
+            ""
+            if fixed
+            else "calls follow the path of a model that prefers no passage; the answers can "
+            "make them anything from calls_fewest to calls_most, and the tokens and cost at "
+            "the most calls scale with the calls (an estimate). "
+        )
+        + (
+            "prompt tokens from the model's chat template. "
+            if exact_tokens
+            else "prompt tokens from the tokenizer plus 4 per message (an estimate). "
+        )
+        + "Completion tokens are the requested maxima (an upper bound)."
+    )
     print(json.dumps(prediction, indent=2))
     return 0
+
+
+def _scaled(usage: Usage, calls: int) -> Usage:
+    """``usage`` scaled to ``calls`` calls of the same average size."""
+    if not usage.calls:
+        return Usage(calls=calls)
+    ratio = calls / usage.calls
+    return Usage(
+        calls=calls,
+        prompt_tokens=round(usage.prompt_tokens * ratio),
+        completion_tokens=round(usage.completion_tokens * ratio),
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rankwise.errors import InputError
 
@@ -32,10 +32,18 @@ class QueryRecord:
         ]
 
 
+def _open_input(path: str | Path, what: str) -> TextIO:
+    """``path`` opened for reading, or an :class:`InputError` that names it."""
+    try:
+        return open(path, encoding="utf-8")  # the caller closes it
+    except OSError as error:
+        raise InputError(f"cannot read the {what} {str(path)!r}: {error.strerror}") from error
+
+
 def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord]:
     """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines."""
     records: list[QueryRecord] = []
-    with open(path, encoding="utf-8") as handle:
+    with _open_input(path, "queries file") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -57,7 +65,7 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
 def load_qrels(path: str | Path) -> Qrels:
     """Read TREC qrels: ``qid iteration docid relevance`` per line."""
     qrels: Qrels = defaultdict(dict)
-    with open(path, encoding="utf-8") as handle:
+    with _open_input(path, "qrels file") as handle:
         for number, line in enumerate(handle, start=1):
             parts = line.split()
             if not parts:

@@ -16,7 +16,7 @@ from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, InputError
 from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
 from rankwise.methods import RankingMethod, build_method, methods_supported_by
-from rankwise.methods.base import MethodResult, rank_scores
+from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary
 from rankwise.types import Candidate, RankedCandidate, RankedList, Usage
 
@@ -140,8 +140,9 @@ class Reranker:
 
         The method builds its real prompts; a :class:`~rankwise.backends.dry_run.DryRunBackend`
         counts their tokens and answers neutrally. Calls are exact for methods whose call
-        pattern does not depend on the answers, one plausible path for ``prp-heapsort`` and
-        ``setwise``; completion tokens are the requested maxima (an upper bound).
+        pattern does not depend on the answers; for ``prp-heapsort`` and ``setwise`` they
+        follow a model that prefers no passage, and :meth:`call_bounds` gives the fewest and
+        the most. Completion tokens are the requested maxima (an upper bound).
         """
         from rankwise.backends.dry_run import DryRunBackend
 
@@ -151,6 +152,30 @@ class Reranker:
     def estimate(self, query: str, documents: Iterable[DocumentLike]) -> Usage:
         """Synchronous :meth:`aestimate`."""
         return run_sync(self.aestimate(query, documents))
+
+    def call_bounds(self, documents: Iterable[DocumentLike]) -> CallBounds:
+        """The fewest and the most LLM calls one rerank of ``documents`` can make, whatever
+        the model answers; no model is loaded or called.
+
+        Equal for every method but ``prp-heapsort`` and ``setwise``, whose sift-downs go as
+        deep as the answers take them. ``max_calls`` caps both; response-cache hits cost no
+        call, so a warm cache makes fewer.
+        """
+        candidates = normalise_documents(documents)
+        count = sum(1 for candidate in candidates if candidate.text.strip())
+        if not self._calls_method(count):
+            return CallBounds(0, 0)
+        fewest, most = self.method.call_bounds(count)
+        if self.max_calls is not None:
+            fewest, most = min(fewest, self.max_calls), min(most, self.max_calls)
+        return CallBounds(fewest, most)
+
+    def _calls_method(self, count: int) -> bool:
+        """Whether ``count`` non-empty candidates need the method at all: one candidate
+        only when its score is wanted (a threshold or abstention)."""
+        wants_scores = self.score_threshold is not None or self.abstain is not None
+        needs_scores = wants_scores and self.method.score_kind != "rank"
+        return count >= 2 or (count == 1 and needs_scores)
 
     async def _arerank(
         self,
@@ -222,9 +247,7 @@ class Reranker:
     async def _rank_nonempty(
         self, query: str, candidates: list[Candidate], context: RankContext
     ) -> MethodResult:
-        wants_scores = self.score_threshold is not None or self.abstain is not None
-        needs_scores = wants_scores and self.method.score_kind != "rank"
-        if len(candidates) == 0 or (len(candidates) == 1 and not needs_scores):
+        if not self._calls_method(len(candidates)):
             return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
         try:
             async with asyncio.timeout(self.deadline):

@@ -5,7 +5,8 @@ prompts they would send; the dry-run backend counts their tokens with the wrappe
 tokenizer (or its documented estimate) and answers neutrally: equal label log-probs, an
 empty generation, zero continuation log-probs, uniform attention. Call counts are therefore
 exact for methods whose call pattern does not depend on the answers (pointwise, all-pairs,
-sliding windows, FIRST, ICR) and one plausible path for heapsort and setwise.
+sliding windows, FIRST, ICR); for heapsort and setwise they follow the path of a model
+that prefers no passage (``Reranker.call_bounds`` gives the fewest and the most).
 Completion tokens are the requested maximum, an upper bound.
 """
 

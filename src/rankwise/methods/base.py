@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from rankwise.backends.base import Capabilities
 from rankwise.context import RankContext
@@ -19,6 +19,18 @@ class MethodResult:
 
     order: list[int]
     scores: list[float]
+
+
+class CallBounds(NamedTuple):
+    """The fewest and the most LLM calls a rerank can make, whatever the model answers."""
+
+    fewest: int
+    most: int
+
+    @property
+    def exact(self) -> bool:
+        """True when the count does not depend on the answers."""
+        return self.fewest == self.most
 
 
 class RankingMethod(ABC):
@@ -41,6 +53,17 @@ class RankingMethod(ABC):
     def expected_calls(self, n: int) -> int | None:
         """LLM calls for ``n`` non-empty candidates, when it does not depend on the answers."""
         return None
+
+    def call_bounds(self, n: int) -> CallBounds:
+        """The fewest and most LLM calls for ``n`` non-empty candidates.
+
+        Methods whose calls depend on the answers (the heapsorts) override this; the others
+        make exactly :meth:`expected_calls`.
+        """
+        expected = self.expected_calls(n)
+        if expected is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement call_bounds")
+        return CallBounds(expected, expected)
 
     def empty_score(self) -> float:
         """Score given to candidates with empty text (they rank last without an LLM call)."""

@@ -39,3 +39,29 @@ async def heap_top_k(items: list[int], k: int, children: int, pick: Picker) -> l
         top.append(heap[0])
     chosen = set(top)
     return top + [item for item in items if item not in chosen]
+
+
+def heap_groups(size: int, k: int, children: int, *, descend: bool) -> list[int]:
+    """Sizes of the groups :func:`heap_top_k` hands to ``pick`` for ``size`` items, on one
+    of its two extreme paths.
+
+    Which groups are asked depends on the answers only through how far each sift-down goes:
+    every sift-down asks its first group, and goes one level deeper each time a child wins.
+    ``descend=False``: the parent always wins, every sift-down stops after one group (the
+    fewest groups). ``descend=True``: the first child always wins; in a heap stored as an
+    array it heads the deepest and fullest subtree, so every sift-down asks the most groups,
+    and the largest ones, that any answers can make it ask.
+    """
+    sizes: list[int] = []
+
+    async def pick(group: list[int]) -> int:
+        sizes.append(len(group))
+        return 1 if descend else 0
+
+    sorting = heap_top_k(list(range(size)), k, children, pick)
+    try:  # the picker never waits, so the coroutine runs to its end in one step
+        sorting.send(None)
+    except StopIteration:
+        return sizes
+    sorting.close()
+    raise RuntimeError("heap_top_k waited on something other than its picker")

@@ -16,8 +16,14 @@ from typing import Literal
 
 from rankwise._concurrency import gather_all
 from rankwise.context import RankContext
-from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores, rank_scores
-from rankwise.methods.heap import heap_top_k
+from rankwise.methods.base import (
+    CallBounds,
+    MethodResult,
+    RankingMethod,
+    order_by_scores,
+    rank_scores,
+)
+from rankwise.methods.heap import heap_groups, heap_top_k
 from rankwise.parsing import parse_choice
 from rankwise.types import Candidate
 
@@ -199,6 +205,15 @@ class PairwiseHeapsort(_PairwiseMethod):
 
     name = "prp-heapsort"
     score_kind = "rank"
+
+    def call_bounds(self, n: int) -> CallBounds:
+        """A sift-down step compares the parent with each child in turn, both orders each:
+        2·(group size − 1) calls; the steps asked are bounded by :func:`heap_groups`."""
+
+        def calls(descend: bool) -> int:
+            return sum(2 * (size - 1) for size in heap_groups(n, self.top_k, 2, descend=descend))
+
+        return CallBounds(calls(descend=False), calls(descend=True))
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext

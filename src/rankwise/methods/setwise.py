@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rankwise.context import RankContext
-from rankwise.methods.base import MethodResult, rank_scores
-from rankwise.methods.heap import heap_top_k
+from rankwise.methods.base import CallBounds, MethodResult, rank_scores
+from rankwise.methods.heap import heap_groups, heap_top_k
 from rankwise.methods.pairwise import Mode, Ties, _PairwiseMethod
 from rankwise.parsing import LETTERS
 from rankwise.types import Candidate
@@ -52,6 +52,13 @@ class SetwiseHeapsort(_PairwiseMethod):
             ties=ties,
         )
         self.children = children
+
+    def call_bounds(self, n: int) -> CallBounds:
+        """One call per sift-down step, whatever the group's size (see :func:`heap_groups`)."""
+        return CallBounds(
+            len(heap_groups(n, self.top_k, self.children, descend=False)),
+            len(heap_groups(n, self.top_k, self.children, descend=True)),
+        )
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext
