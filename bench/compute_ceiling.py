@@ -40,7 +40,7 @@ from _common import dl19, left_padded, machine, median, result_name, write_json
 
 from rankwise import Reranker
 from rankwise.backends.dry_run import DryRunBackend
-from rankwise.backends.transformers import DType, TransformersBackend
+from rankwise.backends.transformers import TransformersBackend
 
 BATCH = 16
 
@@ -138,11 +138,11 @@ def matmul_share(model: Any, pad: int, batches: list[list[list[int]]]) -> float:
     return products / total if total else 0.0
 
 
-def measure(dtype: DType, device: str, prompts: list[list[int]], repeats: int) -> dict[str, Any]:
+def measure(backend: TransformersBackend, prompts: list[list[int]], repeats: int) -> dict[str, Any]:
     import torch
 
-    backend = TransformersBackend("default", dtype=dtype, device=device)
     model, pad = backend.model, backend._pad_id
+    dtype = str(model.dtype).removeprefix("torch.")
     single = [[ids] for ids in prompts]
     batched = [prompts[i : i + BATCH] for i in range(0, len(prompts), BATCH)]
     timed(model, pad, batched[:1])  # warm-up
@@ -194,8 +194,12 @@ async def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args()
     records, _ = dl19(args.queries)
-    prompts = await pointwise_prompts(TransformersBackend("default"), records, args.depth)
-    rows = [measure(dtype, args.device, prompts, args.repeats) for dtype in ("float32", "bfloat16")]
+    full = TransformersBackend("default", device=args.device)  # float32: collects the prompts too
+    prompts = await pointwise_prompts(full, records, args.depth)
+    rows = [measure(full, prompts, args.repeats)]
+    del full  # one model in memory at a time
+    half = TransformersBackend("default", dtype="bfloat16", device=args.device)
+    rows.append(measure(half, prompts, args.repeats))
     payload = {
         "benchmark": "compute_ceiling",
         "method": "pointwise",

@@ -6,18 +6,22 @@ time, and rankwise's overhead against the raw model forward time for the same pr
 For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side in one run):
 
 * ``batched``: the default backend for the device (micro-batches of up to 16 prompts; on a
-  CPU a prompt prefix shared by a batch, such as PRP's query and passage A, is computed
-  once, and prefixes kept from earlier batches of the same rerank are reused; the store is
-  emptied before each query; on a GPU there is no prefix reuse by default);
-* ``batched_no_prefix_store``: the same without prefixes kept across batches (on a GPU the
-  same configuration as ``batched``);
-* ``batched_no_prefix_reuse``: the same batches without any prefix reuse;
+  CPU the prompts of a batch are packed end to end in one row with no padding, a prompt
+  prefix shared by a batch, such as PRP's query and passage A, is computed once, and
+  prefixes kept from earlier batches of the same rerank are reused; the store is emptied
+  before each query; on a GPU prompts are padded and there is no prefix reuse by default);
+* ``batched_padded`` (when the default packs): the same with every prompt padded to the
+  longest of its batch instead, which shows what packing saves;
+* ``batched_no_prefix_store``: padded batches without prefixes kept across batches (on a
+  GPU the same configuration as ``batched``): the arm whose batches are replayed raw;
+* ``batched_no_prefix_reuse``: the default without any prefix reuse;
 * ``batched_prefix_reuse`` (GPU only): the CPU's default reuse (16 tokens, 256 MB) turned
   on, which shows why it is off there by default;
 * ``one_at_a_time``: ``max_batch=1`` and no reuse, one whole prompt per forward pass, as a
   plain loop over the prompts would run them;
 * ``raw_forward``: the exact token ids of ``batched_no_prefix_store``, in the exact batches
-  it formed, run through plain ``model(...)`` calls with nothing else around them.
+  it formed, run through plain ``model(...)`` calls with nothing else around them (padded,
+  as that arm pads, so the two compute the same positions).
   rankwise's overhead is ``batched_no_prefix_store / raw_forward - 1`` (prompt rendering,
   tokenising, batching, parsing, asyncio);
 * ``raw_one_at_a_time``: the same token ids through plain ``model(...)``, one prompt per
@@ -147,17 +151,18 @@ async def compare(
     """Every arm and the raw forward replay, query by query, interleaved."""
     dtype = str(arms["batched"].model.dtype).removeprefix("torch.")
     rows = []
+    speedups, overheads = [], []  # unrounded, for the medians and the targets
     for record in records:
         fast, fast_ids, calls = await repeated_rerank(
             arms["batched"], method, record, depth, repeats
         )
         exact = arms["batched_no_prefix_store"]
         before = _stats(exact)
-        with BatchRecorder(exact) as recorder:
-            measured, _, _ = await timed_rerank(exact, method, record, depth)
+        with BatchRecorder(exact) as recorder:  # the first of its `repeats` runs
+            recorded, _, _ = await timed_rerank(exact, method, record, depth)
         after = _stats(exact)
-        if repeats > 1:
-            measured, _, _ = await repeated_rerank(exact, method, record, depth, repeats)
+        more = [await timed_rerank(exact, method, record, depth) for _ in range(repeats - 1)]
+        measured = median([recorded, *(seconds for seconds, _, _ in more)])
         raw = median([raw_forward_seconds(exact, recorder.batches) for _ in range(repeats)])
         raw_single = median(
             [raw_one_at_a_time_seconds(exact, recorder.batches) for _ in range(repeats)]
@@ -165,6 +170,11 @@ async def compare(
         plain, _, _ = await repeated_rerank(
             arms["batched_no_prefix_reuse"], method, record, depth, repeats
         )
+        padded = None
+        if "batched_padded" in arms:
+            padded, _, _ = await repeated_rerank(
+                arms["batched_padded"], method, record, depth, repeats
+            )
         reuse = None
         if "batched_prefix_reuse" in arms:
             reuse, _, _ = await repeated_rerank(
@@ -174,7 +184,7 @@ async def compare(
             arms["one_at_a_time"], method, record, depth, repeats
         )
         real = after["real_tokens"] - before["real_tokens"]
-        padded = after["padded_tokens"] - before["padded_tokens"]
+        positions = after["padded_tokens"] - before["padded_tokens"]
         forward = after["seconds"] - before["seconds"]
         reused = after["reused_tokens"] - before["reused_tokens"]
         row = {
@@ -184,6 +194,7 @@ async def compare(
             "batched_s": round(fast, 3),
             "batched_no_prefix_store_s": round(measured, 3),
             "batched_no_prefix_reuse_s": round(plain, 3),
+            **({"batched_padded_s": round(padded, 3)} if padded is not None else {}),
             **({"batched_prefix_reuse_s": round(reuse, 3)} if reuse is not None else {}),
             "one_at_a_time_s": round(slow, 3),
             "raw_forward_s": round(raw, 3),
@@ -191,12 +202,14 @@ async def compare(
             "raw_speedup": round(raw_single / raw, 2),
             "speedup": round(slow / fast, 2),
             "overhead": round(measured / raw - 1, 3),
-            "padding_waste": round(1 - real / padded, 3) if padded else 0.0,
+            "padding_waste": round(1 - real / positions, 3) if positions else 0.0,
             "reused_prefix_tokens": reused,
             "tokens_per_s": round((real + reused) / forward, 1) if forward else 0.0,
             "same_ranking": fast_ids == slow_ids,
         }
         rows.append(row)
+        speedups.append(slow / fast)
+        overheads.append(measured / raw - 1)
         print(
             f"{method:12} {dtype:8} {record.qid:>8}  batched {row['batched_s']:7.2f} s  (no store "
             f"{row['batched_no_prefix_store_s']:.2f} s, no prefix reuse "
@@ -207,8 +220,7 @@ async def compare(
             f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s",
             flush=True,
         )
-    speedup = round(median([row["speedup"] for row in rows]), 2)
-    overhead = round(median([row["overhead"] for row in rows]), 3)
+    speedup, overhead = median(speedups), median(overheads)
     return {
         "method": method,
         "dtype": dtype,
@@ -224,6 +236,15 @@ async def compare(
         ),
         **(
             {
+                "median_batched_padded_s_per_query": round(
+                    median([r["batched_padded_s"] for r in rows]), 3
+                )
+            }
+            if padded is not None
+            else {}
+        ),
+        **(
+            {
                 "median_batched_prefix_reuse_s_per_query": round(
                     median([r["batched_prefix_reuse_s"] for r in rows]), 3
                 )
@@ -236,9 +257,9 @@ async def compare(
         "median_raw_one_at_a_time_s_per_query": round(
             median([r["raw_one_at_a_time_s"] for r in rows]), 3
         ),
-        "median_speedup": speedup,
+        "median_speedup": round(speedup, 2),
         "median_raw_speedup": round(median([r["raw_speedup"] for r in rows]), 2),
-        "median_overhead": overhead,
+        "median_overhead": round(overhead, 3),
         "median_padding_waste": median([r["padding_waste"] for r in rows]),
         "median_tokens_per_s": median([r["tokens_per_s"] for r in rows]),
         "speedup_target": TARGET_SPEEDUP,
@@ -291,10 +312,14 @@ def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
     common: dict[str, Any] = {"dtype": dtype, "device": device}
     arms = {
         "batched": TransformersBackend("default", **common),
-        "batched_no_prefix_store": TransformersBackend("default", prefix_cache_mb=0, **common),
+        "batched_no_prefix_store": TransformersBackend(
+            "default", prefix_cache_mb=0, pack_prompts=False, **common
+        ),
         "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0, **common),
         "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0, **common),
     }
+    if arms["batched"].pack_prompts:
+        arms["batched_padded"] = TransformersBackend("default", pack_prompts=False, **common)
     cpu = device_defaults("cpu")
     if arms["batched"].min_shared_prefix != cpu.min_shared_prefix:  # show what reuse would do
         arms["batched_prefix_reuse"] = TransformersBackend(

@@ -228,11 +228,14 @@ def _local_rows(local: dict[str, Any], where: str) -> list[str]:
         exact = m["median_batched_no_prefix_store_s_per_query"]
         reuse = m.get("median_batched_prefix_reuse_s_per_query")  # GPU runs only
         with_reuse = f", with the CPU's prefix reuse {reuse} s/q" if reuse is not None else ""
+        padded = m.get("median_batched_padded_s_per_query")  # runs that pack
+        packing = f"padded instead of packed {padded} s/q, " if padded is not None else ""
         repeats = f", median of {m['repeats']} runs each" if m["repeats"] > 1 else ""
         rows.append(
             f"| local_throughput{where}: `{m['method']}` {dtype} depth "
             f"{m['depth']} ({m['queries']} q{repeats}) | "
-            f"batched {m['median_batched_s_per_query']} s/q (no kept prefixes {exact} s/q, "
+            f"batched {m['median_batched_s_per_query']} s/q ({packing}padded with no kept "
+            f"prefixes {exact} s/q, "
             f"no prefix reuse {m['median_batched_no_prefix_reuse_s_per_query']} s/q{with_reuse})"
             f" vs one prompt at a time {m['median_one_at_a_time_s_per_query']} s/q: "
             f"**{round(m['median_speedup'], 2)}×**; plain `model(...)` over the same batches vs "
@@ -246,7 +249,7 @@ def _local_rows(local: dict[str, Any], where: str) -> list[str]:
         )
         rows.append(
             f"| local_throughput{where}: `{m['method']}` {dtype} overhead | rankwise "
-            f"{exact} s/q vs raw forward of the same batches "
+            f"{exact} s/q (padded, no kept prefixes) vs raw forward of the same batches "
             f"{m['median_raw_forward_s_per_query']} s/q: **{m['median_overhead']:+.1%}** | "
             f"≤ {m['overhead_target']:.0%} | {_met(m['overhead_target_met'])} |"
         )

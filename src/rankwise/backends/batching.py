@@ -85,10 +85,15 @@ def reusable_prefix(sequences: Sequence[Sequence[int]], min_shared: int) -> int:
     return shared if shared >= min_shared else 0
 
 
-def prefix_shared_cost(sequences: Sequence[Sequence[int]], min_shared: int) -> int:
-    """Positions computed when a batch's reusable prefix is run only once."""
-    width = max(len(s) for s in sequences)
+def prefix_shared_cost(
+    sequences: Sequence[Sequence[int]], min_shared: int, *, packed: bool = False
+) -> int:
+    """Positions computed when a batch's reusable prefix is run only once: the rest padded
+    to the longest prompt, or, ``packed``, only each prompt's own tokens."""
     shared = reusable_prefix(sequences, min_shared)
+    if packed:
+        return shared + sum(len(s) - shared for s in sequences)
+    width = max(len(s) for s in sequences)
     return shared + len(sequences) * (width - shared)
 
 

@@ -40,6 +40,12 @@ from rankwise.backends.model_files import (
     default_gguf_path,
     is_complete,
 )
+from rankwise.backends.packed_attention import (
+    SEGMENTS_KEYWORD,
+    PackedRow,
+    can_pack,
+    packed_attention_on,
+)
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.errors import ModelNotFoundError
 from rankwise.prompts import Message
@@ -67,6 +73,9 @@ MAX_ENTRY_SHARE = 0.25
 
 DType = Literal["float32", "bfloat16", "float16"]
 
+PACKING_TOLERANCE = 1e-3
+"""Largest difference, relative to the largest logit, a packed pass may show at load."""
+
 TRUNCATION_CACHE_SIZE = 1024
 """Passages whose truncation is remembered (PRP puts each passage in many prompts)."""
 
@@ -80,24 +89,31 @@ class DeviceDefaults(NamedTuple):
     min_shared_prefix: int
     prefix_cache_mb: float
     dispatch_early: bool
+    pack_prompts: bool
 
 
 def device_defaults(device: str | torch.device) -> DeviceDefaults:
     """Prefix reuse and early dispatch for ``device``.
 
     On a CPU a forward pass is compute-bound, so positions not computed are time saved:
-    prefix reuse is on (16 tokens, 256 MB), and batches are planned over every waiting
-    prompt (length-sorted, less padding). On an accelerator a small model's forward pass is
+    prefix reuse is on (16 tokens, 256 MB), label-scoring prompts are packed end to end
+    with no padding (:mod:`rankwise.backends.packed_attention`), and batches are planned
+    over every waiting prompt. On an accelerator a small model's forward pass is
     bound by kernel launches, not positions, and running a prefix as a pass of its own costs
     more than it saves: measured on an H100 with the embedded model (10 and 3 DL19
     queries, ``bench/results/local_throughput_cuda_476caf9.json``), batches without reuse
     ranked pointwise 1.8x and all-pairs PRP 2.2x as fast as with it. So there reuse is off,
     and each full batch starts at once, overlapping the host's prompt work with the
-    device's.
+    device's; prompts are padded, not packed (packing runs attention prompt by prompt,
+    which adds kernel launches).
     """
     if torch.device(device).type == "cpu":
-        return DeviceDefaults(min_shared_prefix=16, prefix_cache_mb=256.0, dispatch_early=False)
-    return DeviceDefaults(min_shared_prefix=0, prefix_cache_mb=0.0, dispatch_early=True)
+        return DeviceDefaults(
+            min_shared_prefix=16, prefix_cache_mb=256.0, dispatch_early=False, pack_prompts=True
+        )
+    return DeviceDefaults(
+        min_shared_prefix=0, prefix_cache_mb=0.0, dispatch_early=True, pack_prompts=False
+    )
 
 
 @dataclass
@@ -156,6 +172,11 @@ class TransformersBackend:
             planning all concurrent prompts together (length-sorted, less padding). ``None``:
             off on a CPU, where padding costs compute, on for an accelerator, where the
             host's prompt work would otherwise wait for the device and the device for it.
+        pack_prompts: run a label-scoring batch as one row of prompts laid end to end, each
+            attending only to itself and the shared prefix, instead of padding every prompt
+            to the longest (see :mod:`rankwise.backends.packed_attention`). ``None``: on a
+            CPU, off on an accelerator. Used only where the model's attention allows it
+            and a packed pass, checked at load, scores as padded passes do.
     """
 
     kind = "transformers"
@@ -172,6 +193,7 @@ class TransformersBackend:
         min_shared_prefix: int | None = None,
         prefix_cache_mb: float | None = None,
         dispatch_early: bool | None = None,
+        pack_prompts: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -205,6 +227,9 @@ class TransformersBackend:
             prefix_cache_mb = defaults.prefix_cache_mb
         common["dispatch_early"] = dispatch_early
         self.min_shared_prefix = min_shared_prefix
+        if pack_prompts is None:
+            pack_prompts = defaults.pack_prompts
+        self.pack_prompts = pack_prompts and can_pack(self.model) and self._packing_is_exact()
         self._truncate_cached = functools.lru_cache(maxsize=TRUNCATION_CACHE_SIZE)(self._truncate)
         self.prefix_store: PrefixStore[list[tuple[Any, Any]]] = PrefixStore(
             int(prefix_cache_mb * 2**20), min_length=max(min_shared_prefix, 1)
@@ -406,13 +431,80 @@ class TransformersBackend:
         return output.logits.float()
 
     def _label_batch_cost(self, requests: list[_LabelRequest]) -> int:
-        return prefix_shared_cost([r.input_ids for r in requests], self.min_shared_prefix)
+        sequences = [r.input_ids for r in requests]
+        return prefix_shared_cost(sequences, self.min_shared_prefix, packed=self.pack_prompts)
+
+    def _whole_last_logits(self, sequences: list[list[int]]) -> Any:
+        """Next-token logits after each sequence, every one computed in full."""
+        if self.pack_prompts:
+            return self._packed_last_logits(sequences, 0)
+        return self._forward(sequences, keep=1)[:, -1, :]
+
+    def _packed_last_logits(self, sequences: list[list[int]], shared: int) -> Any:
+        """Next-token logits after each sequence, from one packed row of their own tokens
+        after the ``shared`` leading tokens (run once, from the prefix store where kept)."""
+        started = time.perf_counter()
+        row = PackedRow.of([ids[shared:] for ids in sequences], offset=shared)
+        with torch.inference_mode():
+            cache = None
+            if shared:
+                _, cache = self._prefix_pass(sequences[0][:shared])
+                self.stats.reused_tokens += shared * (len(sequences) - 1)
+            with packed_attention_on(self.model):
+                output = self.model(
+                    input_ids=torch.tensor([row.input_ids], device=self._device),
+                    position_ids=torch.tensor([row.position_ids], device=self._device),
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=torch.tensor(row.last_positions, device=self._device),
+                    **{SEGMENTS_KEYWORD: row.segments},
+                )
+            if shared and len(sequences) <= ONE_BY_ONE_MAX_BATCH:  # as in `_last_logits`
+                starts = [shared + start for start, _ in row.segments]
+                rows = [0] * len(starts)
+                self._store_rows(sequences, shared, output.past_key_values, rows, starts)
+        self.stats.batches += 1
+        self.stats.requests += len(sequences)
+        self.stats.real_tokens += len(row.input_ids)
+        self.stats.padded_tokens += len(row.input_ids)
+        self.stats.seconds += time.perf_counter() - started
+        return output.logits[0].float()
+
+    def _packing_is_exact(self) -> bool:
+        """Whether a packed pass gives this model's logits for two short prompts run alone
+        (a model whose attention does more than plain causal attention would not)."""
+        texts = ("Which passage answers the query?", "A second, longer prompt: is it one?")
+        sequences = [self.encoder.encode(text) for text in texts]
+        row = PackedRow.of(sequences)
+        with torch.inference_mode():
+            alone = torch.cat(
+                [
+                    self.model(input_ids=torch.tensor([ids], device=self._device)).logits[0, -1:]
+                    for ids in sequences
+                ]
+            ).float()
+            with packed_attention_on(self.model):
+                packed = (
+                    self.model(
+                        input_ids=torch.tensor([row.input_ids], device=self._device),
+                        position_ids=torch.tensor([row.position_ids], device=self._device),
+                        logits_to_keep=torch.tensor(row.last_positions, device=self._device),
+                        **{SEGMENTS_KEYWORD: row.segments},
+                    )
+                    .logits[0]
+                    .float()
+                )
+        tolerance = PACKING_TOLERANCE * max(1.0, float(alone.abs().max()))
+        exact = bool((packed - alone).abs().max() <= tolerance)
+        if not exact:
+            logger.warning("packed prompts do not reproduce this model's scores; padding instead")
+        return exact
 
     def _last_logits(self, sequences: list[list[int]]) -> Any:
         """Next-token logits after each sequence. A long common prefix is computed once, and
         the part of it seen in an earlier call comes from the prefix store."""
         if self.min_shared_prefix <= 0:
-            return self._forward(sequences, keep=1)[:, -1, :]
+            return self._whole_last_logits(sequences)
         shared = reusable_prefix(sequences, self.min_shared_prefix)
         if len(sequences) == 1 or self._cheaper_one_by_one(sequences, shared):
             rows = []
@@ -426,7 +518,9 @@ class TransformersBackend:
                 rows.append(logits.float()[:, -1, :])
             return torch.cat(rows)
         if not shared:
-            return self._forward(sequences, keep=1)[:, -1, :]
+            return self._whole_last_logits(sequences)
+        if self.pack_prompts:
+            return self._packed_last_logits(sequences, shared)
         started = time.perf_counter()
         suffixes = [ids[shared:] for ids in sequences]
         input_ids, suffix_mask, positions = self._padded(suffixes)
@@ -445,22 +539,32 @@ class TransformersBackend:
                 logits_to_keep=1,
             )
             if count <= ONE_BY_ONE_MAX_BATCH:  # a later pair may start with one of these
-                self._store_rows(sequences, shared, output.past_key_values)
+                width = max(len(ids) for ids in sequences) - shared
+                starts = [shared + width - (len(ids) - shared) for ids in sequences]
+                self._store_rows(sequences, shared, output.past_key_values, range(count), starts)
         self.stats.seconds += time.perf_counter() - started
         return output.logits.float()[:, -1, :]
 
-    def _store_rows(self, sequences: list[list[int]], shared: int, cache: Any) -> None:
-        """Keep each prompt's own key/value states from a batched pass whose rows are laid
-        out as ``[shared prefix | left padding | own suffix]``."""
+    def _store_rows(
+        self,
+        sequences: list[list[int]],
+        shared: int,
+        cache: Any,
+        rows: Sequence[int],
+        starts: Sequence[int],
+    ) -> None:
+        """Keep each prompt's own key/value states from a pass that computed the ``shared``
+        prefix once: prompt ``i``'s own tokens sit in cache row ``rows[i]`` from position
+        ``starts[i]`` (after left padding in a padded batch, after earlier prompts in a
+        packed row)."""
         layers = self._plain_layers(cache)
         if not layers or not self.prefix_store.max_bytes:
             return
-        width = max(len(ids) for ids in sequences) - shared
-        for row, ids in enumerate(sequences):
-            start = shared + width - (len(ids) - shared)  # first position of the own suffix
+        for ids, row, start in zip(sequences, rows, starts, strict=True):
+            end = start + len(ids) - shared
             states = [
                 tuple(
-                    torch.cat([t[row : row + 1, :, :shared], t[row : row + 1, :, start:]], dim=2)
+                    torch.cat([t[row : row + 1, :, :shared], t[row : row + 1, :, start:end]], dim=2)
                     for t in (layer.keys, layer.values)
                 )
                 for layer in layers
