@@ -450,15 +450,7 @@ class TransformersBackend:
             if shared:
                 _, cache = self._prefix_pass(sequences[0][:shared])
                 self.stats.reused_tokens += shared * (len(sequences) - 1)
-            with packed_attention_on(self.model):
-                output = self.model(
-                    input_ids=torch.tensor([row.input_ids], device=self._device),
-                    position_ids=torch.tensor([row.position_ids], device=self._device),
-                    past_key_values=cache,
-                    use_cache=cache is not None,
-                    logits_to_keep=torch.tensor(row.last_positions, device=self._device),
-                    **{SEGMENTS_KEYWORD: row.segments},
-                )
+            output = self._packed_forward(row, cache)
             if shared and len(sequences) <= ONE_BY_ONE_MAX_BATCH:  # as in `_last_logits`
                 starts = [shared + start for start, _ in row.segments]
                 rows = [0] * len(starts)
@@ -469,6 +461,19 @@ class TransformersBackend:
         self.stats.padded_tokens += len(row.input_ids)
         self.stats.seconds += time.perf_counter() - started
         return output.logits[0].float()
+
+    def _packed_forward(self, row: PackedRow, cache: Any = None) -> Any:
+        """One pass over ``row`` (after the prefix in ``cache``, if any) with the logits of
+        each prompt's last token. Call inside ``torch.inference_mode()``."""
+        with packed_attention_on(self.model):
+            return self.model(
+                input_ids=torch.tensor([row.input_ids], device=self._device),
+                position_ids=torch.tensor([row.position_ids], device=self._device),
+                past_key_values=cache,
+                use_cache=cache is not None,
+                logits_to_keep=torch.tensor(row.last_positions, device=self._device),
+                **{SEGMENTS_KEYWORD: row.segments},
+            )
 
     def _packing_is_exact(self) -> bool:
         """Whether a packed pass gives this model's logits for two short prompts run alone
@@ -483,17 +488,7 @@ class TransformersBackend:
                     for ids in sequences
                 ]
             ).float()
-            with packed_attention_on(self.model):
-                packed = (
-                    self.model(
-                        input_ids=torch.tensor([row.input_ids], device=self._device),
-                        position_ids=torch.tensor([row.position_ids], device=self._device),
-                        logits_to_keep=torch.tensor(row.last_positions, device=self._device),
-                        **{SEGMENTS_KEYWORD: row.segments},
-                    )
-                    .logits[0]
-                    .float()
-                )
+            packed = self._packed_forward(row).logits[0].float()
         tolerance = PACKING_TOLERANCE * max(1.0, float(alone.abs().max()))
         exact = bool((packed - alone).abs().max() <= tolerance)
         if not exact:
