@@ -9,11 +9,13 @@ For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side 
   CPU the prompts of a batch are packed end to end in one row with no padding, a prompt
   prefix shared by a batch, such as PRP's query and passage A, is computed once, and
   prefixes kept from earlier batches of the same rerank are reused; the store is emptied
-  before each query; on a GPU prompts are padded and there is no prefix reuse by default);
+  before each query; on a GPU prompts are padded, there is no prefix reuse by default, and
+  passes replay CUDA graphs);
 * ``batched_padded`` (when the default packs): the same with every prompt padded to the
   longest of its batch instead, which shows what packing saves;
-* ``batched_no_prefix_store``: padded batches without prefixes kept across batches (on a
-  GPU the same configuration as ``batched``): the arm whose batches are replayed raw;
+* ``batched_no_prefix_store``: padded batches without prefixes kept across batches, and
+  plain ``model(...)`` passes with no CUDA graphs (on a GPU, ``batched`` without graphs):
+  the arm whose batches are replayed raw;
 * ``batched_no_prefix_reuse``: the default without any prefix reuse;
 * ``batched_prefix_reuse`` (GPU only): the CPU's default reuse (16 tokens, 256 MB) turned
   on, which shows why it is off there by default;
@@ -23,7 +25,8 @@ For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side 
   it formed, run through plain ``model(...)`` calls with nothing else around them (padded,
   as that arm pads, so the two compute the same positions).
   rankwise's overhead is ``batched_no_prefix_store / raw_forward - 1`` (prompt rendering,
-  tokenising, batching, parsing, asyncio);
+  tokenising, batching, parsing, asyncio); on a GPU ``batched / raw_forward - 1`` is also
+  reported (``graphed_vs_raw``): the default, graphs and all, against plain ``model(...)``;
 * ``raw_one_at_a_time``: the same token ids through plain ``model(...)``, one prompt per
   call. ``raw_one_at_a_time / raw_forward`` is what those batches can gain on this machine
   with nothing around them: the ceiling for batching plus in-batch prefix sharing, against
@@ -150,6 +153,7 @@ async def compare(
 ) -> dict[str, Any]:
     """Every arm and the raw forward replay, query by query, interleaved."""
     dtype = str(arms["batched"].model.dtype).removeprefix("torch.")
+    graphed = arms["batched"].graphs is not None
     rows = []
     speedups, overheads = [], []  # unrounded, for the medians and the targets
     for record in records:
@@ -202,6 +206,7 @@ async def compare(
             "raw_speedup": round(raw_single / raw, 2),
             "speedup": round(slow / fast, 2),
             "overhead": round(measured / raw - 1, 3),
+            **({"graphed_vs_raw": round(fast / raw - 1, 3)} if graphed else {}),
             "padding_waste": round(1 - real / positions, 3) if positions else 0.0,
             "reused_prefix_tokens": reused,
             "tokens_per_s": round((real + reused) / forward, 1) if forward else 0.0,
@@ -217,7 +222,8 @@ async def compare(
             f"{row['one_at_a_time_s']:7.2f} s  ({row['speedup']}×)  raw forward "
             f"{row['raw_forward_s']:7.2f} s (one at a time {row['raw_one_at_a_time_s']:.2f} s, "
             f"{row['raw_speedup']}×)  overhead {row['overhead']:+.1%}  padding "
-            f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s",
+            f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s"
+            + (f"  graphed vs raw {row['graphed_vs_raw']:+.1%}" if graphed else ""),
             flush=True,
         )
     speedup, overhead = median(speedups), median(overheads)
@@ -260,6 +266,11 @@ async def compare(
         "median_speedup": round(speedup, 2),
         "median_raw_speedup": round(median([r["raw_speedup"] for r in rows]), 2),
         "median_overhead": round(overhead, 3),
+        **(
+            {"median_graphed_vs_raw": round(median([r["graphed_vs_raw"] for r in rows]), 3)}
+            if graphed
+            else {}
+        ),
         "median_padding_waste": median([r["padding_waste"] for r in rows]),
         "median_tokens_per_s": median([r["tokens_per_s"] for r in rows]),
         "speedup_target": TARGET_SPEEDUP,
@@ -310,10 +321,12 @@ def _stats(backend: TransformersBackend) -> dict[str, float]:
 def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
     """The configurations compared, all with the embedded model in ``dtype``."""
     common: dict[str, Any] = {"dtype": dtype, "device": device}
+    batched = TransformersBackend("default", **common)
+    plain = {"cuda_graphs": False} if batched.graphs is not None else {}
     arms = {
-        "batched": TransformersBackend("default", **common),
+        "batched": batched,
         "batched_no_prefix_store": TransformersBackend(
-            "default", prefix_cache_mb=0, pack_prompts=False, **common
+            "default", prefix_cache_mb=0, pack_prompts=False, **plain, **common
         ),
         "batched_no_prefix_reuse": TransformersBackend("default", min_shared_prefix=0, **common),
         "one_at_a_time": TransformersBackend("default", max_batch=1, min_shared_prefix=0, **common),
@@ -377,6 +390,11 @@ async def main() -> None:
             f"{'met' if row['speedup_target_met'] else 'MISSED'}); overhead vs raw forward "
             f"{row['median_overhead']:+.1%} (target ≤{TARGET_OVERHEAD:.0%}: "
             f"{'met' if row['overhead_target_met'] else 'MISSED'})"
+            + (
+                f"; graphed vs raw forward {row['median_graphed_vs_raw']:+.1%}"
+                if "median_graphed_vs_raw" in row
+                else ""
+            )
         )
     print(f"wrote {write_json(result_name('local_throughput', args.device), results)}")
 

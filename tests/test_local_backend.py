@@ -98,9 +98,10 @@ async def test_early_dispatch_gives_the_same_ranking_and_scores(local_backend, d
 def test_prefix_reuse_is_on_for_cpu_and_off_for_accelerators(local_backend) -> None:
     from rankwise.backends.transformers import device_defaults
 
-    assert device_defaults("cpu") == (16, 256.0, False, True)
-    assert device_defaults("cuda") == (0, 0.0, True, False)
-    assert device_defaults("cuda:1") == (0, 0.0, True, False)
+    assert device_defaults("cpu") == (16, 256.0, False, True, False)
+    assert device_defaults("cuda") == (0, 0.0, True, False, True)
+    assert device_defaults("cuda:1") == (0, 0.0, True, False, True)
+    assert device_defaults("mps") == (0, 0.0, True, False, False)
     assert local_backend.pack_prompts is True
     assert local_backend.min_shared_prefix == 16
     assert local_backend.prefix_store.max_bytes == 256 * 2**20

@@ -33,6 +33,7 @@ from rankwise.backends.batching import (
 )
 from rankwise.backends.chat_rendering import ChatRenderer
 from rankwise.backends.chunked_encoding import ChunkedEncoder
+from rankwise.backends.cuda_graphs import GraphedForward
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -90,6 +91,7 @@ class DeviceDefaults(NamedTuple):
     prefix_cache_mb: float
     dispatch_early: bool
     pack_prompts: bool
+    cuda_graphs: bool
 
 
 def device_defaults(device: str | torch.device) -> DeviceDefaults:
@@ -105,14 +107,24 @@ def device_defaults(device: str | torch.device) -> DeviceDefaults:
     ranked pointwise 1.8x and all-pairs PRP 2.2x as fast as with it. So there reuse is off,
     and each full batch starts at once, overlapping the host's prompt work with the
     device's; prompts are padded, not packed (packing runs attention prompt by prompt,
-    which adds kernel launches).
+    which adds kernel launches), and on a CUDA device padded passes replay CUDA graphs
+    (:mod:`rankwise.backends.cuda_graphs`), which launch a whole pass at once.
     """
-    if torch.device(device).type == "cpu":
+    kind = torch.device(device).type
+    if kind == "cpu":
         return DeviceDefaults(
-            min_shared_prefix=16, prefix_cache_mb=256.0, dispatch_early=False, pack_prompts=True
+            min_shared_prefix=16,
+            prefix_cache_mb=256.0,
+            dispatch_early=False,
+            pack_prompts=True,
+            cuda_graphs=False,
         )
     return DeviceDefaults(
-        min_shared_prefix=0, prefix_cache_mb=0.0, dispatch_early=True, pack_prompts=False
+        min_shared_prefix=0,
+        prefix_cache_mb=0.0,
+        dispatch_early=True,
+        pack_prompts=False,
+        cuda_graphs=kind == "cuda",
     )
 
 
@@ -177,6 +189,10 @@ class TransformersBackend:
             to the longest (see :mod:`rankwise.backends.packed_attention`). ``None``: on a
             CPU, off on an accelerator. Used only where the model's attention allows it
             and a packed pass, checked at load, scores as padded passes do.
+        cuda_graphs: replay padded passes (label scoring, query likelihood) as CUDA graphs,
+            captured once per bucket of batch shapes (see
+            :mod:`rankwise.backends.cuda_graphs`). ``None``: on for a CUDA device, off
+            elsewhere; ``True`` on another device is an error.
     """
 
     kind = "transformers"
@@ -194,6 +210,7 @@ class TransformersBackend:
         prefix_cache_mb: float | None = None,
         dispatch_early: bool | None = None,
         pack_prompts: bool | None = None,
+        cuda_graphs: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -230,6 +247,17 @@ class TransformersBackend:
         if pack_prompts is None:
             pack_prompts = defaults.pack_prompts
         self.pack_prompts = pack_prompts and can_pack(self.model) and self._packing_is_exact()
+        if cuda_graphs is None:
+            cuda_graphs = defaults.cuda_graphs
+        if cuda_graphs and self._device.type != "cuda":
+            raise ValueError(
+                f"cuda_graphs needs a CUDA device, not {str(self._device)!r}: "
+                "leave it unset or pass cuda_graphs=False"
+            )
+        self.graphs = (
+            GraphedForward(self.model, self._device, max_rows=max_batch) if cuda_graphs else None
+        )
+        """The captured passes, where CUDA graphs are on."""
         self._truncate_cached = functools.lru_cache(maxsize=TRUNCATION_CACHE_SIZE)(self._truncate)
         self.prefix_store: PrefixStore[list[tuple[Any, Any]]] = PrefixStore(
             int(prefix_cache_mb * 2**20), min_length=max(min_shared_prefix, 1)
@@ -402,33 +430,51 @@ class TransformersBackend:
         )
 
     # ------------------------------------------------------------------ batched work
-    def _padded(self, sequences: list[list[int]]) -> tuple[Any, Any, Any]:
-        width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
+    def _padded(
+        self, sequences: list[list[int]], rows: int | None = None, width: int | None = None
+    ) -> tuple[Any, Any, Any]:
+        """Left-padded ids, mask and positions, on the host: ``width`` columns (at least the
+        longest prompt) and ``rows`` rows (extra rows repeat the first prompt)."""
+        width = max(width or 0, max(len(ids) for ids in sequences))
+        rows = max(rows or 0, len(sequences))
+        input_ids = torch.full((rows, width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        filled = list(sequences) + [sequences[0]] * (rows - len(sequences))
+        for row, ids in enumerate(filled):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[row, width - len(ids) :] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         self.stats.batches += 1
         self.stats.requests += len(sequences)
-        self.stats.real_tokens += int(mask.sum())
+        self.stats.real_tokens += sum(len(ids) for ids in sequences)
         self.stats.padded_tokens += mask.numel()
-        return input_ids.to(self._device), mask.to(self._device), positions.to(self._device)
+        return input_ids, mask, positions
 
     def _forward(self, sequences: list[list[int]], keep: int) -> Any:
+        """Logits of the last ``keep`` positions of each sequence (left-padded batch), as a
+        replayed CUDA graph where one fits (see :mod:`rankwise.backends.cuda_graphs`)."""
         started = time.perf_counter()
-        input_ids, mask, positions = self._padded(sequences)
+        width = max(len(ids) for ids in sequences)
+        graphs = self.graphs
+        shape = graphs.shape_for(len(sequences), width, keep) if graphs is not None else None
+        rows, width = (shape.rows, shape.width) if shape else (len(sequences), width)
+        input_ids, mask, positions = self._padded(sequences, rows, width)
         with torch.inference_mode():
-            output = self.model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                logits_to_keep=keep,
-                use_cache=False,
-            )
+            logits = None
+            if shape is not None and graphs is not None:
+                logits = graphs.run(shape, input_ids, mask, positions)
+            if logits is None:
+                logits = self.model(
+                    input_ids=input_ids.to(self._device),
+                    attention_mask=mask.to(self._device),
+                    position_ids=positions.to(self._device),
+                    logits_to_keep=shape.keep if shape else keep,
+                    use_cache=False,
+                ).logits
+            # A copy: a graph's output is overwritten by its next replay.
+            logits = logits[: len(sequences), logits.shape[1] - keep :].to(torch.float32, copy=True)
         self.stats.seconds += time.perf_counter() - started
-        return output.logits.float()
+        return logits
 
     def _label_batch_cost(self, requests: list[_LabelRequest]) -> int:
         sequences = [r.input_ids for r in requests]
@@ -518,7 +564,7 @@ class TransformersBackend:
             return self._packed_last_logits(sequences, shared)
         started = time.perf_counter()
         suffixes = [ids[shared:] for ids in sequences]
-        input_ids, suffix_mask, positions = self._padded(suffixes)
+        input_ids, suffix_mask, positions = (t.to(self._device) for t in self._padded(suffixes))
         count = len(sequences)
         self.stats.reused_tokens += shared * (count - 1)
         with torch.inference_mode():
@@ -684,7 +730,9 @@ class TransformersBackend:
 
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
         started = time.perf_counter()
-        input_ids, mask, _ = self._padded([request.input_ids for request in requests])
+        input_ids, mask, _ = (
+            t.to(self._device) for t in self._padded([request.input_ids for request in requests])
+        )
         limit = max(request.max_tokens for request in requests)
         with torch.inference_mode():
             output = self.model.generate(
