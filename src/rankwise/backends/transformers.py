@@ -463,6 +463,7 @@ class TransformersBackend:
             logits = None
             if shape is not None and graphs is not None:
                 logits = graphs.run(shape, input_ids, mask, positions)
+            replayed = logits is not None
             if logits is None:
                 logits = self.model(
                     input_ids=input_ids.to(self._device),
@@ -471,8 +472,9 @@ class TransformersBackend:
                     logits_to_keep=shape.keep if shape else keep,
                     use_cache=False,
                 ).logits
-            # A copy: a graph's output is overwritten by its next replay.
-            logits = logits[: len(sequences), logits.shape[1] - keep :].to(torch.float32, copy=True)
+            logits = logits[: len(sequences), logits.shape[1] - keep :]
+            # A graph's output is overwritten by its next replay: hand out a copy.
+            logits = logits.to(torch.float32, copy=replayed)
         self.stats.seconds += time.perf_counter() - started
         return logits
 
