@@ -129,6 +129,16 @@ def performance_table() -> str:
         local = _load(name)
         if local:
             rows.extend(_local_rows(local, _device_label(local, where)))
+    packing = _load("packing")
+    if packing:
+        for m in packing["methods"]:
+            rows.append(
+                f"| packing: `{m['method']}` depth {m['depth']} ({m['queries']} q) | packed "
+                f"{m['median_packed_s_per_query']} s/q vs padded "
+                f"{m['median_padded_s_per_query']} s/q: **{m['median_speedup']}×** (padding "
+                f"{m['median_padded_padding']:.0%} of the padded positions); identical rankings "
+                f"{m['identical_rankings']}/{m['queries']} | (no target) | — |"
+            )
     graphs = _load("cuda_graphs_cuda")
     if graphs:
         rows.extend(_graph_rows(graphs, _device_label(graphs, "cuda")))

@@ -53,7 +53,9 @@ def _docs(record, n: int) -> list[dict]:
     return record.documents(n)
 
 
-@pytest.mark.parametrize(("method", "depth"), [("pointwise", 20), ("prp-allpair", 6)])
+@pytest.mark.parametrize(
+    ("method", "depth"), [("pointwise", 20), ("prp-allpair", 6), ("pointwise-qlm", 12)]
+)
 async def test_packed_batches_score_as_padded_batches(
     local_backend, padded_backend, dl19, method, depth
 ) -> None:

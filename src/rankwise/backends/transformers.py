@@ -184,11 +184,11 @@ class TransformersBackend:
             planning all concurrent prompts together (length-sorted, less padding). ``None``:
             off on a CPU, where padding costs compute, on for an accelerator, where the
             host's prompt work would otherwise wait for the device and the device for it.
-        pack_prompts: run a label-scoring batch as one row of prompts laid end to end, each
-            attending only to itself and the shared prefix, instead of padding every prompt
-            to the longest (see :mod:`rankwise.backends.packed_attention`). ``None``: on a
-            CPU, off on an accelerator. Used only where the model's attention allows it
-            and a packed pass, checked at load, scores as padded passes do.
+        pack_prompts: run a label-scoring or query-likelihood batch as one row of prompts
+            laid end to end, each attending only to itself and the shared prefix, instead of
+            padding every prompt to the longest (see :mod:`rankwise.backends.packed_attention`).
+            ``None``: on a CPU, off on an accelerator. Used only where the model's attention
+            allows it and a packed pass, checked at load, scores as padded passes do.
         cuda_graphs: replay padded passes (label scoring, query likelihood) as CUDA graphs,
             captured once per bucket of batch shapes (see
             :mod:`rankwise.backends.cuda_graphs`). ``None``: on for a CUDA device, off
@@ -510,16 +510,20 @@ class TransformersBackend:
         self.stats.seconds += time.perf_counter() - started
         return output.logits[0].float()
 
-    def _packed_forward(self, row: PackedRow, cache: Any = None) -> Any:
-        """One pass over ``row`` (after the prefix in ``cache``, if any) with the logits of
-        each prompt's last token. Call inside ``torch.inference_mode()``."""
+    def _packed_forward(
+        self, row: PackedRow, cache: Any = None, keep: Sequence[int] | None = None
+    ) -> Any:
+        """One pass over ``row`` (after the prefix in ``cache``, if any) with the logits at
+        the row positions ``keep`` (by default each prompt's last token). Call inside
+        ``torch.inference_mode()``."""
+        positions = row.last_positions if keep is None else list(keep)
         with packed_attention_on(self.model):
             return self.model(
                 input_ids=torch.tensor([row.input_ids], device=self._device),
                 position_ids=torch.tensor([row.position_ids], device=self._device),
                 past_key_values=cache,
                 use_cache=cache is not None,
-                logits_to_keep=torch.tensor(row.last_positions, device=self._device),
+                logits_to_keep=torch.tensor(positions, device=self._device),
                 **{SEGMENTS_KEYWORD: row.segments},
             )
 
@@ -717,6 +721,10 @@ class TransformersBackend:
     def _run_continuations(
         self, requests: list[_ContinuationRequest]
     ) -> list[ContinuationLogprobs]:
+        if self.pack_prompts and all(
+            0 < r.continuation_length < len(r.input_ids) for r in requests
+        ):
+            return self._packed_continuations(requests)
         longest = max(request.continuation_length for request in requests)
         sequences = [request.input_ids for request in requests]
         logits = self._forward(sequences, keep=longest + 1)
@@ -727,6 +735,39 @@ class TransformersBackend:
             targets = torch.tensor(request.input_ids[len(request.input_ids) - count :])
             rows = logprobs[row, longest - count :, :]
             values = rows.gather(1, targets.unsqueeze(1).to(rows.device)).squeeze(1).tolist()
+            results.append(ContinuationLogprobs(values, prompt_tokens=len(request.input_ids)))
+        return results
+
+    def _packed_continuations(
+        self, requests: list[_ContinuationRequest]
+    ) -> list[ContinuationLogprobs]:
+        """Continuation log-probs from one packed row: the logits at the positions that
+        predict each prompt's continuation tokens, and nothing computed for padding."""
+        started = time.perf_counter()
+        sequences = [request.input_ids for request in requests]
+        counts = [request.continuation_length for request in requests]
+        row = PackedRow.of(sequences)
+        keep: list[int] = []
+        targets: list[int] = []
+        for (start, length), count, ids in zip(row.segments, counts, sequences, strict=True):
+            first = length - count  # the first continuation token, predicted from first - 1
+            keep.extend(range(start + first - 1, start + length - 1))
+            targets.extend(ids[first:])
+        with torch.inference_mode():
+            logits = self._packed_forward(row, keep=keep).logits[0]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            index = torch.tensor(targets, device=logprobs.device)
+            picked = logprobs[torch.arange(len(targets), device=logprobs.device), index].tolist()
+        self.stats.batches += 1
+        self.stats.requests += len(requests)
+        self.stats.real_tokens += len(row.input_ids)
+        self.stats.padded_tokens += len(row.input_ids)
+        self.stats.seconds += time.perf_counter() - started
+        results = []
+        offset = 0
+        for request, count in zip(requests, counts, strict=True):
+            values = picked[offset : offset + count]
+            offset += count
             results.append(ContinuationLogprobs(values, prompt_tokens=len(request.input_ids)))
         return results
 
