@@ -59,3 +59,18 @@ async def test_input_errors_surface_before_any_call(stub) -> None:
     with pytest.raises(InputError, match="query is empty"):
         await reranker.arerank("  ", ["a", "b"])
     assert stub.requests == []
+
+
+def test_the_local_backend_without_torch_says_which_extra_to_install() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+        "import rankwise.backends.transformers\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "needs the 'local' extra: pip install 'rankwise[local]'" in result.stderr

@@ -33,19 +33,12 @@ from rankwise.backends.batching import (
 )
 from rankwise.backends.chat_rendering import ChatRenderer
 from rankwise.backends.chunked_encoding import ChunkedEncoder
-from rankwise.backends.cuda_graphs import GraphedForward
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
     converted_model_dir,
     default_gguf_path,
     is_complete,
-)
-from rankwise.backends.packed_attention import (
-    SEGMENTS_KEYWORD,
-    PackedRow,
-    can_pack,
-    packed_attention_on,
 )
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.errors import ModelNotFoundError
@@ -60,6 +53,15 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "TransformersBackend needs the 'local' extra: pip install 'rankwise[local]' "
         "(install torch first to get the CPU build)"
     ) from error
+
+# These need torch: imported once the check above has passed.
+from rankwise.backends.cuda_graphs import GraphedForward
+from rankwise.backends.packed_attention import (
+    SEGMENTS_KEYWORD,
+    PackedRow,
+    can_pack,
+    packed_attention_on,
+)
 
 logger = logging.getLogger(__name__)
 
