@@ -191,8 +191,6 @@ class GraphedForward:
         position_ids: torch.Tensor,
     ) -> torch.Tensor | None:
         """Capture the bucket with these inputs in its buffers; the logits of this call."""
-        while self._captured and len(self._captured) >= MAX_GRAPHS:
-            self._captured.popitem(last=False)
         captured = _Captured(
             graph=None,
             input_ids=input_ids.to(self._device, copy=True),
@@ -214,8 +212,10 @@ class GraphedForward:
             if captured.bytes > self.max_bytes // 4:
                 self._too_large.add(shape)
                 return logits
-            while self._captured and self.bytes + captured.bytes > self.max_bytes:
-                self._captured.popitem(last=False)
+        while self._captured and (
+            len(self._captured) >= MAX_GRAPHS or self.bytes + captured.bytes > self.max_bytes
+        ):
+            self._captured.popitem(last=False)
         self._captured[shape] = captured
         self.captures += 1
         return logits

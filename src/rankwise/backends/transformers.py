@@ -435,7 +435,7 @@ class TransformersBackend:
     def _padded(
         self, sequences: list[list[int]], rows: int | None = None, width: int | None = None
     ) -> tuple[Any, Any, Any]:
-        """Left-padded ids, mask and positions, on the host: ``width`` columns (at least the
+        """Left-padded ids, mask and positions on the device: ``width`` columns (at least the
         longest prompt) and ``rows`` rows (extra rows repeat the first prompt)."""
         width = max(width or 0, max(len(ids) for ids in sequences))
         rows = max(rows or 0, len(sequences))
@@ -450,7 +450,7 @@ class TransformersBackend:
         self.stats.requests += len(sequences)
         self.stats.real_tokens += sum(len(ids) for ids in sequences)
         self.stats.padded_tokens += mask.numel()
-        return input_ids, mask, positions
+        return input_ids.to(self._device), mask.to(self._device), positions.to(self._device)
 
     def _forward(self, sequences: list[list[int]], keep: int) -> Any:
         """Logits of the last ``keep`` positions of each sequence (left-padded batch), as a
@@ -468,9 +468,9 @@ class TransformersBackend:
             replayed = logits is not None
             if logits is None:
                 logits = self.model(
-                    input_ids=input_ids.to(self._device),
-                    attention_mask=mask.to(self._device),
-                    position_ids=positions.to(self._device),
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=positions,
                     logits_to_keep=shape.keep if shape else keep,
                     use_cache=False,
                 ).logits
@@ -505,11 +505,7 @@ class TransformersBackend:
                 starts = [shared + start for start, _ in row.segments]
                 rows = [0] * len(starts)
                 self._store_rows(sequences, shared, output.past_key_values, rows, starts)
-        self.stats.batches += 1
-        self.stats.requests += len(sequences)
-        self.stats.real_tokens += len(row.input_ids)
-        self.stats.padded_tokens += len(row.input_ids)
-        self.stats.seconds += time.perf_counter() - started
+        self._count_packed(row, started)
         return output.logits[0].float()
 
     def _packed_forward(
@@ -528,6 +524,14 @@ class TransformersBackend:
                 logits_to_keep=torch.tensor(positions, device=self._device),
                 **{SEGMENTS_KEYWORD: row.segments},
             )
+
+    def _count_packed(self, row: PackedRow, started: float) -> None:
+        """Count a packed pass that began at ``started`` in the batch statistics."""
+        self.stats.batches += 1
+        self.stats.requests += len(row.segments)
+        self.stats.real_tokens += len(row.input_ids)
+        self.stats.padded_tokens += len(row.input_ids)
+        self.stats.seconds += time.perf_counter() - started
 
     def _packing_is_exact(self) -> bool:
         """Whether a packed pass gives this model's logits for two short prompts run alone
@@ -572,7 +576,7 @@ class TransformersBackend:
             return self._packed_last_logits(sequences, shared)
         started = time.perf_counter()
         suffixes = [ids[shared:] for ids in sequences]
-        input_ids, suffix_mask, positions = (t.to(self._device) for t in self._padded(suffixes))
+        input_ids, suffix_mask, positions = self._padded(suffixes)
         count = len(sequences)
         self.stats.reused_tokens += shared * (count - 1)
         with torch.inference_mode():
@@ -760,11 +764,7 @@ class TransformersBackend:
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             index = torch.tensor(targets, device=logprobs.device)
             picked = logprobs[torch.arange(len(targets), device=logprobs.device), index].tolist()
-        self.stats.batches += 1
-        self.stats.requests += len(requests)
-        self.stats.real_tokens += len(row.input_ids)
-        self.stats.padded_tokens += len(row.input_ids)
-        self.stats.seconds += time.perf_counter() - started
+        self._count_packed(row, started)
         results = []
         offset = 0
         for request, count in zip(requests, counts, strict=True):
@@ -775,9 +775,7 @@ class TransformersBackend:
 
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
         started = time.perf_counter()
-        input_ids, mask, _ = (
-            t.to(self._device) for t in self._padded([request.input_ids for request in requests])
-        )
+        input_ids, mask, _ = self._padded([request.input_ids for request in requests])
         limit = max(request.max_tokens for request in requests)
         with torch.inference_mode():
             output = self.model.generate(
