@@ -95,6 +95,27 @@ def quality_table() -> str:
     return "\n".join(rows)
 
 
+def all_queries_table() -> str:
+    data = _load("quality_dl19")
+    if not data:
+        return "_Run `python bench/quality_dl19.py` to fill this table._"
+    rows = [
+        f"All {data['queries']} TREC DL19 queries, BM25 top-{data['depth']}, {data['model']} "
+        f"({data['dtype']}), the Reranker's default options; from "
+        "`bench/results/quality_dl19.json`. A blend fuses the model's order with BM25's by "
+        f"weighted RRF (k = {data['rrf_k']}; the weight is BM25's share).",
+        "",
+        "| system | nDCG@10 | queries better than BM25 | worse | s/query |",
+        "|---|---|---|---|---|",
+    ]
+    for row in data["systems"]:
+        rows.append(
+            f"| {row['system']} | {row['ndcg@10']:.4f} | {row.get('better_than_bm25', '')} | "
+            f"{row.get('worse_than_bm25', '')} | {row.get('median_seconds_per_query', '')} |"
+        )
+    return "\n".join(rows)
+
+
 def local_table() -> str:
     data = _load("local_backend")
     if not data:
@@ -375,6 +396,7 @@ def main() -> None:
     text = README.read_text()
     text = replace(text, "methods-table", method_table())
     text = replace(text, "quality-table", quality_table())
+    text = replace(text, "dl19-table", all_queries_table())
     text = replace(text, "local-table", local_table())
     README.write_text(text)
     bench = BENCH_README.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -81,10 +82,17 @@ def test_rerank_writes_a_trec_run_with_every_document(tmp_path) -> None:
 
 
 def test_demo_prints_before_and_after(capsys) -> None:
-    assert main(["demo", "--queries", "1", "--depth", "5"]) == 0
+    assert main(["demo", "--queries", "2", "--depth", "5"]) == 0
     out = capsys.readouterr().out
     assert "BM25 nDCG@10" in out and "reranked nDCG@10" in out and "mean" in out
     assert "pointwise-qlm" in out
+    table = [
+        line.split() for line in out.splitlines() if re.fullmatch(r"\s*\d+( +[\d.]+){2}", line)
+    ]
+    assert len(table) == 2  # one row per query, each with BM25 and reranked nDCG@10
+    better = sum(float(after) > float(before) for _, before, after in table)
+    worse = sum(float(after) < float(before) for _, before, after in table)
+    assert f"reranking helped {better} of 2 queries and hurt {worse}" in out
 
 
 def test_unreachable_server_is_a_clean_error(capsys) -> None:

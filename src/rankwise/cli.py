@@ -29,6 +29,8 @@ from rankwise.reranker import Reranker
 from rankwise.types import RankedList, Usage
 
 DEMO_METHOD = "pointwise-qlm"
+DEMO_QUERIES = 5
+"""All the queries of the DL19 sample shipped with the package."""
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="rerank a few TREC DL19 queries with the local model")
     _add_run_options(demo, data_required=False)
-    demo.set_defaults(method=DEMO_METHOD, depth=20, queries=3, handler=_demo)
+    demo.set_defaults(method=DEMO_METHOD, depth=20, queries=DEMO_QUERIES, handler=_demo)
     demo.add_argument("--qrels", default=None)
 
     rerank = commands.add_parser("rerank", help="rerank a JSONL file and write a run")
@@ -466,6 +468,10 @@ def _demo(args: argparse.Namespace) -> int:
     for row in report["per_query"]:
         print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
     print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
+    rows = report["per_query"]
+    better = sum(row["ndcg@10"] > row["input_ndcg@10"] for row in rows)
+    worse = sum(row["ndcg@10"] < row["input_ndcg@10"] for row in rows)
+    print(f"reranking helped {better} of {len(rows)} queries and hurt {worse}")
     print(
         f"model {report['model']}, {report['calls']} LLM calls, "
         f"{report['prompt_tokens']} prompt tokens, {seconds:.1f} s"

@@ -1,0 +1,125 @@
+"""Quality on every DL19 query: the embedded model's scoring methods against BM25, and the
+model's order blended with BM25's by reciprocal rank fusion.
+
+    python bench/quality_dl19.py --depth 20
+
+The method comparison in ``bench/methods.py`` runs every method on a few queries; this one
+runs the two scoring methods that are cheap enough for all 43 queries (``pointwise-qlm``, the
+demo's default, and ``pointwise``), with the Reranker's default options, as a user would.
+
+It also answers whether a blend with the first-stage order is worth offering: for each
+method, the model's order and BM25's are fused with weighted RRF, ``(1 - w) / (k + model
+rank) + w / (k + BM25 rank)`` with ``k = 60``, for a few weights ``w``. The blends need no
+further model calls; they re-sort the rankings already made.
+
+Reports nDCG@10 (trec_eval's definition) per system, how many queries each method improves
+or worsens against BM25, seconds per query, and each query's numbers. Writes
+``bench/results/quality_dl19.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from _common import dl19, machine, median, write_json
+
+from rankwise import Reranker
+from rankwise.backends.transformers import TransformersBackend
+from rankwise.evaluate import mean, ndcg_at_k
+from rankwise.fusion import RRF_K
+
+METHODS = ("pointwise-qlm", "pointwise")
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)
+
+
+def blended(first_stage: list[str], model: list[str], weight: float, k: int = RRF_K) -> list[str]:
+    """The two orders fused by weighted RRF; ties keep the first-stage order."""
+    first_rank = {doc: rank for rank, doc in enumerate(first_stage, start=1)}
+    model_rank = {doc: rank for rank, doc in enumerate(model, start=1)}
+
+    def fused(doc: str) -> float:
+        return (1 - weight) / (k + model_rank[doc]) + weight / (k + first_rank[doc])
+
+    return sorted(first_stage, key=lambda doc: (-fused(doc), first_rank[doc]))
+
+
+async def run_method(
+    backend: TransformersBackend, method: str, records: list[Any], depth: int
+) -> list[dict[str, Any]]:
+    reranker = Reranker(method, backend)
+    rows = []
+    for record in records:
+        started = time.perf_counter()
+        ranked = await reranker.arerank(record.query, record.documents(depth))
+        seconds = time.perf_counter() - started
+        rows.append({"qid": record.qid, "ids": ranked.ids, "seconds": round(seconds, 3)})
+        print(f"{method} {record.qid}: {seconds:.2f} s", flush=True)
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--queries", type=int, default=None, help="the first N (all by default)")
+    args = parser.parse_args()
+    records, qrels = dl19(args.queries)
+    backend = TransformersBackend("default")
+    first_stage = {r.qid: [doc["id"] for doc in r.documents(args.depth)] for r in records}
+
+    def ndcg(qid: str, ranking: list[str]) -> float:
+        return round(ndcg_at_k(ranking, qrels.get(qid, {})), 4)
+
+    bm25 = {qid: ndcg(qid, ids) for qid, ids in first_stage.items()}
+    systems: list[dict[str, Any]] = [
+        {"system": "BM25 (input order)", "ndcg@10": round(mean(list(bm25.values())), 4)}
+    ]
+    per_query: dict[str, dict[str, Any]] = {qid: {"bm25": value} for qid, value in bm25.items()}
+    await run_method(backend, METHODS[0], records[:1], args.depth)  # warm-up, unreported
+    for method in METHODS:
+        rows = await run_method(backend, method, records, args.depth)
+        scores = {row["qid"]: ndcg(row["qid"], row["ids"]) for row in rows}
+        systems.append(
+            {
+                "system": method,
+                "ndcg@10": round(mean(list(scores.values())), 4),
+                "better_than_bm25": sum(scores[q] > bm25[q] for q in scores),
+                "worse_than_bm25": sum(scores[q] < bm25[q] for q in scores),
+                "median_seconds_per_query": median([row["seconds"] for row in rows]),
+            }
+        )
+        for row in rows:
+            per_query[row["qid"]][method] = scores[row["qid"]]
+        for weight in BLEND_WEIGHTS:
+            fused = {
+                row["qid"]: ndcg(row["qid"], blended(first_stage[row["qid"]], row["ids"], weight))
+                for row in rows
+            }
+            systems.append(
+                {
+                    "system": f"{method} + BM25 order, RRF weight {weight}",
+                    "ndcg@10": round(mean(list(fused.values())), 4),
+                    "better_than_bm25": sum(fused[q] > bm25[q] for q in fused),
+                    "worse_than_bm25": sum(fused[q] < bm25[q] for q in fused),
+                }
+            )
+    for row in systems:
+        print(f"{row['system']:45} nDCG@10 {row['ndcg@10']:.4f}", flush=True)
+    result = {
+        "benchmark": "quality_dl19",
+        "model": backend.model_name,
+        "dtype": "float32",
+        "depth": args.depth,
+        "queries": len(records),
+        "rrf_k": RRF_K,
+        "systems": systems,
+        "per_query": [{"qid": qid, **values} for qid, values in per_query.items()],
+        "machine": machine(),
+    }
+    print(f"wrote {write_json('quality_dl19', result)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
