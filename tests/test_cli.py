@@ -50,6 +50,9 @@ def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
     assert report["calls"] == 12 and report["prompt_tokens"] > 12 * 50
     assert report["completion_tokens"] == 12
     assert 0.0 <= report["ndcg@10"] <= 1.0 and report["seconds"] > 0
+    rows = report["per_query"]
+    assert report["queries_improved"] == sum(r["ndcg@10"] > r["input_ndcg@10"] for r in rows)
+    assert report["queries_worsened"] == sum(r["ndcg@10"] < r["input_ndcg@10"] for r in rows)
     assert json.loads(capsys.readouterr().out)["calls"] == 12
 
 

@@ -24,7 +24,7 @@ from rankwise.evaluate import (
     ndcg_at_k,
     write_trec_run,
 )
-from rankwise.methods import method_names
+from rankwise.methods import AUTO, method_names
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList, Usage
 
@@ -50,7 +50,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     parser.add_argument("--data", required=data_required, help="queries JSONL")
-    parser.add_argument("--method", default="pointwise", choices=method_names())
+    parser.add_argument(
+        "--method",
+        default=AUTO,
+        choices=[AUTO, *method_names()],
+        help="ranking method; 'auto' (the default) picks one for the backend: pointwise-qlm "
+        "on local models, pointwise on APIs with log-probs, else listwise",
+    )
     parser.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
     parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
     parser.add_argument(
@@ -187,6 +193,7 @@ async def rerank_all(
 def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[RankedList], float]:
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, cache=args.cache, **method_options(args.option))
+    args.method = reranker.method.name  # what "auto" stands for, in reports and run tags
 
     async def work() -> list[RankedList]:
         try:
@@ -227,6 +234,8 @@ def build_report(
         "depth": args.depth,
         "ndcg@10": round(mean(after), 4),
         "input_ndcg@10": round(mean(before), 4),
+        "queries_improved": sum(a > b for b, a in zip(before, after, strict=True)),
+        "queries_worsened": sum(a < b for b, a in zip(before, after, strict=True)),
         "calls": usage.calls,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -281,6 +290,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     records = load_queries(args.data, args.queries)
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, **method_options(args.option))
+    args.method = reranker.method.name
 
     async def work() -> list[Usage]:
         try:
@@ -468,10 +478,10 @@ def _demo(args: argparse.Namespace) -> int:
     for row in report["per_query"]:
         print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
     print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
-    rows = report["per_query"]
-    better = sum(row["ndcg@10"] > row["input_ndcg@10"] for row in rows)
-    worse = sum(row["ndcg@10"] < row["input_ndcg@10"] for row in rows)
-    print(f"reranking helped {better} of {len(rows)} queries and hurt {worse}")
+    print(
+        f"reranking helped {report['queries_improved']} of {report['queries']} queries "
+        f"and hurt {report['queries_worsened']}"
+    )
     print(
         f"model {report['model']}, {report['calls']} LLM calls, "
         f"{report['prompt_tokens']} prompt tokens, {seconds:.1f} s"

@@ -10,23 +10,36 @@ from typing import Any
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
-from rankwise.backends.base import Backend
+from rankwise.backends.base import Backend, Capabilities
 from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, InputError
 from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
-from rankwise.methods import RankingMethod, build_method, methods_supported_by
+from rankwise.methods import (
+    AUTO,
+    RankingMethod,
+    build_method,
+    default_method,
+    methods_supported_by,
+)
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary
 from rankwise.types import Candidate, RankedCandidate, RankedList, Usage
+
+_LOCAL_MODEL = Capabilities(logprobs=True, exact_logprobs=True, prompt_logprobs=True)
+"""What a local model (``backend=None`` or a model name) can do, known before it loads;
+enough to resolve ``method="auto"``."""
 
 
 class Reranker:
     """Rerank documents for a query with an LLM.
 
     Args:
-        method: a method name (``pointwise``, ``pointwise-qlm``, ...) or a
-            :class:`~rankwise.methods.RankingMethod` instance.
+        method: a method name (``pointwise``, ``pointwise-qlm``, ...), a
+            :class:`~rankwise.methods.RankingMethod` instance, or ``"auto"`` (the default):
+            ``pointwise-qlm`` on local models, ``pointwise`` on backends with log-probs (and
+            whenever ``score_threshold`` is set), else ``listwise``; see
+            :func:`~rankwise.methods.default_method`. ``RankedList.method`` names the one used.
         backend: a backend instance; a string is a local model (hub id, folder, ``.gguf``
             or ``"default"``); ``None`` uses the embedded SmolLM2 model, loaded on first use.
         top_n: how many candidates :attr:`RankedList.selected` keeps (all by default).
@@ -56,7 +69,7 @@ class Reranker:
 
     def __init__(
         self,
-        method: str | RankingMethod = "pointwise",
+        method: str | RankingMethod = AUTO,
         backend: Backend | str | None = None,
         *,
         top_n: int | None = None,
@@ -69,11 +82,23 @@ class Reranker:
         max_tokens: int | None = None,
         **options: Any,
     ) -> None:
+        self._auto_note = ""
         if isinstance(method, RankingMethod):
             if options:
                 raise InputError("pass method options to the method instance, not to Reranker")
             self.method = method
         else:
+            if method == AUTO:
+                local = backend is None or isinstance(backend, str)
+                method = default_method(
+                    _LOCAL_MODEL if local else backend.capabilities,  # type: ignore[union-attr]
+                    absolute_scores=score_threshold is not None,
+                )
+                self._auto_note = (
+                    f" (method='auto' chose {method!r} for this backend"
+                    + (" and score_threshold" if score_threshold is not None else "")
+                    + "; pass a method name to choose another)"
+                )
             self.method = build_method(method, **options)
         if top_n is not None and top_n < 0:
             raise InputError(f"top_n must be >= 0, got {top_n}")
@@ -81,12 +106,13 @@ class Reranker:
             raise InputError(
                 f"method {self.method.name!r} gives {self.method.score_kind} scores that only "
                 "order one list, so a score_threshold would be meaningless; use top_n, or a "
-                "method with absolute scores such as 'pointwise'"
+                "method with absolute scores such as 'pointwise'" + self._auto_note
             )
         if abstain is not None and self.method.score_kind == "rank":
             raise InputError(
                 f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
                 "abstain with a method that scores (pointwise, pointwise-qlm, prp-allpair, icr)"
+                + self._auto_note
             )
         self.top_n = top_n
         self.score_threshold = score_threshold
@@ -126,7 +152,7 @@ class Reranker:
             raise CapabilityError(
                 f"method {self.method.name!r} needs {', '.join(missing)}, which backend "
                 f"{backend.kind}:{backend.model_name} does not offer. Methods that work with it: "
-                f"{', '.join(usable) or 'none'}"
+                f"{', '.join(usable) or 'none'}" + self._auto_note
             )
 
     async def arerank(

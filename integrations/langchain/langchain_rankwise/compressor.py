@@ -35,7 +35,9 @@ class RankwiseRerank(BaseDocumentCompressor):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     top_n: int | None = 3
-    method: str = "pointwise"
+    method: str = "auto"
+    """A rankwise method name; ``"auto"`` picks one for the backend (query likelihood on
+    local models, ``pointwise`` with log-probs, else ``listwise``)."""
     backend: Any = None
     llm: Any = None
     llm_logprobs: bool = False

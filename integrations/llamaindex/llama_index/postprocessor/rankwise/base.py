@@ -51,7 +51,11 @@ class RankwiseRerank(BaseNodePostprocessor):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     top_n: int | None = Field(default=3, description="Nodes to keep.")
-    method: str = Field(default="pointwise", description="rankwise method name.")
+    method: str = Field(
+        default="auto",
+        description="rankwise method name; 'auto' picks one for the backend (query "
+        "likelihood on local models, pointwise with log-probs, else listwise).",
+    )
     backend: Any = Field(default=None, description="A rankwise backend or local model name.")
     llm: Any = Field(default=None, description="A LlamaIndex LLM, or 'settings'.")
     llm_logprobs: bool = Field(default=False, description="The LLM returns log-probs.")
@@ -88,7 +92,7 @@ class RankwiseRerank(BaseNodePostprocessor):
                 query=query_bundle,
                 nodes=nodes,
                 top_n=self.top_n or len(nodes),
-                model_name=f"rankwise:{self.method}",
+                model_name=f"rankwise:{self.reranker.method.name}",
             )
         )
         ranked = await self.reranker.arerank(query_bundle.query_str, nodes_to_candidates(nodes))
