@@ -14,6 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rankwise.evaluate import QueryRecord, load_qrels, load_queries
+from rankwise.reranker import Reranker
+from rankwise.types import RankedList
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -23,6 +25,15 @@ DL19 = ROOT / "data" / "dl19"
 def dl19(queries: int | None) -> tuple[list[QueryRecord], dict[str, dict[str, int]]]:
     """The first ``queries`` DL19 queries and the qrels."""
     return load_queries(DL19 / "bm25-top100.jsonl", queries), load_qrels(DL19 / "qrels.txt")
+
+
+async def time_rerank(
+    reranker: Reranker, record: QueryRecord, depth: int
+) -> tuple[float, RankedList]:
+    """Seconds one rerank of ``record``'s first ``depth`` candidates took, and its result."""
+    started = time.perf_counter()
+    ranked = await reranker.arerank(record.query, record.documents(depth))
+    return time.perf_counter() - started, ranked
 
 
 def machine() -> dict[str, Any]:

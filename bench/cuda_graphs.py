@@ -26,10 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from typing import Any
 
-from _common import dl19, machine, median, result_name, write_json
+from _common import dl19, machine, median, result_name, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -47,10 +46,8 @@ METHODS: dict[str, dict[str, Any]] = {
 async def timed(
     backend: TransformersBackend, method: str, record: QueryRecord, depth: int
 ) -> tuple[float, list[str]]:
-    reranker = Reranker(method, backend, **METHODS[method])
-    started = time.perf_counter()
-    ranked = await reranker.arerank(record.query, record.documents(depth))
-    return time.perf_counter() - started, ranked.ids
+    seconds, ranked = await time_rerank(Reranker(method, backend, **METHODS[method]), record, depth)
+    return seconds, ranked.ids
 
 
 async def compare(

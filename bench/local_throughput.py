@@ -52,7 +52,7 @@ import asyncio
 import time
 from typing import Any
 
-from _common import dl19, left_padded, machine, median, result_name, write_json
+from _common import dl19, left_padded, machine, median, result_name, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
@@ -127,9 +127,8 @@ async def timed_rerank(
     backend: TransformersBackend, method: str, record: QueryRecord, depth: int
 ) -> tuple[float, list[str], int]:
     reranker = Reranker(method, backend, max_passage_tokens=128)
-    started = time.perf_counter()
-    ranked = await reranker.arerank(record.query, record.documents(depth))
-    return time.perf_counter() - started, ranked.ids, ranked.usage.calls
+    seconds, ranked = await time_rerank(reranker, record, depth)
+    return seconds, ranked.ids, ranked.usage.calls
 
 
 async def repeated_rerank(

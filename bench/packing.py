@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from typing import Any
 
-from _common import dl19, machine, median, write_json
+from _common import dl19, machine, median, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -34,9 +33,7 @@ async def timed(
     stats = backend.stats
     real, padded = stats.real_tokens, stats.padded_tokens
     reranker = Reranker(method, backend, max_passage_tokens=128)
-    started = time.perf_counter()
-    ranked = await reranker.arerank(record.query, record.documents(depth))
-    seconds = time.perf_counter() - started
+    seconds, ranked = await time_rerank(reranker, record, depth)
     real, padded = stats.real_tokens - real, stats.padded_tokens - padded
     return seconds, ranked.ids, 1 - real / padded if padded else 0.0
 

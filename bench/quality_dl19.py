@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from typing import Any
 
-from _common import dl19, machine, median, write_json
+from _common import dl19, machine, median, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -57,9 +56,7 @@ async def run_method(
     reranker = Reranker(method, backend)
     rows = []
     for record in records:
-        started = time.perf_counter()
-        ranked = await reranker.arerank(record.query, record.documents(depth))
-        seconds = time.perf_counter() - started
+        seconds, ranked = await time_rerank(reranker, record, depth)
         rows.append({"qid": record.qid, "ids": ranked.ids, "seconds": round(seconds, 3)})
         print(f"{method} {record.qid}: {seconds:.2f} s", flush=True)
     return rows
