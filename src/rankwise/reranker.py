@@ -10,7 +10,7 @@ from typing import Any
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
-from rankwise.backends.base import Backend, Capabilities
+from rankwise.backends.base import LOCAL_MODEL, Backend
 from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, InputError
@@ -25,10 +25,6 @@ from rankwise.methods import (
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary
 from rankwise.types import Candidate, RankedCandidate, RankedList, Usage
-
-_LOCAL_MODEL = Capabilities(logprobs=True, exact_logprobs=True, prompt_logprobs=True)
-"""What a local model (``backend=None`` or a model name) can do, known before it loads;
-enough to resolve ``method="auto"``."""
 
 
 class Reranker:
@@ -91,7 +87,7 @@ class Reranker:
             if method == AUTO:
                 local = backend is None or isinstance(backend, str)
                 method = default_method(
-                    _LOCAL_MODEL if local else backend.capabilities,  # type: ignore[union-attr]
+                    LOCAL_MODEL if local else backend.capabilities,  # type: ignore[union-attr]
                     absolute_scores=score_threshold is not None,
                 )
                 self._auto_note = (

@@ -34,6 +34,11 @@ class Capabilities:
         return bool(getattr(self, name))
 
 
+LOCAL_MODEL = Capabilities(logprobs=True, exact_logprobs=True, prompt_logprobs=True, attention=True)
+"""What every local ``transformers`` model offers, known before it loads; the backend adds
+``chat`` (whether the model has a chat template) and ``max_context`` once it has."""
+
+
 @dataclass
 class Generation:
     """Text generated for one prompt."""

@@ -13,11 +13,12 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from rankwise.backends.base import (
+    LOCAL_MODEL,
     AttentionScan,
     Capabilities,
     ContinuationLogprobs,
@@ -275,13 +276,8 @@ class TransformersBackend:
         self._continuations = MicroBatcher(self._run_continuations, length=_length, **common)
         self._generations = MicroBatcher(self._run_generate, length=_length, **common)
         context = getattr(self.model.config, "max_position_embeddings", 2048)
-        self._capabilities = Capabilities(
-            chat=self.tokenizer.chat_template is not None,
-            logprobs=True,
-            exact_logprobs=True,
-            prompt_logprobs=True,
-            attention=True,
-            max_context=int(context),
+        self._capabilities = replace(
+            LOCAL_MODEL, chat=self.tokenizer.chat_template is not None, max_context=int(context)
         )
 
     @property
