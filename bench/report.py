@@ -119,6 +119,28 @@ def all_queries_table() -> str:
     return "\n".join(rows)
 
 
+def quality_vs_cost_table() -> str:
+    data = _load("quality_vs_cost")
+    if not data:
+        return "_Run `python bench/quality_vs_cost.py` to fill this table._"
+    rows = [
+        f"All {data['queries']} TREC DL19 queries, `{data['method']}` (what `auto` picks on a "
+        f"local model), {data['model']} ({data['dtype']}), 2 CPU cores, every combination run "
+        "on each query in turn; from `bench/results/quality_vs_cost.json`. BM25: "
+        f"{data['bm25_ndcg@10']:.4f}.",
+        "",
+        "| `max_passage_tokens` | depth | nDCG@10 | better than BM25 | worse | s/query (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sorted(data["rows"], key=lambda r: (r["max_passage_tokens"], r["depth"])):
+        rows.append(
+            f"| {row['max_passage_tokens']} | {row['depth']} | {row['ndcg@10']:.4f} | "
+            f"{row['better_than_bm25']} | {row['worse_than_bm25']} | "
+            f"{row['median_seconds_per_query']} |"
+        )
+    return "\n".join(rows)
+
+
 def local_table() -> str:
     data = _load("local_backend")
     if not data:
@@ -400,6 +422,7 @@ def main() -> None:
     text = replace(text, "methods-table", method_table())
     text = replace(text, "quality-table", quality_table())
     text = replace(text, "dl19-table", all_queries_table())
+    text = replace(text, "cost-table", quality_vs_cost_table())
     text = replace(text, "local-table", local_table())
     README.write_text(text)
     bench = BENCH_README.read_text()
