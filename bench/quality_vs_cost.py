@@ -12,7 +12,8 @@ drifts in speed fall on every combination alike. The prefix store is emptied bef
 rerank, so no combination reuses another's key/value states.
 
 Reports, per combination: nDCG@10, the queries better and worse than BM25, median and mean
-seconds per query, and each query's numbers. Writes ``bench/results/quality_vs_cost.json``.
+seconds per query, and each query's numbers. Writes ``bench/results/quality_vs_cost.json``
+(``--name`` picks another file, e.g. for a run at other settings).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ async def main() -> None:
     parser.add_argument("--depths", type=numbers, default=[10, 20, 50])
     parser.add_argument("--passage-tokens", type=numbers, default=[64, 128, 256])
     parser.add_argument("--queries", type=int, default=None, help="the first N (all by default)")
+    parser.add_argument(
+        "--name", default="quality_vs_cost", help="results file: bench/results/NAME.json"
+    )
     args = parser.parse_args()
     records, qrels = dl19(args.queries)
     backend = TransformersBackend("default")
@@ -88,6 +92,7 @@ async def main() -> None:
         )
     result = {
         "benchmark": "quality_vs_cost",
+        "name": args.name,
         "model": backend.model_name,
         "method": METHOD,
         "dtype": "float32",
@@ -97,7 +102,7 @@ async def main() -> None:
         "rows": rows,
         "machine": machine(),
     }
-    print(f"wrote {write_json('quality_vs_cost', result)}")
+    print(f"wrote {write_json(args.name, result)}")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,18 @@ def quality_vs_cost_table() -> str:
             f"{row['better_than_bm25']} | {row['worse_than_bm25']} | "
             f"{row['median_seconds_per_query']} |"
         )
+    deeper = _load("quality_vs_cost_depth100")
+    if deeper:
+        shallow, deep = sorted(deeper["rows"], key=lambda r: r["depth"])
+        rows += [
+            "",
+            f"A second run (`--depths {shallow['depth']},{deep['depth']} --passage-tokens "
+            f"{deep['max_passage_tokens']} --name quality_vs_cost_depth100`): depth "
+            f"{deep['depth']} {deep['ndcg@10']:.4f} ({deep['better_than_bm25']} better, "
+            f"{deep['worse_than_bm25']} worse) at {deep['median_seconds_per_query']} s/query, "
+            f"against depth {shallow['depth']} {shallow['ndcg@10']:.4f} at "
+            f"{shallow['median_seconds_per_query']} s/query in the same run.",
+        ]
     return "\n".join(rows)
 
 
