@@ -13,7 +13,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rankwise.evaluate import QueryRecord, load_qrels, load_queries
+from rankwise.evaluate import QueryRecord, load_qrels, load_queries, mean
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList
 
@@ -34,6 +34,16 @@ async def time_rerank(
     started = time.perf_counter()
     ranked = await reranker.arerank(record.query, record.documents(depth))
     return time.perf_counter() - started, ranked
+
+
+def against_first_stage(scores: dict[str, float], first_stage: dict[str, float]) -> dict[str, Any]:
+    """Mean nDCG@10 of per-query ``scores``, and the queries better and worse than the
+    first stage's ``first_stage`` scores for the same queries."""
+    return {
+        "ndcg@10": round(mean(list(scores.values())), 4),
+        "better_than_bm25": sum(scores[q] > first_stage[q] for q in scores),
+        "worse_than_bm25": sum(scores[q] < first_stage[q] for q in scores),
+    }
 
 
 def machine() -> dict[str, Any]:

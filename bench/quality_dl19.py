@@ -27,7 +27,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from _common import dl19, machine, median, time_rerank, write_json
+from _common import against_first_stage, dl19, machine, median, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -66,13 +66,7 @@ def summary(
     system: str, scores: dict[str, float], bm25: dict[str, float], **extra: Any
 ) -> dict[str, Any]:
     """One table row: mean nDCG@10 and the queries better and worse than BM25."""
-    return {
-        "system": system,
-        "ndcg@10": round(mean(list(scores.values())), 4),
-        "better_than_bm25": sum(scores[q] > bm25[q] for q in scores),
-        "worse_than_bm25": sum(scores[q] < bm25[q] for q in scores),
-        **extra,
-    }
+    return {"system": system, **against_first_stage(scores, bm25), **extra}
 
 
 async def main() -> None:

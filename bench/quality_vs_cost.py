@@ -23,7 +23,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from _common import dl19, machine, median, time_rerank, write_json
+from _common import against_first_stage, dl19, machine, median, time_rerank, write_json
 
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
@@ -78,9 +78,7 @@ async def main() -> None:
             {
                 "max_passage_tokens": tokens,
                 "depth": depth,
-                "ndcg@10": round(mean(list(scores.values())), 4),
-                "better_than_bm25": sum(scores[q] > bm25[q] for q in scores),
-                "worse_than_bm25": sum(scores[q] < bm25[q] for q in scores),
+                **against_first_stage(scores, bm25),
                 "median_seconds_per_query": round(median(seconds), 3),
                 "mean_seconds_per_query": round(mean(seconds), 3),
                 "per_query": [{"qid": qid, **values} for qid, values in per_query.items()],

@@ -125,7 +125,8 @@ def quality_vs_cost_table() -> str:
         return "_Run `python bench/quality_vs_cost.py` to fill this table._"
     rows = [
         f"All {data['queries']} TREC DL19 queries, `{data['method']}` (what `auto` picks on a "
-        f"local model), {data['model']} ({data['dtype']}), 2 CPU cores, every combination run "
+        f"local model), {data['model']} ({data['dtype']}), {data['machine']['cores']} CPU cores, "
+        "every combination run "
         "on each query in turn; from `bench/results/quality_vs_cost.json`. BM25: "
         f"{data['bm25_ndcg@10']:.4f}.",
         "",
