@@ -56,6 +56,7 @@ from _common import dl19, left_padded, machine, median, result_name, time_rerank
 
 from rankwise import Reranker
 from rankwise.backends.batching import reusable_prefix
+from rankwise.backends.kv_cache import cache_keyword, returned_cache
 from rankwise.backends.transformers import DType, TransformersBackend, device_defaults
 from rankwise.evaluate import QueryRecord
 
@@ -106,7 +107,7 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
             cache = None
             if shared:
                 prefix = torch.tensor([sequences[0][:shared]], device=device)
-                cache = model(input_ids=prefix, use_cache=True).past_key_values
+                cache = returned_cache(model(input_ids=prefix, use_cache=True))
                 cache.batch_repeat_interleave(len(sequences))
                 ones = torch.ones((len(sequences), shared), dtype=mask.dtype, device=device)
                 mask = torch.cat([ones, mask], 1)
@@ -114,7 +115,7 @@ def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[in
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{cache_keyword(model): cache},
                 logits_to_keep=1,
                 use_cache=cache is not None,
             ).logits.float().log_softmax(dim=-1)

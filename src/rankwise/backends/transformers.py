@@ -57,6 +57,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 # These need torch: imported once the check above has passed.
 from rankwise.backends.cuda_graphs import GraphedForward
+from rankwise.backends.kv_cache import cache_keyword, returned_cache
 from rankwise.backends.packed_attention import (
     SEGMENTS_KEYWORD,
     PackedRow,
@@ -223,6 +224,7 @@ class TransformersBackend:
             str(model), self._dtype, model_kwargs or {}
         )
         self.model.to(self._device).eval()
+        self._cache_keyword = cache_keyword(self.model)
         self.load_seconds = time.perf_counter() - started
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -394,8 +396,9 @@ class TransformersBackend:
         try:
             with torch.inference_mode():
                 prefix = torch.tensor([context_ids], device=self._device)
-                cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-                cache = cache.past_key_values
+                cache = returned_cache(
+                    self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                )
                 attention: list[list[float]] = []
                 query_tokens = 0
                 for text in query_texts:
@@ -405,7 +408,7 @@ class TransformersBackend:
                     positions = torch.arange(len(context_ids), len(context_ids) + len(ids))
                     output = self.model(
                         input_ids=query,
-                        past_key_values=cache,
+                        **{self._cache_keyword: cache},
                         position_ids=positions.unsqueeze(0).to(self._device),
                         use_cache=True,
                         output_attentions=True,
@@ -500,7 +503,7 @@ class TransformersBackend:
             if shared and len(sequences) <= ONE_BY_ONE_MAX_BATCH:  # as in `_last_logits`
                 starts = [shared + start for start, _ in row.segments]
                 rows = [0] * len(starts)
-                self._store_rows(sequences, shared, output.past_key_values, rows, starts)
+                self._store_rows(sequences, shared, returned_cache(output), rows, starts)
         self._count_packed(row, started)
         return output.logits[0].float()
 
@@ -515,7 +518,7 @@ class TransformersBackend:
             return self.model(
                 input_ids=torch.tensor([row.input_ids], device=self._device),
                 position_ids=torch.tensor([row.position_ids], device=self._device),
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
                 use_cache=cache is not None,
                 logits_to_keep=torch.tensor(positions, device=self._device),
                 **{SEGMENTS_KEYWORD: row.segments},
@@ -583,14 +586,14 @@ class TransformersBackend:
                 input_ids=input_ids,
                 attention_mask=torch.cat([ones, suffix_mask], dim=1),
                 position_ids=positions + shared,
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
             if count <= ONE_BY_ONE_MAX_BATCH:  # a later pair may start with one of these
                 width = max(len(ids) for ids in sequences) - shared
                 starts = [shared + width - (len(ids) - shared) for ids in sequences]
-                self._store_rows(sequences, shared, output.past_key_values, range(count), starts)
+                self._store_rows(sequences, shared, returned_cache(output), range(count), starts)
         self.stats.seconds += time.perf_counter() - started
         return output.logits.float()[:, -1, :]
 
@@ -657,7 +660,7 @@ class TransformersBackend:
         output = self.model(
             input_ids=torch.tensor([prefix[reused:]], device=self._device),
             position_ids=torch.arange(reused, len(prefix), device=self._device).unsqueeze(0),
-            past_key_values=past,
+            **{self._cache_keyword: past},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -665,7 +668,7 @@ class TransformersBackend:
         self.stats.padded_tokens += len(prefix) - reused
         self.stats.reused_tokens += reused
         self.stats.stored_prefix_tokens += reused
-        cache = output.past_key_values
+        cache = returned_cache(output)
         layers = self._plain_layers(cache)
         if layers:
             self._keep(prefix, [(layer.keys, layer.values) for layer in layers])
