@@ -139,3 +139,40 @@ def test_a_missing_input_file_is_a_clean_error(tmp_path, capsys, missing) -> Non
     assert code == 2
     assert f"cannot read the {'queries' if missing == 'data' else 'qrels'} file" in err
     assert "absent.txt" in err and "No such file" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--depth", "-5", "argument --depth: must be at least 1, got -5"),
+        ("--depth", "0", "argument --depth: must be at least 1, got 0"),
+        ("--queries", "0", "argument --queries: must be at least 1, got 0"),
+        ("--queries", "two", "argument --queries: expected a whole number, got 'two'"),
+        ("--parallel-queries", "0", "argument --parallel-queries: must be at least 1"),
+        ("--concurrency", "0", "argument --concurrency: must be at least 1, got 0"),
+        ("--timeout", "-1", "argument --timeout: must be more than 0 seconds"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, message) -> None:
+    """A depth of -5 used to rerank all but the last five candidates, and --queries 0 one
+    query: numbers that no run can use are refused before anything is read."""
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", "y", option, value]
+    with pytest.raises(SystemExit) as raised:
+        main([*args, "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"])
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_out_of_range_method_option_is_a_clean_error(capsys) -> None:
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
+    args += ["--queries", "1", "--depth", "5", "--method", "listwise", "-o", "window=1"]
+    args += ["--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    assert main(args) == 2
+    assert "rankwise: error: listwise: window must be in [2," in capsys.readouterr().err
+
+
+def test_calibrate_refuses_an_abstention_rate_of_one_or_more(capsys) -> None:
+    args = ["calibrate", "--data", "x", "--qrels", "y", "--out", "z", "--abstention-rate", "1"]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "argument --abstention-rate: must be in [0, 1), got 1" in capsys.readouterr().err

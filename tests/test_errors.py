@@ -74,3 +74,47 @@ def test_the_local_backend_without_torch_says_which_extra_to_install() -> None:
     )
     assert result.returncode != 0
     assert "needs the 'local' extra: pip install 'rankwise[local]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("listwise", {"window": 1}, "window must be in"),
+        ("first", {"step": 0}, "step >= 1"),
+        ("setwise", {"children": 0}, "children must be between 1 and 25, got 0"),
+        ("prp-heapsort", {"top_k": 0}, "top_k must be >= 1, got 0"),
+        ("prp-allpair", {"ties": "coin"}, "ties must be"),
+    ],
+)
+def test_out_of_range_method_options_are_input_errors(method, options, message) -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=message):
+        Reranker(method, backend, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be at least 1, got 0"),
+        ({"timeout": 0}, "timeout must be more than 0 seconds"),
+        ({"max_retries": -1}, "max_retries must be 0"),
+        ({"backoff": 2.0, "max_backoff": 1.0}, "max_backoff >= backoff"),
+        ({"top_logprobs": 21}, r"top_logprobs must be in \[0, 20\]"),
+    ],
+)
+def test_openai_backend_options_no_request_could_use_are_input_errors(options, message) -> None:
+    with pytest.raises(InputError, match=message):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", **options)
+
+
+def test_evaluation_data_refuses_depths_and_limits_that_would_drop_candidates() -> None:
+    from rankwise.evaluate import load_queries
+    from tests.conftest import DL19
+
+    record = load_queries(DL19 / "bm25-top100.jsonl", 1)[0]
+    assert len(record.documents(5)) == 5
+    assert len(record.documents()) == len(record.candidates)
+    with pytest.raises(InputError, match="depth must be at least 1"):
+        record.documents(-5)
+    with pytest.raises(InputError, match="limit must be at least 1"):
+        load_queries(DL19 / "bm25-top100.jsonl", 0)

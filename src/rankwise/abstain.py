@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rankwise.errors import InputError
+
 ConfidenceName = Literal["max", "std", "margin", "entropy"]
 
 
@@ -70,7 +72,7 @@ class Abstention:
 
     def __post_init__(self) -> None:
         if self.confidence not in CONFIDENCE_FUNCTIONS:
-            raise ValueError(
+            raise InputError(
                 f"unknown confidence {self.confidence!r}; use one of {list(CONFIDENCE_FUNCTIONS)}"
             )
 
@@ -185,7 +187,7 @@ class Calibrator:
         predictions = [self.predict(scores) for scores in score_lists]
         if abstention_rate is not None:
             if not 0 <= abstention_rate < 1:
-                raise ValueError("abstention_rate must be in [0, 1)")
+                raise InputError(f"abstention_rate must be in [0, 1), got {abstention_rate}")
             self.threshold = quantile(predictions, abstention_rate)
         elif min_quality is not None:
             self.threshold = min_quality

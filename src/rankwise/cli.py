@@ -15,7 +15,7 @@ from typing import Any
 from rankwise.backends.base import Backend
 from rankwise.backends.dry_run import DryRunBackend
 from rankwise.costs import PriceTable
-from rankwise.errors import RankwiseError
+from rankwise.errors import InputError, RankwiseError
 from rankwise.evaluate import (
     QueryRecord,
     load_qrels,
@@ -33,6 +33,39 @@ DEMO_QUERIES = 5
 """All the queries of the DL19 sample shipped with the package."""
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    """An argparse type: a share in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=["local", "openai"], default="local")
@@ -43,8 +76,8 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--base-url", default=None, help="OpenAI-compatible URL, e.g. .../v1")
     group.add_argument("--api-key", default=None, help="defaults to $OPENAI_API_KEY")
-    group.add_argument("--concurrency", type=int, default=16, help="API requests in flight")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
+    group.add_argument("--concurrency", type=_count, default=16, help="API requests in flight")
+    group.add_argument("--timeout", type=_seconds, default=60.0, help="seconds per API request")
     group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 
 
@@ -57,10 +90,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
         help="ranking method; 'auto' (the default) picks one for the backend: pointwise-qlm "
         "on local models, pointwise on APIs with log-probs, else listwise",
     )
-    parser.add_argument("--depth", type=int, default=100, help="candidates reranked per query")
-    parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
+    parser.add_argument("--depth", type=_count, default=100, help="candidates reranked per query")
+    parser.add_argument("--queries", type=_count, default=None, help="only the first N queries")
     parser.add_argument(
-        "--parallel-queries", type=int, default=4, help="queries reranked at the same time"
+        "--parallel-queries", type=_count, default=4, help="queries reranked at the same time"
     )
     parser.add_argument(
         "--cache", default=None, help="sqlite response cache (default: $RANKWISE_CACHE, off)"
@@ -119,12 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", required=True, help="calibrator JSON to write")
     calibrate.add_argument(
         "--abstention-rate",
-        type=float,
+        type=_share,
         default=0.2,
         help="share of reference queries to abstain on",
     )
     calibrate.add_argument(
-        "--top", type=int, default=10, help="scores per list the calibrator reads"
+        "--top", type=_count, default=10, help="scores per list the calibrator reads"
     )
     calibrate.set_defaults(handler=_calibrate)
     return parser
@@ -169,7 +202,10 @@ async def rerank_all(
     """Rerank every query, ``parallel`` at a time, with a progress bar on stderr."""
     from tqdm import tqdm
 
-    gate = asyncio.Semaphore(max(1, parallel))
+    if parallel < 1:
+        raise InputError(f"parallel must be at least 1, got {parallel}")
+
+    gate = asyncio.Semaphore(parallel)
     progress = tqdm(
         total=len(records),
         desc=f"reranking ({reranker.method.name})",

@@ -8,7 +8,8 @@ class RankwiseError(Exception):
 
 
 class InputError(RankwiseError, ValueError):
-    """The documents or query passed in cannot be ranked as given."""
+    """The documents, the query or an option passed in cannot be used as given (an empty
+    query, a document without text, ``top_n=-1``, ``window=1``, ``concurrency=0``, ...)."""
 
 
 class DuplicateIdError(InputError):

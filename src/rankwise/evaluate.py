@@ -24,7 +24,10 @@ class QueryRecord:
     candidates: list[dict[str, Any]]
 
     def documents(self, depth: int | None = None) -> list[dict[str, Any]]:
-        """Candidates as rankwise documents (``id``, ``text``, ``score``), cut to ``depth``."""
+        """Candidates as rankwise documents (``id``, ``text``, ``score``), cut to ``depth``
+        (all of them when ``None``)."""
+        if depth is not None and depth < 1:
+            raise InputError(f"depth must be at least 1 (or None for all), got {depth}")
         chosen = self.candidates if depth is None else self.candidates[:depth]
         return [
             {"id": str(c["docid"]), "text": c.get("text", ""), "score": c.get("score")}
@@ -41,7 +44,10 @@ def _open_input(path: str | Path, what: str) -> TextIO:
 
 
 def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord]:
-    """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines."""
+    """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines: the first
+    ``limit`` queries, or all of them when ``limit`` is ``None``."""
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be at least 1 (or None for every query), got {limit}")
     records: list[QueryRecord] = []
     with _open_input(path, "queries file") as handle:
         for number, line in enumerate(handle, start=1):

@@ -20,6 +20,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from rankwise.errors import InputError
+
 Request = TypeVar("Request")
 Result = TypeVar("Result")
 
@@ -130,7 +132,7 @@ class MicroBatcher(Generic[Request, Result]):
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         if max_queue < 1:
-            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+            raise InputError(f"max_queue must be at least 1, got {max_queue}")
         self.max_queue = max_queue
         self.dispatch_early = dispatch_early
         self._states: weakref.WeakKeyDictionary[

@@ -12,7 +12,7 @@ from typing import Any
 
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, CapabilityError
+from rankwise.errors import BackendError, CapabilityError, InputError
 from rankwise.prompts import Message
 
 
@@ -75,7 +75,7 @@ class LoopSemaphores:
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InputError(f"concurrency must be at least 1, got {limit}")
         self.limit = limit
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()

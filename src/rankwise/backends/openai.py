@@ -20,7 +20,7 @@ import openai
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
 from rankwise.backends.framework import PREFIX_TOKENS, read_labels
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError
+from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError, InputError
 from rankwise.prompts import Message
 
 T = TypeVar("T")
@@ -74,8 +74,7 @@ class OpenAIBackend:
         max_context: int = 8192,
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        _check_options(concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs)
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if key is None:
             if base_url is None:
@@ -268,3 +267,29 @@ def _final_error(error: Exception, base_url: str | None) -> BackendError:
     if isinstance(error, openai.NotFoundError):
         return BackendError(f"{where} answered 404: {error}; check the model name and base_url")
     return BackendError(f"{where} failed after retries: {type(error).__name__}: {error}")
+
+
+def _check_options(
+    concurrency: int,
+    timeout: float,
+    max_retries: int,
+    backoff: float,
+    max_backoff: float,
+    top_logprobs: int,
+) -> None:
+    """Raise :class:`InputError` for an option no request could run with."""
+    if concurrency < 1:
+        raise InputError(f"concurrency must be at least 1, got {concurrency}")
+    if not timeout > 0:
+        raise InputError(f"timeout must be more than 0 seconds, got {timeout}")
+    if max_retries < 0:
+        raise InputError(f"max_retries must be 0 (no retries) or more, got {max_retries}")
+    if backoff < 0 or max_backoff < backoff:
+        raise InputError(
+            f"backoff must be >= 0 and max_backoff >= backoff, got {backoff} and {max_backoff}"
+        )
+    if not 0 <= top_logprobs <= _MAX_TOP_LOGPROBS:
+        raise InputError(
+            f"top_logprobs must be in [0, {_MAX_TOP_LOGPROBS}] (the OpenAI API's range), "
+            f"got {top_logprobs}"
+        )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from rankwise.backends.batching import shared_prefix_length
+from rankwise.errors import InputError
 
 States = TypeVar("States")
 
@@ -44,7 +45,7 @@ class PrefixStore(Generic[States]):
 
     def __init__(self, max_bytes: int, *, min_length: int = 16) -> None:
         if max_bytes < 0:
-            raise ValueError("max_bytes must be 0 (off) or positive")
+            raise InputError(f"max_bytes must be 0 (off) or positive, got {max_bytes}")
         self.max_bytes = max_bytes
         self.min_length = min_length
         self._entries: OrderedDict[tuple[int, ...], tuple[States, int]] = OrderedDict()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rankwise.context import RankContext
-from rankwise.errors import CapabilityError, ContextOverflowError
+from rankwise.errors import CapabilityError, ContextOverflowError, InputError
 from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores
 from rankwise.types import Candidate
 
@@ -37,7 +37,7 @@ class InContextReranking(RankingMethod):
         reserve_tokens: int = 256,
     ) -> None:
         if task not in ("retrieval", "qa"):
-            raise ValueError("task must be 'retrieval' or 'qa'")
+            raise InputError(f"task must be 'retrieval' or 'qa', got {task!r}")
         self.task = task
         self.max_passage_tokens = max_passage_tokens
         self.reserve_tokens = reserve_tokens

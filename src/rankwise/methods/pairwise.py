@@ -16,6 +16,7 @@ from typing import Literal
 
 from rankwise._concurrency import gather_all
 from rankwise.context import RankContext
+from rankwise.errors import InputError
 from rankwise.methods.base import (
     CallBounds,
     MethodResult,
@@ -132,12 +133,12 @@ class _PairwiseMethod(RankingMethod):
         ties: Ties = "first-stage",
     ) -> None:
         if mode not in ("auto", "score", "generate"):
-            raise ValueError(f"mode must be 'auto', 'score' or 'generate', got {mode!r}")
+            raise InputError(f"mode must be 'auto', 'score' or 'generate', got {mode!r}")
         if ties not in ("first-stage", "published"):
-            raise ValueError(f"ties must be 'first-stage' or 'published', got {ties!r}")
+            raise InputError(f"ties must be 'first-stage' or 'published', got {ties!r}")
         self.ties: Ties = ties
         if top_k < 1:
-            raise ValueError("top_k must be >= 1")
+            raise InputError(f"top_k must be >= 1, got {top_k}")
         self.mode: Mode = mode
         self.max_passage_tokens = max_passage_tokens
         self.prompt = prompt

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rankwise.context import RankContext
+from rankwise.errors import InputError
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.methods.heap import heap_groups, heap_top_k
 from rankwise.methods.pairwise import Mode, Ties, _PairwiseMethod
@@ -43,7 +44,7 @@ class SetwiseHeapsort(_PairwiseMethod):
         ties: Ties = "first-stage",
     ) -> None:
         if not 1 <= children < len(LETTERS):
-            raise ValueError(f"children must be between 1 and 25, got {children}")
+            raise InputError(f"children must be between 1 and 25, got {children}")
         super().__init__(
             mode=mode,
             max_passage_tokens=max_passage_tokens,

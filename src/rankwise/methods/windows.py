@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from rankwise.errors import InputError
 from rankwise.methods.base import RankingMethod
 
 WindowRanker = Callable[[list[int]], Awaitable[list[int]]]
@@ -17,7 +18,7 @@ def window_starts(n: int, window: int, step: int) -> list[int]:
     ``ceil((n - window) / step) + 1`` for ``n > window``, else 1.
     """
     if window < 2 or step < 1:
-        raise ValueError("window must be at least 2 and step at least 1")
+        raise InputError(f"window must be at least 2 and step at least 1, got {window} and {step}")
     if n <= window:
         return [0]
     starts = []
@@ -55,7 +56,7 @@ class WindowedMethod(RankingMethod):
 
     def __init__(self, *, window: int, step: int, max_words: int | None, prompt: str) -> None:
         if not 2 <= window <= self.max_window or step < 1:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: window must be in [2, {self.max_window}] and step >= 1, "
                 f"got {window} and {step}"
             )
