@@ -118,3 +118,34 @@ def test_evaluation_data_refuses_depths_and_limits_that_would_drop_candidates() 
         record.documents(-5)
     with pytest.raises(InputError, match="limit must be at least 1"):
         load_queries(DL19 / "bm25-top100.jsonl", 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be at least 1, got 0"),
+        ({"max_batch_tokens": 0}, "max_batch_tokens must be at least 1, got 0"),
+        ({"max_queue": 0}, "max_queue must be at least 1, got 0"),
+        ({"min_shared_prefix": -3}, r"min_shared_prefix must be 0 \(off\) or more, got -3"),
+        ({"prefix_cache_mb": -1}, r"prefix_cache_mb must be 0 \(off\) or more, got -1"),
+        ({"dtype": "float64"}, "dtype must be one of float32, bfloat16, float16, got 'float64'"),
+        ({"device": "gpu0"}, "unknown device 'gpu0'"),
+        ({"device": "meta", "cuda_graphs": True}, "cuda_graphs needs a CUDA device"),
+    ],
+)
+def test_local_backend_options_are_checked_before_the_model_loads(options, message) -> None:
+    pytest.importorskip("torch")
+    from rankwise.backends.transformers import TransformersBackend
+
+    with pytest.raises(InputError, match=message):
+        TransformersBackend("/nonexistent/model/folder", **options)
+
+
+def test_a_device_this_machine_lacks_is_named() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    from rankwise.backends.transformers import TransformersBackend
+
+    with pytest.raises(InputError, match="device 'cuda' is not available on this machine"):
+        TransformersBackend("/nonexistent/model/folder", device="cuda")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 from rankwise.backends.base import (
     LOCAL_MODEL,
@@ -42,7 +42,7 @@ from rankwise.backends.model_files import (
     is_complete,
 )
 from rankwise.backends.prefix_cache import PrefixStore
-from rankwise.errors import ModelNotFoundError
+from rankwise.errors import InputError, ModelNotFoundError
 from rankwise.prompts import Message
 
 try:
@@ -218,8 +218,14 @@ class TransformersBackend:
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
-        self._dtype = getattr(torch, dtype)
-        self._device = torch.device(device)
+        _check_batching(max_batch, max_batch_tokens, max_queue, min_shared_prefix, prefix_cache_mb)
+        self._dtype = _torch_dtype(dtype)
+        self._device = _torch_device(device)
+        if cuda_graphs and self._device.type != "cuda":
+            raise InputError(
+                f"cuda_graphs needs a CUDA device, not {str(self._device)!r}: "
+                "leave it unset or pass cuda_graphs=False"
+            )
         self.model_name, self.tokenizer, self.model = _load(
             str(model), self._dtype, model_kwargs or {}
         )
@@ -254,11 +260,6 @@ class TransformersBackend:
         self.pack_prompts = pack_prompts and can_pack(self.model) and self._packing_is_exact()
         if cuda_graphs is None:
             cuda_graphs = defaults.cuda_graphs
-        if cuda_graphs and self._device.type != "cuda":
-            raise ValueError(
-                f"cuda_graphs needs a CUDA device, not {str(self._device)!r}: "
-                "leave it unset or pass cuda_graphs=False"
-            )
         self.graphs = (
             GraphedForward(self.model, self._device, max_rows=max_batch) if cuda_graphs else None
         )
@@ -800,6 +801,51 @@ class TransformersBackend:
                 )
             )
         return results
+
+
+def _check_batching(
+    max_batch: int,
+    max_batch_tokens: int,
+    max_queue: int,
+    min_shared_prefix: int | None,
+    prefix_cache_mb: float | None,
+) -> None:
+    """Raise :class:`InputError` for batching options no forward pass could run with."""
+    for name, value in (
+        ("max_batch", max_batch),
+        ("max_batch_tokens", max_batch_tokens),
+        ("max_queue", max_queue),
+    ):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if min_shared_prefix is not None and min_shared_prefix < 0:
+        raise InputError(f"min_shared_prefix must be 0 (off) or more, got {min_shared_prefix}")
+    if prefix_cache_mb is not None and prefix_cache_mb < 0:
+        raise InputError(f"prefix_cache_mb must be 0 (off) or more, got {prefix_cache_mb}")
+
+
+def _torch_dtype(dtype: str) -> Any:
+    """The torch dtype called ``dtype``, or an :class:`InputError` that lists the choices."""
+    choices = get_args(DType)
+    if dtype not in choices:
+        raise InputError(f"dtype must be one of {', '.join(choices)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def _torch_device(device: str) -> Any:
+    """``device`` as a torch device that this machine has, or an :class:`InputError`."""
+    try:
+        found = torch.device(device)
+    except RuntimeError as error:
+        raise InputError(
+            f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1', 'mps', ..."
+        ) from error
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(
+        found.type
+    )
+    if available is not None and not available():
+        raise InputError(f"device {device!r} is not available on this machine; use device='cpu'")
+    return found
 
 
 def _size(states: list[tuple[Any, ...]]) -> int:
