@@ -149,3 +149,29 @@ def test_a_device_this_machine_lacks_is_named() -> None:
 
     with pytest.raises(InputError, match="device 'cuda' is not available on this machine"):
         TransformersBackend("/nonexistent/model/folder", device="cuda")
+
+
+def test_top_n_and_threshold_that_would_cut_silently_are_refused() -> None:
+    """``top_n=-1`` kept all but the last candidate, and a NaN threshold kept none."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match="top_n must be >= 0, got -1"):
+        Reranker("listwise", backend, top_n=-1)
+    with pytest.raises(InputError, match=r"top_n must be a whole number or None, got 2\.5"):
+        Reranker("listwise", backend, top_n=2.5)
+    with pytest.raises(InputError, match="score_threshold is NaN"):
+        Reranker("pointwise", backend, score_threshold=float("nan"))
+    reranker = Reranker("listwise", backend)
+    with pytest.raises(InputError, match="top_n must be >= 0, got -1"):
+        reranker.rerank("q", ["a", "b"], top_n=-1)  # refused before any call
+
+
+def test_a_cache_path_that_cannot_hold_a_cache_is_named(tmp_path) -> None:
+    from rankwise.cache import ResponseCache
+
+    with pytest.raises(InputError, match="is a folder; pass a file path such as"):
+        ResponseCache(tmp_path)
+    not_a_database = tmp_path / "notes.sqlite"
+    not_a_database.write_text("these are notes, not a database\n" * 100)
+    with pytest.raises(InputError, match=r"cannot open the response cache .*not a database"):
+        ResponseCache(not_a_database)
+    assert not_a_database.read_text().startswith("these are notes")  # left as it was

@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rankwise.errors import InputError
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -35,12 +37,27 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise InputError(
+                f"the response cache path {str(self.path)!r} is a folder; pass a file path "
+                f"such as {str(self.path / 'rankwise-cache.sqlite')!r}"
+            )
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None
+            )
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            if hasattr(self, "_connection"):
+                self._connection.close()
+            raise InputError(
+                f"cannot open the response cache {str(self.path)!r} ({error}); pass a writable "
+                "file path that is a rankwise cache or does not exist yet"
+            ) from error
 
     @staticmethod
     def key(kind: str, model: str, operation: str, request: dict[str, Any]) -> str:

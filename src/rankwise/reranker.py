@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -96,8 +98,9 @@ class Reranker:
                     + "; pass a method name to choose another)"
                 )
             self.method = build_method(method, **options)
-        if top_n is not None and top_n < 0:
-            raise InputError(f"top_n must be >= 0, got {top_n}")
+        _check_top_n(top_n)
+        if score_threshold is not None and math.isnan(score_threshold):
+            raise InputError("score_threshold is NaN; pass a number, or None for no threshold")
         if score_threshold is not None and not self.method.absolute_scores:
             raise InputError(
                 f"method {self.method.name!r} gives {self.method.score_kind} scores that only "
@@ -207,6 +210,7 @@ class Reranker:
         backend: Backend,
         cache: ResponseCache | None,
     ) -> RankedList:
+        _check_top_n(top_n)
         query = normalise_query(query)
         candidates = normalise_documents(documents)
         if not query.strip():
@@ -314,3 +318,13 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
+
+
+def _check_top_n(top_n: int | None) -> None:
+    """Raise :class:`InputError` unless ``top_n`` is None or a whole number >= 0."""
+    if top_n is None:
+        return
+    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral):
+        raise InputError(f"top_n must be a whole number or None, got {top_n!r}")
+    if top_n < 0:
+        raise InputError(f"top_n must be >= 0, got {top_n}")
