@@ -2,9 +2,9 @@
 
 Ranking prompts repeat the same text many times: all-pairs PRP puts each passage in
 ``2(n - 1)`` prompts, sliding windows put it in several, and every prompt repeats the
-instruction and the query. Tokenising is a large part of a prompt's host work (about 0.8 ms
-for a 1,100-character prompt with the embedded model's tokenizer), and on a GPU that work
-is time the device waits.
+instruction and the query. Tokenising is a large part of a prompt's host work (0.3-0.8 ms
+for a 1,100-character prompt with the embedded model's tokenizer, depending on the CPU),
+and on a GPU that work is time the device waits.
 
 With a byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen 2 and 3), a text is first cut
 into pre-tokens by a regular expression, and BPE encodes each pre-token on its own. In the
