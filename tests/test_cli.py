@@ -144,13 +144,25 @@ def test_a_missing_input_file_is_a_clean_error(tmp_path, capsys, missing) -> Non
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--depth", "-5", "argument --depth: must be at least 1, got -5"),
-        ("--depth", "0", "argument --depth: must be at least 1, got 0"),
-        ("--queries", "0", "argument --queries: must be at least 1, got 0"),
-        ("--queries", "two", "argument --queries: expected a whole number, got 'two'"),
-        ("--parallel-queries", "0", "argument --parallel-queries: must be at least 1"),
-        ("--concurrency", "0", "argument --concurrency: must be at least 1, got 0"),
-        ("--timeout", "-1", "argument --timeout: must be more than 0 seconds"),
+        ("--depth", "-5", "argument --depth: expected a whole number of at least 1, got -5"),
+        ("--depth", "0", "argument --depth: expected a whole number of at least 1, got 0"),
+        ("--queries", "0", "argument --queries: expected a whole number of at least 1, got 0"),
+        (
+            "--queries",
+            "two",
+            "argument --queries: expected a whole number of at least 1, got 'two'",
+        ),
+        (
+            "--parallel-queries",
+            "0",
+            "argument --parallel-queries: expected a whole number of at least 1",
+        ),
+        (
+            "--concurrency",
+            "0",
+            "argument --concurrency: expected a whole number of at least 1, got 0",
+        ),
+        ("--timeout", "-1", "argument --timeout: expected a number of seconds above 0, got -1"),
     ],
 )
 def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, message) -> None:
@@ -175,4 +187,6 @@ def test_calibrate_refuses_an_abstention_rate_of_one_or_more(capsys) -> None:
     args = ["calibrate", "--data", "x", "--qrels", "y", "--out", "z", "--abstention-rate", "1"]
     with pytest.raises(SystemExit):
         main(args)
-    assert "argument --abstention-rate: must be in [0, 1), got 1" in capsys.readouterr().err
+    assert (
+        "argument --abstention-rate: expected a number in [0, 1), got 1" in capsys.readouterr().err
+    )

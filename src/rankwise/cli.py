@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,37 +33,26 @@ DEMO_QUERIES = 5
 """All the queries of the DL19 sample shipped with the package."""
 
 
-def _count(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _ranged(
+    convert: Callable[[str], float], accepts: Callable[[float], bool], requirement: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, and refuse a value ``accepts`` rejects."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    """An argparse type: a share in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+_count = _ranged(int, lambda value: value >= 1, "a whole number of at least 1")
+_seconds = _ranged(float, lambda value: value > 0, "a number of seconds above 0")
+_share = _ranged(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
