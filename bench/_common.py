@@ -50,8 +50,11 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
+    model, features = _cpu_info()
     found = {
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": model,
+        "cpu_features": features,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -61,6 +64,26 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         found["gpu"] = torch.cuda.get_device_name()
     return found
+
+
+MATRIX_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+"""CPU flags that decide how fast float32 and bfloat16 matrix products run."""
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    """The processor's name and which of :data:`MATRIX_FEATURES` it has, from
+    ``/proc/cpuinfo`` (Linux); empty where that is not known."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return model, [feature for feature in MATRIX_FEATURES if feature in flags]
 
 
 def result_name(benchmark: str, device: str) -> str:
