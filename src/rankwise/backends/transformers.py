@@ -48,12 +48,20 @@ from rankwise.prompts import Message
 try:
     import torch
     import transformers
-    from transformers.cache_utils import DynamicLayer
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "TransformersBackend needs the 'local' extra: pip install 'rankwise[local]' "
         "(install torch first to get the CPU build)"
     ) from error
+from packaging.version import Version
+
+if Version(transformers.__version__) < Version("4.56"):  # the local extra's pin
+    # 4.56 brought cache layers and dtype= in from_pretrained, both used below.
+    raise ImportError(
+        f"TransformersBackend needs transformers>=4.56, found {transformers.__version__}: "
+        "pip install -U 'transformers>=4.56'"
+    )
+from transformers.cache_utils import DynamicLayer
 
 # These need torch: imported once the check above has passed.
 from rankwise.backends.cuda_graphs import GraphedForward
