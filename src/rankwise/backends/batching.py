@@ -129,15 +129,26 @@ class MicroBatcher(Generic[Request, Result]):
         self._orderings = list(orderings)
         self._cost = cost
         self._executor = executor
+        self.check_limits(max_batch, max_batch_tokens, max_queue)
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
-        if max_queue < 1:
-            raise InputError(f"max_queue must be at least 1, got {max_queue}")
         self.max_queue = max_queue
         self.dispatch_early = dispatch_early
         self._states: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, _LoopState[Request, Result]
         ] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def check_limits(max_batch: int, max_batch_tokens: int, max_queue: int) -> None:
+        """Raise :class:`InputError` for a bound no batch could be formed under (callers that
+        build batchers late, after loading a model, check first)."""
+        for name, value in (
+            ("max_batch", max_batch),
+            ("max_batch_tokens", max_batch_tokens),
+            ("max_queue", max_queue),
+        ):
+            if value < 1:
+                raise InputError(f"{name} must be at least 1, got {value}")
 
     async def submit(self, request: Request) -> Result:
         """Queue one request and wait for its result."""

@@ -818,14 +818,9 @@ def _check_batching(
     min_shared_prefix: int | None,
     prefix_cache_mb: float | None,
 ) -> None:
-    """Raise :class:`InputError` for batching options no forward pass could run with."""
-    for name, value in (
-        ("max_batch", max_batch),
-        ("max_batch_tokens", max_batch_tokens),
-        ("max_queue", max_queue),
-    ):
-        if value < 1:
-            raise InputError(f"{name} must be at least 1, got {value}")
+    """Raise :class:`InputError` for batching options no forward pass could run with,
+    before the model loads."""
+    MicroBatcher.check_limits(max_batch, max_batch_tokens, max_queue)
     if min_shared_prefix is not None and min_shared_prefix < 0:
         raise InputError(f"min_shared_prefix must be 0 (off) or more, got {min_shared_prefix}")
     if prefix_cache_mb is not None and prefix_cache_mb < 0:
