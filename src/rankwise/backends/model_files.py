@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from importlib import metadata
 from pathlib import Path
 
 from rankwise.errors import ModelNotFoundError
@@ -40,10 +41,23 @@ def cache_root() -> Path:
     return Path(base) / "rankwise"
 
 
-def converted_model_dir(gguf: Path) -> Path:
-    """The folder that holds (or will hold) a safetensors copy of a GGUF model."""
+def converted_model_dir(gguf: Path, converter_major: int | None = None) -> Path:
+    """The folder that holds (or will hold) a safetensors copy of a GGUF model.
+
+    The folder is named after the ``transformers`` major version that writes it
+    (``converter_major``, the installed one by default): a copy written by one major version
+    is not always readable by another (5.x saves a tokenizer class 4.x does not have), so each
+    keeps its own.
+    """
+    if converter_major is None:
+        converter_major = installed_transformers_major()
     size = gguf.stat().st_size
-    return cache_root() / "models" / f"{gguf.stem}-{size}"
+    return cache_root() / "models" / f"{gguf.stem}-{size}-transformers{converter_major}"
+
+
+def installed_transformers_major() -> int:
+    """Major version of the installed ``transformers`` (read without importing it)."""
+    return int(metadata.version("transformers").split(".")[0])
 
 
 def is_complete(folder: Path) -> bool:

@@ -61,6 +61,7 @@ if Version(transformers.__version__) < Version("4.56"):  # the local extra's pin
         f"TransformersBackend needs transformers>=4.56, found {transformers.__version__}: "
         "pip install -U 'transformers>=4.56'"
     )
+from safetensors import SafetensorError
 from transformers.cache_utils import DynamicLayer
 
 # These need torch: imported once the check above has passed.
@@ -891,8 +892,16 @@ def _load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any
     auto_model = transformers.AutoModelForCausalLM
     auto_tokenizer = transformers.AutoTokenizer
     if is_complete(folder):
-        tokenizer = auto_tokenizer.from_pretrained(folder)
-        return tokenizer, auto_model.from_pretrained(folder, dtype=dtype, **kwargs)
+        try:
+            tokenizer = auto_tokenizer.from_pretrained(folder)
+            return tokenizer, auto_model.from_pretrained(folder, dtype=dtype, **kwargs)
+        except (OSError, ValueError, SafetensorError) as error:  # damaged, or another version's
+            logger.warning(
+                "the converted model in %s could not be loaded (%s); converting %s again",
+                folder,
+                error,
+                gguf.name,
+            )
     logger.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     tokenizer = auto_tokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = auto_model.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
