@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 
 from rankwise import Reranker
@@ -56,7 +60,7 @@ def test_an_unloadable_cached_copy_is_converted_again(
     with pytest.raises(Exception):  # noqa: B017 - whichever error this part gives
         transformers.AutoModelForCausalLM.from_pretrained(folder)
 
-    with caplog.at_level(logging.WARNING, logger="rankwise.backends.transformers"):
+    with caplog.at_level(logging.WARNING, logger="rankwise.backends.gguf_conversion"):
         backend = TransformersBackend("default")
     assert any("converting" in record.getMessage() for record in caplog.records)
     assert is_complete(folder)
@@ -71,3 +75,55 @@ def test_an_unloadable_cached_copy_is_converted_again(
     assert again.ids == before.ids
     for new, old in zip(again.items, before.items, strict=True):
         assert new.score == pytest.approx(old.score, abs=1e-5)
+
+
+_LOAD_AND_REPORT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+from rankwise.backends.transformers import TransformersBackend
+backend = TransformersBackend("default")
+print(backend.model.num_parameters())
+"""
+
+
+def _start_loading(cache: Path) -> subprocess.Popen[str]:
+    environment = {**os.environ, "RANKWISE_CACHE_DIR": str(cache)}
+    return subprocess.Popen(
+        [sys.executable, "-c", _LOAD_AND_REPORT],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_processes_that_start_together_convert_once(tmp_path) -> None:
+    """Two processes load the default model into an empty cache at the same time: one
+    converts, the other waits for the lock and loads that copy."""
+    processes = [_start_loading(tmp_path) for _ in range(2)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-2000:]
+        assert int(stdout.strip().splitlines()[-1]) > 100_000_000
+    conversions = sum(stderr.count("to safetensors in") for _, stderr in outputs)
+    assert conversions == 1, [stderr[-1000:] for _, stderr in outputs]
+    folder = converted_model_dir(default_gguf_path())
+    folder = tmp_path / "models" / folder.name
+    assert is_complete(folder)
+    left = sorted(path.name for path in folder.parent.iterdir())
+    assert left == [folder.name, f"{folder.name}.lock"], left  # no staging copy left
+
+
+def test_an_unwritable_cache_still_loads(tmp_path, monkeypatch, caplog) -> None:
+    """A cache the process may not write to costs a conversion per load, not the load."""
+    from rankwise.backends.gguf_conversion import load_gguf
+
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("RANKWISE_CACHE_DIR", str(cache))
+    with caplog.at_level(logging.WARNING, logger="rankwise.backends.gguf_conversion"):
+        tokenizer, model = load_gguf(default_gguf_path(), torch.float32, {})
+    assert any("could not cache" in record.getMessage() for record in caplog.records)
+    assert tokenizer.encode("Yes", add_special_tokens=False) == [10539]
+    assert model.num_parameters() > 100_000_000
+    assert cache.read_text().startswith("a file")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,9 +36,7 @@ from rankwise.backends.chunked_encoding import ChunkedEncoder
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
-    converted_model_dir,
     default_gguf_path,
-    is_complete,
 )
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.errors import InputError, ModelNotFoundError
@@ -61,11 +58,11 @@ if Version(transformers.__version__) < Version("4.56"):  # the local extra's pin
         f"TransformersBackend needs transformers>=4.56, found {transformers.__version__}: "
         "pip install -U 'transformers>=4.56'"
     )
-from safetensors import SafetensorError
 from transformers.cache_utils import DynamicLayer
 
 # These need torch: imported once the check above has passed.
 from rankwise.backends.cuda_graphs import GraphedForward
+from rankwise.backends.gguf_conversion import load_gguf
 from rankwise.backends.kv_cache import cache_keyword, returned_cache
 from rankwise.backends.packed_attention import (
     SEGMENTS_KEYWORD,
@@ -869,12 +866,12 @@ def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any
     auto_model = transformers.AutoModelForCausalLM
     auto_tokenizer = transformers.AutoTokenizer
     if model == DEFAULT_MODEL_ALIAS:
-        return DEFAULT_MODEL_NAME, *_load_gguf(default_gguf_path(), dtype, kwargs)
+        return DEFAULT_MODEL_NAME, *load_gguf(default_gguf_path(), dtype, kwargs)
     path = Path(model)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
-        return path.stem, *_load_gguf(path, dtype, kwargs)
+        return path.stem, *load_gguf(path, dtype, kwargs)
     try:
         tokenizer = auto_tokenizer.from_pretrained(model)
         network = auto_model.from_pretrained(model, dtype=dtype, **kwargs)
@@ -884,45 +881,3 @@ def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any
             "that is in the local Hugging Face cache (offline), or 'default'."
         ) from error
     return model, tokenizer, network
-
-
-def _load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """Load a GGUF model, converting it once to a safetensors copy in the cache."""
-    folder = converted_model_dir(gguf)
-    auto_model = transformers.AutoModelForCausalLM
-    auto_tokenizer = transformers.AutoTokenizer
-    if is_complete(folder):
-        try:
-            tokenizer = auto_tokenizer.from_pretrained(folder)
-            return tokenizer, auto_model.from_pretrained(folder, dtype=dtype, **kwargs)
-        except (OSError, ValueError, SafetensorError) as error:  # damaged, or another version's
-            logger.warning(
-                "the converted model in %s could not be loaded (%s); converting %s again",
-                folder,
-                error,
-                gguf.name,
-            )
-    logger.info("converting %s to safetensors in %s (once)", gguf.name, folder)
-    tokenizer = auto_tokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = auto_model.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    try:
-        _save_converted(loaded, tokenizer, folder)
-    except OSError as error:  # a read-only cache only costs speed
-        logger.warning("could not cache the converted model in %s: %s", folder, error)
-    return tokenizer, loaded.to(dtype)
-
-
-def _save_converted(loaded: Any, tokenizer: Any, folder: Path) -> None:
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(loaded.state_dict())
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
-    plain.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / ".complete").write_text("ok\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
