@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import transformers
 from filelock import FileLock
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
 from rankwise.backends.model_files import converted_model_dir, is_complete
 
@@ -30,25 +30,18 @@ _UNLOADABLE = (OSError, ValueError, SafetensorError)
 
 
 def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """Load a GGUF model, converting it once to a safetensors copy in the cache."""
+    """Load a GGUF model, converting it once to a safetensors copy in the cache.
+
+    ``kwargs`` go to ``from_pretrained`` on every load, the first (converting) one included.
+    """
     folder = converted_model_dir(gguf)
-    if is_complete(folder):
-        try:
-            return _load_converted(folder, dtype, kwargs)
-        except _UNLOADABLE:
-            pass  # looked at again below, under the lock
+    cached = _load_cached(folder, dtype, kwargs, quiet=True)
+    if cached is not None:
+        return cached
     with _conversion_lock(folder):
-        if is_complete(folder):  # possibly written by another process meanwhile
-            try:
-                return _load_converted(folder, dtype, kwargs)
-            except _UNLOADABLE as error:  # damaged, or written by another version
-                logger.warning(
-                    "the converted model in %s could not be loaded (%s); converting %s again",
-                    folder,
-                    error,
-                    gguf.name,
-                )
-                shutil.rmtree(folder, ignore_errors=True)
+        cached = _load_cached(folder, dtype, kwargs)  # another process may have written it
+        if cached is not None:
+            return cached
         logger.info("converting %s to safetensors in %s (once)", gguf.name, folder)
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = transformers.AutoModelForCausalLM.from_pretrained(
@@ -58,7 +51,36 @@ def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
             _save_converted(loaded, tokenizer, folder)
         except (OSError, SafetensorError) as error:  # a cache we cannot write costs only speed
             logger.warning("could not cache the converted model in %s: %s", folder, error)
+        else:
+            return _load_converted(folder, dtype, kwargs)
+    if kwargs:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=dtype, **kwargs
+        )
     return tokenizer, loaded.to(dtype)
+
+
+def _load_cached(
+    folder: Path, dtype: Any, kwargs: dict[str, Any], *, quiet: bool = False
+) -> tuple[Any, Any] | None:
+    """The cached copy, loaded; None where there is none, or where it is damaged or written by
+    another version (then, unless ``quiet``, it is removed with a warning). An error that is not
+    the copy's, such as a bad ``kwargs``, is raised."""
+    if not is_complete(folder):
+        return None
+    try:
+        return _load_converted(folder, dtype, kwargs)
+    except _UNLOADABLE as error:
+        if _is_sound(folder):
+            raise
+        if not quiet:
+            logger.warning(
+                "the converted model in %s could not be loaded (%s); converting it again",
+                folder,
+                error,
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def _load_converted(folder: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -66,6 +88,20 @@ def _load_converted(folder: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[A
     return tokenizer, transformers.AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, **kwargs
     )
+
+
+def _is_sound(folder: Path) -> bool:
+    """Whether a cached copy's tokenizer, config and weight files all read, without loading
+    the weights."""
+    try:
+        transformers.AutoTokenizer.from_pretrained(folder)
+        transformers.AutoConfig.from_pretrained(folder)
+        for weights in folder.glob("*.safetensors"):
+            with safe_open(str(weights), framework="pt"):
+                pass
+    except _UNLOADABLE:
+        return False
+    return True
 
 
 @contextmanager
