@@ -104,7 +104,7 @@ async def main() -> None:
             "median_calls": median([r["calls"] for r in per_query]),
             "median_on_s_per_query": round(median([r["on_s"] for r in per_query]), 2),
             "median_off_s_per_query": round(median([r["off_s"] for r in per_query]), 2),
-            "median_speedup": median([r["speedup"] for r in per_query]),
+            "median_speedup": round(median([r["speedup"] for r in per_query]), 3),
             "computed_token_share": round(
                 sum(r["on_computed_tokens"] for r in per_query)
                 / max(sum(r["off_computed_tokens"] for r in per_query), 1),
