@@ -1,5 +1,6 @@
-"""The converted-model cache: one copy per transformers major version, and a copy that
-cannot be loaded is converted again instead of failing every load."""
+"""The converted-model cache: one copy per transformers major version, written once by
+processes that start together, converted again when it is damaged (not when the caller's
+options are at fault), and the caller's model options honoured on every load."""
 
 from __future__ import annotations
 
