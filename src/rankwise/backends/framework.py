@@ -70,12 +70,17 @@ def _logaddexp(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
+def check_concurrency(limit: int) -> None:
+    """Raise :class:`InputError` unless ``limit`` allows at least one call in flight."""
+    if limit < 1:
+        raise InputError(f"concurrency must be at least 1, got {limit}")
+
+
 class LoopSemaphores:
     """One semaphore per event loop, so a backend can serve several loops."""
 
     def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise InputError(f"concurrency must be at least 1, got {limit}")
+        check_concurrency(limit)
         self.limit = limit
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()

@@ -35,9 +35,11 @@ def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
     ``kwargs`` go to ``from_pretrained`` on every load, the first (converting) one included.
     """
     folder = converted_model_dir(gguf)
-    cached = _load_cached(folder, dtype, kwargs, quiet=True)
-    if cached is not None:
-        return cached
+    if is_complete(folder):
+        try:
+            return _load_converted(folder, dtype, kwargs)
+        except _UNLOADABLE:
+            pass  # judged below, under the lock
     with _conversion_lock(folder):
         cached = _load_cached(folder, dtype, kwargs)  # another process may have written it
         if cached is not None:
@@ -60,12 +62,10 @@ def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
     return tokenizer, loaded.to(dtype)
 
 
-def _load_cached(
-    folder: Path, dtype: Any, kwargs: dict[str, Any], *, quiet: bool = False
-) -> tuple[Any, Any] | None:
+def _load_cached(folder: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
     """The cached copy, loaded; None where there is none, or where it is damaged or written by
-    another version (then, unless ``quiet``, it is removed with a warning). An error that is not
-    the copy's, such as a bad ``kwargs``, is raised."""
+    another version (then it is removed with a warning). An error that is not the copy's, such
+    as a bad ``kwargs``, is raised."""
     if not is_complete(folder):
         return None
     try:
@@ -73,13 +73,12 @@ def _load_cached(
     except _UNLOADABLE as error:
         if _is_sound(folder):
             raise
-        if not quiet:
-            logger.warning(
-                "the converted model in %s could not be loaded (%s); converting it again",
-                folder,
-                error,
-            )
-            shutil.rmtree(folder, ignore_errors=True)
+        logger.warning(
+            "the converted model in %s could not be loaded (%s); converting it again",
+            folder,
+            error,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
         return None
 
 

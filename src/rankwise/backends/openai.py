@@ -18,7 +18,7 @@ import httpx
 import openai
 
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
-from rankwise.backends.framework import PREFIX_TOKENS, read_labels
+from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.tokens import TokenCounter
 from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError, InputError
 from rankwise.prompts import Message
@@ -278,8 +278,7 @@ def _check_options(
     top_logprobs: int,
 ) -> None:
     """Raise :class:`InputError` for an option no request could run with."""
-    if concurrency < 1:
-        raise InputError(f"concurrency must be at least 1, got {concurrency}")
+    check_concurrency(concurrency)
     if not timeout > 0:
         raise InputError(f"timeout must be more than 0 seconds, got {timeout}")
     if max_retries < 0:
