@@ -27,6 +27,12 @@ For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side 
   rankwise's overhead is ``batched_no_prefix_store / raw_forward - 1`` (prompt rendering,
   tokenising, batching, parsing, asyncio); on a GPU ``batched / raw_forward - 1`` is also
   reported (``graphed_vs_raw``): the default, graphs and all, against plain ``model(...)``;
+* ``direct_batches``: the same batches of ``batched_no_prefix_store`` (its recorded
+  requests) through rankwise's own batch function, called one after another with no event
+  loop, no prompt work and no batching: ``direct_batches / raw_forward - 1`` is the part of
+  the overhead spent in each batch (padding the ids on the host, copying them to the device,
+  log-softmax, picking the label log-probs, the copy back), and the rest of the overhead is
+  prompt work and scheduling;
 * ``raw_one_at_a_time``: the same token ids through plain ``model(...)``, one prompt per
   call. ``raw_one_at_a_time / raw_forward`` is what those batches can gain on this machine
   with nothing around them: the ceiling for batching plus in-batch prefix sharing, against
@@ -65,15 +71,17 @@ TARGET_OVERHEAD = 0.10
 
 
 class BatchRecorder:
-    """While active, keeps the token ids of every label batch the backend runs."""
+    """While active, keeps every label batch the backend runs: its requests and token ids."""
 
     def __init__(self, backend: TransformersBackend) -> None:
         self.batches: list[list[list[int]]] = []
+        self.requests: list[list[Any]] = []
         self._batcher = backend._labels
         self._original = backend._labels._run_batch
 
     def _recording(self, requests: list[Any]) -> list[Any]:
         self.batches.append([list(request.input_ids) for request in requests])
+        self.requests.append(list(requests))
         return self._original(requests)
 
     def __enter__(self) -> BatchRecorder:
@@ -89,6 +97,15 @@ def raw_one_at_a_time_seconds(
 ) -> float:
     """Plain transformers, one whole prompt per forward pass, over the same token ids."""
     return raw_forward_seconds(backend, [[prompt] for batch in batches for prompt in batch])
+
+
+def direct_batches_seconds(backend: TransformersBackend, batches: list[list[Any]]) -> float:
+    """rankwise's own batch function over recorded label batches, one after another, with
+    no event loop around it (each call ends with its results on the host)."""
+    started = time.perf_counter()
+    for requests in batches:
+        backend._run_labels(requests)
+    return time.perf_counter() - started
 
 
 def raw_forward_seconds(backend: TransformersBackend, batches: list[list[list[int]]]) -> float:
@@ -169,6 +186,7 @@ async def compare(
         more = [await timed_rerank(exact, method, record, depth) for _ in range(repeats - 1)]
         measured = median([recorded, *(seconds for seconds, _, _ in more)])
         raw = median([raw_forward_seconds(exact, recorder.batches) for _ in range(repeats)])
+        direct = median([direct_batches_seconds(exact, recorder.requests) for _ in range(repeats)])
         raw_single = median(
             [raw_one_at_a_time_seconds(exact, recorder.batches) for _ in range(repeats)]
         )
@@ -203,10 +221,12 @@ async def compare(
             **({"batched_prefix_reuse_s": round(reuse, 3)} if reuse is not None else {}),
             "one_at_a_time_s": round(slow, 3),
             "raw_forward_s": round(raw, 3),
+            "direct_batches_s": round(direct, 3),
             "raw_one_at_a_time_s": round(raw_single, 3),
             "raw_speedup": round(raw_single / raw, 2),
             "speedup": round(slow / fast, 2),
             "overhead": round(measured / raw - 1, 3),
+            "batch_work_overhead": round(direct / raw - 1, 3),
             **({"graphed_vs_raw": round(fast / raw - 1, 3)} if graphed else {}),
             "padding_waste": round(1 - real / positions, 3) if positions else 0.0,
             "reused_prefix_tokens": reused,
@@ -222,7 +242,8 @@ async def compare(
             f"{row['batched_no_prefix_reuse_s']:.2f} s)  one-at-a-time "
             f"{row['one_at_a_time_s']:7.2f} s  ({row['speedup']}×)  raw forward "
             f"{row['raw_forward_s']:7.2f} s (one at a time {row['raw_one_at_a_time_s']:.2f} s, "
-            f"{row['raw_speedup']}×)  overhead {row['overhead']:+.1%}  padding "
+            f"{row['raw_speedup']}×)  overhead {row['overhead']:+.1%} (in batches "
+            f"{row['batch_work_overhead']:+.1%})  padding "
             f"{row['padding_waste']:.1%}  {row['tokens_per_s']:.0f} tok/s"
             + (f"  graphed vs raw {row['graphed_vs_raw']:+.1%}" if graphed else ""),
             flush=True,
@@ -267,6 +288,7 @@ async def compare(
         "median_speedup": round(speedup, 2),
         "median_raw_speedup": round(median([r["raw_speedup"] for r in rows]), 2),
         "median_overhead": round(overhead, 3),
+        "median_batch_work_overhead": round(median([r["batch_work_overhead"] for r in rows]), 3),
         **(
             {"median_graphed_vs_raw": round(median([r["graphed_vs_raw"] for r in rows]), 3)}
             if graphed

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import itertools
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from rankwise.backends.batching import (
+    EARLY_BATCHES_IN_FLIGHT,
     MicroBatcher,
     prefix_shared_cost,
     shared_prefix_length,
@@ -108,6 +113,54 @@ async def test_early_dispatch_starts_full_batches_while_requests_still_arrive() 
     assert results == [i * 10 for i in range(30)]
     assert sorted(seen) == list(range(30))  # each request ran exactly once
     assert started_after[0] < 30  # the model started before all requests had arrived
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """One worker thread that remembers the most batches ever handed to it and not finished."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self._lock = threading.Lock()
+        self.queued = 0
+        self.most_queued = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        with self._lock:
+            self.queued += 1
+            self.most_queued = max(self.most_queued, self.queued)
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _: Future) -> None:
+        with self._lock:
+            self.queued -= 1
+
+
+async def test_early_dispatch_sorts_what_gathers_while_the_device_is_busy() -> None:
+    """A burst of prompts in random length order (all-pairs PRP on a GPU): only the first
+    batches are cut in arrival order; the rest are planned by length over all that waited,
+    so each later batch holds the shortest prompts left. No more than two batches are ever
+    handed to the worker at once, and every request runs exactly once."""
+    lengths = list(range(2, 66))
+    random.Random(7).shuffle(lengths)
+    batches: list[list[int]] = []
+
+    def run(batch: list[list[int]]) -> list[int]:
+        time.sleep(0.01)  # a busy device
+        batches.append([len(r) for r in batch])
+        return [len(r) for r in batch]
+
+    executor = _CountingExecutor()
+    batcher = MicroBatcher(run, length=len, executor=executor, max_batch=4, dispatch_early=True)
+    results = await asyncio.gather(*(batcher.submit([1] * n) for n in lengths))
+    assert results == lengths
+    assert sorted(n for batch in batches for n in batch) == sorted(lengths)
+    assert executor.most_queued == EARLY_BATCHES_IN_FLIGHT
+    first = batches[:EARLY_BATCHES_IN_FLIGHT]
+    assert first == [lengths[:4], lengths[4:8]]  # arrival order, started at once
+    later = batches[EARLY_BATCHES_IN_FLIGHT:]
+    assert all(max(a) <= min(b) for a, b in itertools.pairwise(later)), later
 
 
 async def test_early_dispatch_hands_a_batch_error_to_its_waiters_only() -> None:

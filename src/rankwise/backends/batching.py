@@ -8,7 +8,11 @@ on a single worker thread. The event loop is never blocked by model work.
 
 With ``dispatch_early`` (for accelerators, where the host's prompt work is as long as the
 device's), a batch starts as soon as enough requests for it have arrived, in arrival order,
-so that the model works while later prompts are still being rendered and tokenised.
+so that the model works while later prompts are still being rendered and tokenised. At most
+:data:`EARLY_BATCHES_IN_FLIGHT` batches are handed to the worker at once (one running, the
+next waiting): while the device is busy, requests gather, and the next batch is the first of
+a length-sorted plan of everything waiting then, so that only the first batches of a large
+burst (all-pairs PRP: 380 prompts at depth 20) are cut in arrival order and pad more.
 """
 
 from __future__ import annotations
@@ -28,12 +32,18 @@ Result = TypeVar("Result")
 BATCH_OVERHEAD_POSITIONS = 64
 """What starting one more forward pass costs, in computed positions, when plans are compared."""
 
+EARLY_BATCHES_IN_FLIGHT = 2
+"""With early dispatch, the most batches handed to the worker at once: one running and one
+ready, so the device never waits for the event loop, and no more, so later batches are planned
+over all that has arrived (length-sorted) instead of cut in arrival order."""
+
 
 @dataclass
 class _LoopState(Generic[Request, Result]):
     slots: asyncio.Semaphore
     pending: list[tuple[Request, asyncio.Future[Result]]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
+    running: set[asyncio.Future[list[Result]]] = field(default_factory=set)
 
 
 @dataclass
@@ -106,9 +116,10 @@ class MicroBatcher(Generic[Request, Result]):
     requests and at most ``max_batch_tokens`` padded tokens; at most ``max_queue`` requests
     wait or run at once (later submitters wait for a slot). ``orderings`` are extra sort
     keys to try besides length, and ``cost`` prices a batch (computed positions); the
-    cheapest plan wins. ``dispatch_early`` starts each full batch (by size or tokens) the
-    moment its last request arrives instead of planning all concurrent requests together;
-    what is left is planned as usual.
+    cheapest plan wins. ``dispatch_early`` starts a full batch (by size or tokens) the
+    moment its last request arrives while fewer than :data:`EARLY_BATCHES_IN_FLIGHT`
+    batches are on the worker, instead of planning all concurrent requests together; once
+    that many are, each next batch is the first of a plan of all requests waiting then.
     """
 
     def __init__(
@@ -227,28 +238,36 @@ class MicroBatcher(Generic[Request, Result]):
         return batches
 
     def _start_full_batches(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
-        """Hand every full batch of the waiting requests (arrival order) to the worker now."""
+        """Hand full batches of the waiting requests (arrival order) to the worker now, as
+        long as fewer than :data:`EARLY_BATCHES_IN_FLIGHT` are on it."""
+        free = EARLY_BATCHES_IN_FLIGHT - len(state.running)
+        if free <= 0:
+            return
         requests = [request for request, _ in state.pending]
         batches = self._batches(list(range(len(requests))), requests)
         full = batches if len(batches[-1]) >= self.max_batch else batches[:-1]
+        full = full[:free]
         if not full:
             return
         for batch in full:
             members = [state.pending[i] for i in batch if not state.pending[i][1].done()]
             if members:
-                self._start(loop, members)
+                self._start(loop, state, members)
         taken = {i for batch in full for i in batch}
         state.pending = [item for i, item in enumerate(state.pending) if i not in taken]
 
     def _start(
         self,
         loop: asyncio.AbstractEventLoop,
+        state: _LoopState,
         members: list[tuple[Request, asyncio.Future[Result]]],
     ) -> asyncio.Future[list[Result]]:
         """Queue one batch on the worker; its waiters get their results when it finishes."""
         running = loop.run_in_executor(
             self._executor, self._run_batch, [request for request, _ in members]
         )
+        state.running.add(running)
+        running.add_done_callback(state.running.discard)
         running.add_done_callback(lambda done: _deliver(members, done))
         return running
 
@@ -257,14 +276,31 @@ class MicroBatcher(Generic[Request, Result]):
         for _ in range(3):
             await asyncio.sleep(0)
         while state.pending:
+            if self.dispatch_early:
+                await self._start_next(loop, state)
+                continue
             taken, state.pending = state.pending, []
             live = [(request, future) for request, future in taken if not future.done()]
             requests = [request for request, _ in live]
             for batch in self.plan(requests):
                 members = [live[i] for i in batch if not live[i][1].done()]
                 if members:
-                    running = self._start(loop, members)
+                    running = self._start(loop, state, members)
                     await asyncio.wait([running])
+
+    async def _start_next(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        """Early dispatch: once the worker has room, start the first batch of a plan of all
+        requests waiting then (what arrived while the device was busy is sorted together)."""
+        while len(state.running) >= EARLY_BATCHES_IN_FLIGHT:
+            await asyncio.wait(set(state.running), return_when=asyncio.FIRST_COMPLETED)
+        live = [(request, future) for request, future in state.pending if not future.done()]
+        if not live:
+            state.pending = []
+            return
+        first = self.plan([request for request, _ in live])[0]
+        self._start(loop, state, [live[i] for i in first])
+        chosen = set(first)
+        state.pending = [item for i, item in enumerate(live) if i not in chosen]
 
 
 def _deliver(
