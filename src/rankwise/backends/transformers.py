@@ -191,9 +191,11 @@ class TransformersBackend:
             ``0`` keeps nothing. ``None``: 256 on a CPU, 0 on an accelerator.
         dispatch_early: start a batch as soon as enough prompts for it have arrived, so the
             model runs while later prompts are still being rendered and tokenised, instead of
-            planning all concurrent prompts together (length-sorted, less padding). ``None``:
-            off on a CPU, where padding costs compute, on for an accelerator, where the
-            host's prompt work would otherwise wait for the device and the device for it.
+            planning all concurrent prompts together (length-sorted, less padding). Only two
+            batches are handed to the model at once; what arrives meanwhile is planned by
+            length, so a burst (all-pairs PRP) pads little beyond its first two batches.
+            ``None``: off on a CPU, where padding costs compute, on for an accelerator, where
+            the host's prompt work would otherwise wait for the device and the device for it.
         pack_prompts: run a label-scoring or query-likelihood batch as one row of prompts
             laid end to end, each attending only to itself and the shared prefix, instead of
             padding every prompt to the longest (see :mod:`rankwise.backends.packed_attention`).
