@@ -140,8 +140,9 @@ class _CountingExecutor(ThreadPoolExecutor):
 async def test_early_dispatch_sorts_what_gathers_while_the_device_is_busy() -> None:
     """A burst of prompts in random length order (all-pairs PRP on a GPU): only the first
     batches are cut in arrival order; the rest are planned by length over all that waited,
-    so each later batch holds the shortest prompts left. No more than two batches are ever
-    handed to the worker at once, and every request runs exactly once."""
+    so each later batch holds the shortest prompts left, from one plan made once. No more
+    than two batches are ever handed to the worker at once, and every request runs exactly
+    once."""
     lengths = list(range(2, 66))
     random.Random(7).shuffle(lengths)
     batches: list[list[int]] = []
@@ -153,8 +154,18 @@ async def test_early_dispatch_sorts_what_gathers_while_the_device_is_busy() -> N
 
     executor = _CountingExecutor()
     batcher = MicroBatcher(run, length=len, executor=executor, max_batch=4, dispatch_early=True)
+    plans = 0
+    plan = batcher.plan
+
+    def counted_plan(requests: list[list[int]]) -> list[list[int]]:
+        nonlocal plans
+        plans += 1
+        return plan(requests)
+
+    batcher.plan = counted_plan  # type: ignore[method-assign]
     results = await asyncio.gather(*(batcher.submit([1] * n) for n in lengths))
     assert results == lengths
+    assert plans == 1  # all had arrived before the first plan: no need to plan again
     assert sorted(n for batch in batches for n in batch) == sorted(lengths)
     assert executor.most_queued == EARLY_BATCHES_IN_FLIGHT
     first = batches[:EARLY_BATCHES_IN_FLIGHT]

@@ -99,6 +99,36 @@ async def test_bucketed_passes_score_as_plain_padded_passes(
         assert math.isclose(bucketed[doc_id], score, abs_tol=2e-3), doc_id
 
 
+async def test_a_buckets_first_use_computes_only_the_batch_itself(plain_backend, dl19) -> None:
+    """A bucket's first use runs as a plain pass padded only to the batch's longest prompt
+    (the positions a run with no graphs computes); from its second use, the bucket's rows
+    and width are computed, and the scores stay the same."""
+    import torch
+
+    record = dl19[3]
+
+    async def padded_positions() -> tuple[int, dict[str, float]]:
+        before = plain_backend.stats.padded_tokens
+        scores = await _scores(plain_backend, "pointwise", record, 7)
+        return plain_backend.stats.padded_tokens - before, scores
+
+    plain_backend.graphs = None
+    plain, plain_scores = await padded_positions()
+    graphs = GraphedForward(plain_backend.model, torch.device("cpu"), max_rows=16, capture=False)
+    plain_backend.graphs = graphs
+    try:
+        first, first_scores = await padded_positions()
+        captured_first = graphs.captures
+        second, second_scores = await padded_positions()
+    finally:
+        plain_backend.graphs = None
+    assert first == plain and captured_first == 0
+    assert second > plain and second % WIDTH_STEP == 0 and graphs.captures >= 1
+    for scores in (first_scores, second_scores):
+        for doc_id, score in plain_scores.items():
+            assert math.isclose(scores[doc_id], score, abs_tol=2e-3), doc_id
+
+
 async def test_a_failed_capture_turns_graphs_off_and_runs_plain_passes(plain_backend, dl19) -> None:
     import torch
 
@@ -131,13 +161,15 @@ def test_a_bucket_is_captured_on_its_second_use_and_replayed_after(plain_backend
     ids = torch.randint(0, 1000, (shape.rows, shape.width))
     mask = torch.ones_like(ids)
     positions = torch.arange(shape.width).repeat(shape.rows, 1)
-    assert graphs.run(shape, ids, mask, positions) is None  # first use: a plain pass
+    assert graphs.admit(shape) is False  # first use: a plain pass, by the caller
     assert len(graphs) == 0
     expected = plain_backend.model(input_ids=ids, logits_to_keep=1).logits
+    assert graphs.admit(shape) is True
     captured = graphs.run(shape, ids, mask, positions)  # second: captured, answered
     assert len(graphs) == 1 and graphs.captures == 1 and graphs.replays == 0
     assert captured is not None and torch.allclose(captured, expected, atol=1e-4)
     other = torch.randint(0, 1000, (shape.rows, shape.width))
+    assert graphs.admit(shape) is True
     replayed = graphs.run(shape, other, mask, positions)  # then replayed with new inputs
     assert graphs.replays == 1 and graphs.captures == 1
     expected = plain_backend.model(input_ids=other, logits_to_keep=1).logits

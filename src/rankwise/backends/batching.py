@@ -44,6 +44,10 @@ class _LoopState(Generic[Request, Result]):
     pending: list[tuple[Request, asyncio.Future[Result]]] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
     running: set[asyncio.Future[list[Result]]] = field(default_factory=set)
+    # Early dispatch: the batches still to start from the last plan, valid until a request
+    # arrives (planning a burst of hundreds again for every batch would cost more than it
+    # saves when prompts share prefixes).
+    planned: list[list[tuple[Request, asyncio.Future[Result]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +175,7 @@ class MicroBatcher(Generic[Request, Result]):
         async with state.slots:
             future: asyncio.Future[Result] = loop.create_future()
             state.pending.append((request, future))
+            state.planned = []
             if self.dispatch_early:
                 self._start_full_batches(loop, state)
             if state.worker is None or state.worker.done():
@@ -289,18 +294,23 @@ class MicroBatcher(Generic[Request, Result]):
                     await asyncio.wait([running])
 
     async def _start_next(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
-        """Early dispatch: once the worker has room, start the first batch of a plan of all
-        requests waiting then (what arrived while the device was busy is sorted together)."""
+        """Early dispatch: once the worker has room, start the next batch of a plan of all
+        requests waiting (what arrived while the device was busy is sorted together); the
+        plan is made again only when a request has arrived since the last one."""
         while len(state.running) >= EARLY_BATCHES_IN_FLIGHT:
             await asyncio.wait(set(state.running), return_when=asyncio.FIRST_COMPLETED)
         live = [(request, future) for request, future in state.pending if not future.done()]
-        if not live:
-            state.pending = []
-            return
-        first = self.plan([request for request, _ in live])[0]
-        self._start(loop, state, [live[i] for i in first])
-        chosen = set(first)
-        state.pending = [item for i, item in enumerate(live) if i not in chosen]
+        if not state.planned:
+            plan = self.plan([request for request, _ in live])
+            state.planned = [[live[i] for i in batch] for batch in plan]
+        while state.planned:
+            members = [item for item in state.planned.pop(0) if not item[1].done()]
+            if members:
+                self._start(loop, state, members)
+                chosen = {id(future) for _, future in members}
+                state.pending = [item for item in live if id(item[1]) not in chosen]
+                return
+        state.pending = []
 
 
 def _deliver(

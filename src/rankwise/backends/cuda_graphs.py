@@ -12,8 +12,9 @@ power of two (at most the backend's ``max_batch``), the width to a multiple of
 :data:`KEEP_STEP`. Extra rows repeat the first prompt and are dropped; extra width is left
 padding, masked as usual. A bucket is captured on its second use (:data:`CAPTURE_AFTER`), so
 that a shape seen once (one long FIRST window, say) never pays for a capture: that call runs
-as a plain pass, which also warms the libraries up, and is then recorded, which costs about
-one more pass's host time. Graphs are kept, least recently used out first, up to
+as a plain pass at the batch's own size (no bucket padding), and the capture, on the next
+use, runs the pass once plainly to warm the libraries up and is then recorded, which costs
+about one more pass's host time. Graphs are kept, least recently used out first, up to
 :data:`MAX_GRAPHS` buckets and a memory budget (each graph holds its own activations): a
 tenth of the device's memory, at most :data:`MAX_GRAPH_MEMORY` bytes. A bucket that would
 take more than a quarter of the budget runs as a plain pass. A capture that fails (a model
@@ -133,6 +134,21 @@ class GraphedForward:
         """Device memory held by the captured graphs."""
         return sum(captured.bytes for captured in self._captured.values())
 
+    def admit(self, shape: GraphShape) -> bool:
+        """Count one use of ``shape``: whether this use runs through :meth:`run` (replayed,
+        or captured now). ``False`` on a bucket's first uses: run that batch as a plain pass
+        at its own size, with no bucket padding."""
+        if shape in self._captured:
+            return True
+        seen = self._seen.get(shape, 0) + 1
+        if seen < self.capture_after:
+            if len(self._seen) >= MAX_SEEN:
+                self._seen.clear()
+            self._seen[shape] = seen
+            return False
+        self._seen.pop(shape, None)
+        return True
+
     def run(
         self,
         shape: GraphShape,
@@ -140,19 +156,12 @@ class GraphedForward:
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
     ) -> torch.Tensor | None:
-        """Logits ``(shape.rows, shape.keep, vocabulary)`` for inputs of exactly ``shape``,
-        or ``None``: run a plain pass then (the bucket's first use, a bucket too large for
-        the memory budget, or a failed capture, which turns graphs off). A replayed graph's
-        tensor is overwritten by its next replay: copy what must outlive it."""
+        """Logits ``(shape.rows, shape.keep, vocabulary)`` for inputs of exactly ``shape``
+        (admitted by :meth:`admit`): the bucket's graph replayed, or captured now. ``None``
+        where the capture failed, which turns graphs off: run a plain pass then. A replayed
+        graph's tensor is overwritten by its next replay: copy what must outlive it."""
         captured = self._captured.get(shape)
         if captured is None:
-            seen = self._seen.get(shape, 0) + 1
-            if seen < self.capture_after:
-                if len(self._seen) >= MAX_SEEN:
-                    self._seen.clear()
-                self._seen[shape] = seen
-                return None
-            self._seen.pop(shape, None)
             return self._capture(shape, input_ids, attention_mask, position_ids)
         self._captured.move_to_end(shape)
         captured.input_ids.copy_(input_ids)

@@ -467,6 +467,8 @@ class TransformersBackend:
         width = max(len(ids) for ids in sequences)
         graphs = self.graphs
         shape = graphs.shape_for(len(sequences), width, keep) if graphs is not None else None
+        if shape is not None and graphs is not None and not graphs.admit(shape):
+            shape = None  # the bucket's first use: a plain pass at the batch's own size
         rows, width = (shape.rows, shape.width) if shape else (len(sequences), width)
         input_ids, mask, positions = self._padded(sequences, rows, width)
         with torch.inference_mode():
