@@ -10,9 +10,10 @@ With ``dispatch_early`` (for accelerators, where the host's prompt work is as lo
 device's), a batch starts as soon as enough requests for it have arrived, in arrival order,
 so that the model works while later prompts are still being rendered and tokenised. At most
 :data:`EARLY_BATCHES_IN_FLIGHT` batches are handed to the worker at once (one running, the
-next waiting): while the device is busy, requests gather, and the next batch is the first of
-a length-sorted plan of everything waiting then, so that only the first batches of a large
-burst (all-pairs PRP: 380 prompts at depth 20) are cut in arrival order and pad more.
+next waiting): while the device is busy, requests gather, and the next batch comes from a
+plan of everything waiting (length-sorted, made again only when more requests have arrived),
+so that only the first batches of a large burst (all-pairs PRP: 380 prompts at depth 20) are
+cut in arrival order and pad more.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class MicroBatcher(Generic[Request, Result]):
     cheapest plan wins. ``dispatch_early`` starts a full batch (by size or tokens) the
     moment its last request arrives while fewer than :data:`EARLY_BATCHES_IN_FLIGHT`
     batches are on the worker, instead of planning all concurrent requests together; once
-    that many are, each next batch is the first of a plan of all requests waiting then.
+    that many are, each next batch comes from a plan of all requests waiting.
     """
 
     def __init__(
