@@ -83,7 +83,9 @@ async def test_early_dispatch_gives_the_same_ranking_and_scores(local_backend, d
     planned, length-sorted batches give."""
     from rankwise.backends.transformers import TransformersBackend
 
-    early = TransformersBackend("default", dispatch_early=True, min_shared_prefix=0)
+    early = TransformersBackend(
+        "default", dispatch_early=True, min_shared_prefix=0, max_batch=16
+    )  # as on an accelerator
     record = dl19[2]
     docs = _docs(record, 20)
     planned = await Reranker("pointwise", local_backend).arerank(record.query, docs)
@@ -98,10 +100,11 @@ async def test_early_dispatch_gives_the_same_ranking_and_scores(local_backend, d
 def test_prefix_reuse_is_on_for_cpu_and_off_for_accelerators(local_backend) -> None:
     from rankwise.backends.transformers import device_defaults
 
-    assert device_defaults("cpu") == (16, 256.0, False, True, False)
-    assert device_defaults("cuda") == (0, 0.0, True, False, True)
-    assert device_defaults("cuda:1") == (0, 0.0, True, False, True)
-    assert device_defaults("mps") == (0, 0.0, True, False, False)
+    assert device_defaults("cpu") == (16, 256.0, False, True, False, 32)
+    assert device_defaults("cuda") == (0, 0.0, True, False, True, 16)
+    assert device_defaults("cuda:1") == (0, 0.0, True, False, True, 16)
+    assert device_defaults("mps") == (0, 0.0, True, False, False, 16)
+    assert local_backend._labels.max_batch == 32
     assert local_backend.pack_prompts is True
     assert local_backend.min_shared_prefix == 16
     assert local_backend.prefix_store.max_bytes == 256 * 2**20
