@@ -5,12 +5,12 @@ time, and rankwise's overhead against the raw model forward time for the same pr
 
 For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side in one run):
 
-* ``batched``: the default backend for the device (micro-batches of up to 16 prompts; on a
-  CPU the prompts of a batch are packed end to end in one row with no padding, a prompt
-  prefix shared by a batch, such as PRP's query and passage A, is computed once, and
-  prefixes kept from earlier batches of the same rerank are reused; the store is emptied
-  before each query; on a GPU prompts are padded, there is no prefix reuse by default, and
-  passes replay CUDA graphs);
+* ``batched``: the default backend for the device (micro-batches of up to 32 prompts on a
+  CPU and 16 on a GPU; on a CPU the prompts of a batch are packed end to end in one row with
+  no padding, a prompt prefix shared by a batch, such as PRP's query and passage A, is
+  computed once, and prefixes kept from earlier batches of the same rerank are reused; the
+  store is emptied before each query; on a GPU prompts are padded, there is no prefix reuse
+  by default, and passes replay CUDA graphs);
 * ``batched_padded`` (when the default packs): the same with every prompt padded to the
   longest of its batch instead, which shows what packing saves;
 * ``batched_no_prefix_store``: padded batches without prefixes kept across batches, and

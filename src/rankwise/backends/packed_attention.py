@@ -7,7 +7,7 @@ instead, each numbered from its own first position, and :func:`packed_attention`
 prompt attend only to itself (and to a shared prefix already in the key/value cache).
 The linear layers, most of the work, then see only real tokens. Label scoring keeps the
 logits of each prompt's last token; query likelihood those of the positions that predict
-each prompt's query tokens (``bench/packing.py``: 1.27x as fast as padded on DL19).
+each prompt's query tokens (``bench/packing.py``: 1.29x as fast as padded on DL19).
 
 Attention runs prompt by prompt with ``scaled_dot_product_attention``: causal within the
 prompt, plus every position of the shared prefix. It is registered with ``transformers``
