@@ -71,16 +71,19 @@ TARGET_OVERHEAD = 0.10
 
 
 class BatchRecorder:
-    """While active, keeps every label batch the backend runs: its requests and token ids."""
+    """While active, keeps every label batch the backend runs (its requests)."""
 
     def __init__(self, backend: TransformersBackend) -> None:
-        self.batches: list[list[list[int]]] = []
         self.requests: list[list[Any]] = []
         self._batcher = backend._labels
         self._original = backend._labels._run_batch
 
+    @property
+    def batches(self) -> list[list[list[int]]]:
+        """The token ids of every recorded batch."""
+        return [[list(request.input_ids) for request in batch] for batch in self.requests]
+
     def _recording(self, requests: list[Any]) -> list[Any]:
-        self.batches.append([list(request.input_ids) for request in requests])
         self.requests.append(list(requests))
         return self._original(requests)
 
@@ -185,11 +188,10 @@ async def compare(
         after = _stats(exact)
         more = [await timed_rerank(exact, method, record, depth) for _ in range(repeats - 1)]
         measured = median([recorded, *(seconds for seconds, _, _ in more)])
-        raw = median([raw_forward_seconds(exact, recorder.batches) for _ in range(repeats)])
+        batches = recorder.batches
+        raw = median([raw_forward_seconds(exact, batches) for _ in range(repeats)])
         direct = median([direct_batches_seconds(exact, recorder.requests) for _ in range(repeats)])
-        raw_single = median(
-            [raw_one_at_a_time_seconds(exact, recorder.batches) for _ in range(repeats)]
-        )
+        raw_single = median([raw_one_at_a_time_seconds(exact, batches) for _ in range(repeats)])
         plain, _, _ = await repeated_rerank(
             arms["batched_no_prefix_reuse"], method, record, depth, repeats
         )

@@ -21,9 +21,11 @@ def _lengths(batch: list[list[int]]) -> list[int]:
     return [len(r) for r in batch]
 
 
-def _batcher(run=_lengths, **kwargs) -> MicroBatcher[list[int], int]:
-    """A batcher over token lists on its own worker thread; ``run`` answers each batch."""
-    return MicroBatcher(run, length=len, executor=ThreadPoolExecutor(max_workers=1), **kwargs)
+def _batcher(run=_lengths, executor=None, **kwargs) -> MicroBatcher[list[int], int]:
+    """A batcher over token lists on its own worker thread (``executor``, or a new one);
+    ``run`` answers each batch."""
+    executor = executor or ThreadPoolExecutor(max_workers=1)
+    return MicroBatcher(run, length=len, executor=executor, **kwargs)
 
 
 def test_shared_prefix_length() -> None:
@@ -153,7 +155,7 @@ async def test_early_dispatch_sorts_what_gathers_while_the_device_is_busy() -> N
         return [len(r) for r in batch]
 
     executor = _CountingExecutor()
-    batcher = MicroBatcher(run, length=len, executor=executor, max_batch=4, dispatch_early=True)
+    batcher = _batcher(run, executor=executor, max_batch=4, dispatch_early=True)
     plans = 0
     plan = batcher.plan
 
