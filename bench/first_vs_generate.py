@@ -7,7 +7,8 @@ queries, side by side in one run.
 Reports seconds per window (median over queries), the speed ratio, tokens generated,
 nDCG@10 and fallbacks. Target: FIRST at least 2x faster per window. Writes
 ``bench/results/first_vs_generate.json`` (``first_vs_generate_cuda.json`` with
-``--device cuda``).
+``--device cuda``; ``--dtype bfloat16`` adds ``_bfloat16`` to the name). Both arms always run in
+the same dtype.
 
 The embedded 135M model often stops after a few tokens instead of writing the whole
 permutation, which makes generation look cheap. A third arm, ``listwise (full permutation)``,
@@ -54,9 +55,10 @@ async def main() -> None:
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--step", type=int, default=10)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     records, qrels = dl19(args.queries)
-    backend = TransformersBackend("default", device=args.device)
+    backend = TransformersBackend("default", device=args.device, dtype=args.dtype)
     settings = {"window": args.window, "step": args.step}
     rerankers = {name: Reranker(name, backend, **settings) for name in ("first", "listwise")}
     rerankers["listwise (full permutation)"] = Reranker("listwise", backend, **settings)
@@ -112,7 +114,7 @@ async def main() -> None:
     payload = {
         "benchmark": "first_vs_generate",
         "model": backend.model_name,
-        "dtype": "float32",
+        "dtype": args.dtype,
         "device": args.device,
         "queries": len(records),
         "depth": args.depth,
@@ -141,7 +143,10 @@ async def main() -> None:
         f"(target ≥{TARGET}×: {'met' if ratio >= TARGET else 'MISSED'}); against a full "
         f"permutation {full_ratio:.2f}× ({'met' if full_ratio >= TARGET else 'MISSED'})"
     )
-    print(f"wrote {write_json(result_name('first_vs_generate', args.device), payload)}")
+    name = result_name("first_vs_generate", args.device)
+    if args.dtype != "float32":
+        name = f"{name}_{args.dtype}"
+    print(f"wrote {write_json(name, payload)}")
 
 
 @contextmanager

@@ -218,7 +218,11 @@ def performance_table() -> str:
                 f"computed, identical rankings {m['identical_rankings']}/{m['queries']} | "
                 "(no target) | — |"
             )
-    for name, where in (("first_vs_generate", ""), ("first_vs_generate_cuda", "cuda")):
+    for name, where in (
+        ("first_vs_generate", ""),
+        ("first_vs_generate_bfloat16", ""),
+        ("first_vs_generate_cuda", "cuda"),
+    ):
         first = _load(name)
         if first:
             rows.extend(_first_rows(first, _device_label(first, where)))
@@ -398,6 +402,8 @@ def _host_rows(data: dict[str, Any]) -> list[str]:
 
 def _first_rows(first: dict[str, Any], where: str) -> list[str]:
     f, g = first["methods"]["first"], first["methods"]["listwise"]
+    if first["dtype"] != "float32":
+        where += f" in {first['dtype']}"
     rows = [
         f"| first_vs_generate{where}: window {first['window']} ({first['queries']} q) | FIRST "
         f"{f['median_seconds_per_window']} s/window vs listwise generation "
