@@ -116,19 +116,41 @@ def test_processes_that_start_together_convert_once(tmp_path) -> None:
     assert left == [folder.name, f"{folder.name}.lock"], left  # no staging copy left
 
 
-def test_an_unwritable_cache_still_loads(tmp_path, monkeypatch, caplog) -> None:
-    """A cache the process may not write to costs a conversion per load, not the load."""
+@pytest.mark.parametrize("options", [{}, {"attn_implementation": "eager"}])
+def test_an_unwritable_cache_still_loads(tmp_path, monkeypatch, caplog, options) -> None:
+    """A cache the process may not write to costs a conversion per load, not the load, and
+    not a second conversion where the caller passes model options."""
     from rankwise.backends.gguf_conversion import load_gguf
 
     cache = tmp_path / "cache"
     cache.write_text("a file where the cache folder should be")
     monkeypatch.setenv("RANKWISE_CACHE_DIR", str(cache))
+    real_from_pretrained = transformers.AutoModelForCausalLM.from_pretrained
+    gguf_loads: list[str] = []
+
+    def counting_from_pretrained(*args, **kwargs):
+        if kwargs.get("gguf_file"):
+            gguf_loads.append(kwargs["gguf_file"])
+        return real_from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained", counting_from_pretrained
+    )
     with caplog.at_level(logging.WARNING, logger="rankwise.backends.gguf_conversion"):
-        tokenizer, model = load_gguf(default_gguf_path(), torch.float32, {})
-    assert any("could not cache" in record.getMessage() for record in caplog.records)
+        tokenizer, model = load_gguf(default_gguf_path(), torch.float32, dict(options))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not cache" in message for message in messages), messages
+    assert gguf_loads == [default_gguf_path().name], "the GGUF file is de-quantised once"
     assert tokenizer.encode("Yes", add_special_tokens=False) == [10539]
     assert model.num_parameters() > 100_000_000
+    assert model.dtype == torch.float32
+    if options:
+        assert model.config._attn_implementation == "eager"
     assert cache.read_text().startswith("a file")
+    prompt = tokenizer("Fleas live up to a year.", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**prompt).logits[0, -1]
+    assert torch.isfinite(logits).all() and logits.shape[-1] == model.config.vocab_size
 
 
 def test_a_bad_model_kwarg_is_the_callers_error_not_a_damaged_copy(local_backend, caplog) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
     """Load a GGUF model, converting it once to a safetensors copy in the cache.
 
     ``kwargs`` go to ``from_pretrained`` on every load, the first (converting) one included.
+    Where the cache cannot be written, each load converts the GGUF file once (with a warning)
+    and still honours ``kwargs``.
     """
     folder = converted_model_dir(gguf)
     if is_complete(folder):
@@ -55,11 +58,34 @@ def load_gguf(gguf: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]
             logger.warning("could not cache the converted model in %s: %s", folder, error)
         else:
             return _load_converted(folder, dtype, kwargs)
-    if kwargs:
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=dtype, **kwargs
-        )
-    return tokenizer, loaded.to(dtype)
+    if not kwargs:
+        return tokenizer, loaded.to(dtype)
+    return _load_with_options_uncached(gguf, loaded, tokenizer, dtype, kwargs)
+
+
+def _load_with_options_uncached(
+    gguf: Path, loaded: Any, tokenizer: Any, dtype: Any, kwargs: dict[str, Any]
+) -> tuple[Any, Any]:
+    """Apply the caller's ``from_pretrained`` options where the cache cannot be written.
+
+    The converted model is staged in a temporary folder and loaded from there with the
+    options, which costs a second or two; de-quantising the GGUF file again would cost about
+    20 s. Only where no temporary folder can be written either is the GGUF file loaded again.
+    """
+    with ExitStack() as cleanup:
+        try:
+            scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rankwise-model-"))
+            staged = Path(scratch) / "model"
+            _save_converted(loaded, tokenizer, staged)
+        except (OSError, SafetensorError) as error:
+            logger.warning(
+                "could not stage the converted model (%s); loading %s again", error, gguf
+            )
+        else:
+            return _load_converted(staged, dtype, kwargs)
+    return tokenizer, transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=dtype, **kwargs
+    )
 
 
 def _load_cached(folder: Path, dtype: Any, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
