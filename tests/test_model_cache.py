@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -116,15 +117,30 @@ def test_processes_that_start_together_convert_once(tmp_path) -> None:
     assert left == [folder.name, f"{folder.name}.lock"], left  # no staging copy left
 
 
-@pytest.mark.parametrize("options", [{}, {"attn_implementation": "eager"}])
-def test_an_unwritable_cache_still_loads(tmp_path, monkeypatch, caplog, options) -> None:
-    """A cache the process may not write to costs a conversion per load, not the load, and
-    not a second conversion where the caller passes model options."""
+@pytest.mark.parametrize(
+    ("options", "temp_writable", "conversions"),
+    [
+        ({}, True, 1),
+        ({"attn_implementation": "eager"}, True, 1),
+        ({"attn_implementation": "eager"}, False, 2),
+    ],
+    ids=["no-options", "options", "options-without-temp-folder"],
+)
+def test_an_unwritable_cache_still_loads(
+    tmp_path, monkeypatch, caplog, options, temp_writable, conversions
+) -> None:
+    """A cache the process may not write to costs a conversion per load, not the load. Model
+    options are applied to a copy staged in a temporary folder, so the GGUF file is
+    de-quantised once; only where no temporary folder can be written is it loaded again."""
     from rankwise.backends.gguf_conversion import load_gguf
 
     cache = tmp_path / "cache"
     cache.write_text("a file where the cache folder should be")
     monkeypatch.setenv("RANKWISE_CACHE_DIR", str(cache))
+    if not temp_writable:
+        blocked = tmp_path / "temp"
+        blocked.write_text("a file where the temporary folder should be")
+        monkeypatch.setattr(tempfile, "tempdir", str(blocked))
     real_from_pretrained = transformers.AutoModelForCausalLM.from_pretrained
     gguf_loads: list[str] = []
 
@@ -140,7 +156,8 @@ def test_an_unwritable_cache_still_loads(tmp_path, monkeypatch, caplog, options)
         tokenizer, model = load_gguf(default_gguf_path(), torch.float32, dict(options))
     messages = [record.getMessage() for record in caplog.records]
     assert any("could not cache" in message for message in messages), messages
-    assert gguf_loads == [default_gguf_path().name], "the GGUF file is de-quantised once"
+    assert gguf_loads == [default_gguf_path().name] * conversions, gguf_loads
+    assert any("could not stage" in message for message in messages) != temp_writable
     assert tokenizer.encode("Yes", add_special_tokens=False) == [10539]
     assert model.num_parameters() > 100_000_000
     assert model.dtype == torch.float32
