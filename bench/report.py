@@ -433,12 +433,12 @@ def replace(text: str, name: str, body: str) -> str:
 
 
 def _prompt_sizes(first: dict[str, Any]) -> str:
-    """Prompt tokens per window of both arms."""
+    """Prompt tokens per window of both arms, named, FIRST first as in the row's sentence."""
     f, g = first["methods"]["first"], first["methods"]["listwise"]
     return (
-        f" (prompts {g['median_prompt_tokens_per_window']:.0f} vs "
-        f"{f['median_prompt_tokens_per_window']:.0f} tokens, "
-        f"{first['listwise_over_first_prompt_tokens']}×; "
+        f" (prompts: FIRST {f['median_prompt_tokens_per_window']:.0f} vs listwise "
+        f"{g['median_prompt_tokens_per_window']:.0f} tokens, listwise "
+        f"{first['listwise_over_first_prompt_tokens']}× as long; "
         f"{g['median_generated_tokens_per_query']:.0f} tokens generated)"
     )
 
