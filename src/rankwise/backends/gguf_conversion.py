@@ -149,16 +149,19 @@ def _conversion_lock(folder: Path) -> Iterator[None]:
 
 
 def _save_converted(loaded: Any, tokenizer: Any, folder: Path) -> None:
-    """Write a plain (de-quantised) copy to a staging folder, then move it into place whole."""
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(loaded.state_dict())
+    """Write a plain (de-quantised) copy to a staging folder, then move it into place whole.
+
+    The staging folder is made first, so a folder that cannot be written fails before the
+    plain copy of the model is built."""
     staging = folder.with_name(folder.name + ".partial")  # left by a process that was killed
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     try:
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = transformers.AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(loaded.state_dict())
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / ".complete").write_text("ok\n")
