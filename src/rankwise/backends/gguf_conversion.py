@@ -1,8 +1,8 @@
 """A GGUF model file (the embedded model's, or one a user names), converted once to a safetensors
 copy in rankwise's cache.
 
-Loading a GGUF file de-quantises every tensor (about 20 s for the 135M model on a CPU); the
-copy loads in a fraction of a second. Copies are kept per ``transformers`` major version
+Loading a GGUF file de-quantises every tensor (about 10 s for the 135M model on a 2-core
+CPU); the copy loads in a fraction of a second. Copies are kept per ``transformers`` major version
 (:func:`~rankwise.backends.model_files.converted_model_dir`), written under a lock so that
 processes starting together convert once, and converted again when they no longer load.
 """
@@ -70,7 +70,7 @@ def _load_with_options_uncached(
 
     The converted model is staged in a temporary folder and loaded from there with the
     options, which costs a second or two; de-quantising the GGUF file again would cost about
-    20 s. Only where no temporary folder can be written either is the GGUF file loaded again.
+    10 s. Only where no temporary folder can be written either is the GGUF file loaded again.
     """
     with ExitStack() as cleanup:
         try:
