@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 
-import pytest
-
 from rankwise import Reranker
 from rankwise.backends.model_files import converted_model_dir, default_gguf_path, is_complete
 from rankwise.prompts import Message
@@ -157,9 +155,10 @@ async def test_pointwise_ranking_is_a_permutation_with_aligned_scores(local_back
     assert ranked.usage.calls == 10 and ranked.usage.prompt_tokens > 0
     # Alignment: rescoring the top document alone reproduces its score.
     top = ranked.items[0]
-    alone = await Reranker("pointwise", local_backend, score_threshold=0.0).arerank(
+    alone = await Reranker("pointwise", local_backend).arerank(
         record.query, [{"id": top.id, "text": top.text}]
     )
+    assert alone.usage.calls == 1
     assert math.isclose(alone.items[0].score, top.score, abs_tol=1e-3)
     by_id = {d["id"]: d for d in docs}
     for item in ranked.items:
@@ -176,11 +175,24 @@ async def test_query_likelihood_ranks_with_log_likelihood_scores(local_backend, 
     assert len(set(ranked.ids)) == 8
 
 
-@pytest.mark.parametrize("documents", [[], ["only one"]])
-async def test_zero_and_one_document_make_no_call(local_backend, documents) -> None:
-    ranked = await Reranker("pointwise", local_backend).arerank("q", documents)
-    assert len(ranked) == len(documents)
-    assert ranked.usage.calls == 0
+async def test_no_document_makes_no_call(local_backend) -> None:
+    ranked = await Reranker("pointwise", local_backend).arerank("q", [])
+    assert len(ranked) == 0 and ranked.usage.calls == 0
+
+
+async def test_a_lone_document_gets_a_real_probability(local_backend) -> None:
+    """One retrieved passage is still judged: its relevance score is what a threshold
+    downstream reads, so it must not be a made-up 1.0."""
+    query = "how long do fleas live"
+    off_topic = "Concrete is a building material made of cement, sand and gravel."
+    lone = await Reranker("pointwise", local_backend).arerank(query, [off_topic])
+    assert lone.usage.calls == 1
+    pair = await Reranker("pointwise", local_backend).arerank(
+        query, [off_topic, "Fleas live a year."]
+    )
+    in_pair = next(item.score for item in pair.items if item.id == "0")
+    assert math.isclose(lone.items[0].score, in_pair, abs_tol=1e-3)
+    assert lone.items[0].score < 0.5
 
 
 async def test_empty_text_ranks_last_without_a_call(local_backend) -> None:

@@ -3,6 +3,7 @@ counts, the never-drop invariants on the real local model, and fallbacks on bad 
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -128,10 +129,22 @@ async def test_every_method_on_the_local_model_keeps_every_document(
         assert ranked.usage.calls == fewest == most
     assert ranked.usage.prompt_tokens > 0
 
-    for few in ([], [docs[0]]):
-        small = await reranker.arerank(record.query, few)
-        assert small.ids == [d["id"] for d in few] and small.usage.calls == 0
-        assert reranker.call_bounds(few) == (0, 0)
+    nothing = await reranker.arerank(record.query, [])
+    assert nothing.ids == [] and nothing.usage.calls == 0
+    assert reranker.call_bounds([]) == (0, 0)
+
+    # A lone document: order-only methods rank it first without a call; the others score
+    # it, and a pointwise score is the one the document gets in a longer list.
+    lone = await reranker.arerank(record.query, [docs[0]])
+    assert lone.ids == [docs[0]["id"]] and len(lone.items) == 1
+    fewest, most = reranker.call_bounds([docs[0]])
+    assert fewest <= lone.usage.calls <= most
+    if ranked.score_kind == "rank":
+        assert lone.usage.calls == 0 and lone.items[0].score == 1.0
+    if ranked.score_kind in ("probability", "log_likelihood"):
+        assert lone.usage.calls == 1
+        in_list = next(item.score for item in ranked.items if item.id == docs[0]["id"])
+        assert math.isclose(lone.items[0].score, in_list, abs_tol=2e-3)
 
 
 async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_backend, dl19) -> None:

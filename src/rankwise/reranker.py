@@ -196,11 +196,14 @@ class Reranker:
         return CallBounds(fewest, most)
 
     def _calls_method(self, count: int) -> bool:
-        """Whether ``count`` non-empty candidates need the method at all: one candidate
-        only when its score is wanted (a threshold or abstention)."""
-        wants_scores = self.score_threshold is not None or self.abstain is not None
-        needs_scores = wants_scores and self.method.score_kind != "rank"
-        return count >= 2 or (count == 1 and needs_scores)
+        """Whether ``count`` non-empty candidates need the method at all.
+
+        A lone candidate is ranked first whatever the model says, so order-only methods
+        skip it (its rank score, 1.0, is what they would give). Every other method scores
+        it, since its score is read on its own: a probability to threshold, downstream
+        too (the adapters' ``relevance_score``), or a log-likelihood.
+        """
+        return count >= 2 or (count == 1 and self.method.score_kind != "rank")
 
     async def _arerank(
         self,

@@ -73,7 +73,8 @@ class RankingMethod(ABC):
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext
     ) -> MethodResult:
-        """Rank ``candidates`` (at least two, none empty) for ``query``."""
+        """Rank ``candidates`` (none empty) for ``query``: at least two, or one when the
+        method's scores are more than ranks (a lone candidate still gets its real score)."""
 
 
 def order_by_scores(scores: Sequence[float]) -> list[int]:
