@@ -147,6 +147,28 @@ async def test_every_method_on_the_local_model_keeps_every_document(
         assert math.isclose(lone.items[0].score, in_list, abs_tol=2e-3)
 
 
+@pytest.mark.parametrize("calibrated", [False, True])
+async def test_query_likelihood_within_a_call_budget_reranks_the_first_passages(
+    local_backend, dl19, calibrated
+) -> None:
+    record = dl19[1]
+    docs = record.documents(6)
+    full = await Reranker("pointwise-qlm", local_backend).arerank(record.query, docs[:3])
+    capped = Reranker("pointwise-qlm", local_backend, calibrated=calibrated, max_calls=3)
+    ranked = await capped.arerank(record.query, docs)
+    assert ranked.usage.calls == 3 and ranked.trace.count("budget") == 1
+    assert ranked.ids[:3] == full.ids  # the three scored, best first
+    assert ranked.ids[3:] == [d["id"] for d in docs[3:]]  # the rest in input order
+
+
+async def test_attention_scan_counts_against_the_call_budget(local_backend, dl19) -> None:
+    """ICR's scan is two passes; a budget of one call refuses it rather than overrunning."""
+    docs = dl19[0].documents(4)
+    ranked = await Reranker("icr", local_backend, max_calls=1).arerank(dl19[0].query, docs)
+    assert ranked.usage.calls == 0 and ranked.trace.count("budget") == 1
+    assert ranked.ids == [d["id"] for d in docs]
+
+
 async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_backend, dl19) -> None:
     record = dl19[0]
     docs = record.documents(4)

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from rankwise import ContextOverflowError, OpenAIBackend, Reranker
+from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import Reply, completion
 
@@ -30,6 +31,66 @@ async def test_call_budget_keeps_the_best_known_order(stub) -> None:
     assert ranked.ids[:5] == [d["id"] for d in docs[:5]]
     bottom = [v for v in values[5:]]
     assert [values[int(i[1:])] for i in ranked.ids[5:]] == sorted(bottom, reverse=True)
+
+
+async def test_call_budget_holds_for_concurrent_pointwise_calls(stub) -> None:
+    """Calls that run side by side count against the budget while in flight: all of them
+    passed the check before the first one returned, so the whole list went out. What the
+    budget allowed is kept: the first passages, reranked, ahead of the rest."""
+    stub.handler = lambda request: Reply(body=oracle(request).body, delay=0.2)
+    docs = relevance_docs([i / 10 for i in range(10)])
+    ranked = await Reranker("pointwise", backend_for(stub), max_calls=3).arerank("q", docs)
+    assert len(stub.requests) == 3 and ranked.usage.calls == 3
+    assert ranked.trace.count("budget") == 1
+    assert ranked.ids == ["d2", "d1", "d0"] + [f"d{i}" for i in range(3, 10)]
+    assert ranked.score_kind == "rank"
+
+
+async def test_call_budget_holds_for_concurrent_pair_calls(stub) -> None:
+    stub.handler = lambda request: Reply(body=oracle(request).body, delay=0.2)
+    docs = relevance_docs([i / 10 for i in range(6)])
+    ranked = await Reranker("prp-allpair", backend_for(stub), max_calls=3).arerank("q", docs)
+    assert len(stub.requests) <= 3 and ranked.usage.calls <= 3
+    assert ranked.trace.count("budget") == 1
+    assert ranked.ids == [d["id"] for d in docs]  # no full tally: the input order stands
+
+
+async def test_token_budget_holds_for_concurrent_calls(stub) -> None:
+    stub.handler = lambda request: Reply(body=oracle(request).body, delay=0.2)
+    docs = relevance_docs([i / 10 for i in range(10)])
+    backend = backend_for(stub)
+    one_prompt = backend.count_tokens("Passage: d0 relevance 0.0 Query: q")
+    reranker = Reranker("pointwise", backend, max_tokens=one_prompt)
+    ranked = await reranker.arerank("q", docs)
+    assert len(stub.requests) == 1  # the second call counts the first one in flight
+    assert ranked.trace.count("budget") == 1
+    assert ranked.ids == [d["id"] for d in docs]
+
+
+async def test_a_stopped_rerank_selects_nothing_by_threshold_and_abstains(stub) -> None:
+    """After a stop the scores are ranks (1, 1/2, ...), which say nothing of relevance: a
+    threshold read against them passed the top of the input order as if it were relevant."""
+    stub.handler = lambda request: Reply(body=oracle(request).body, delay=0.6)
+    docs = relevance_docs([0.1, 0.05, 0.02])
+    thresholded = Reranker("pointwise", backend_for(stub), deadline=0.2, score_threshold=0.5)
+    ranked = await thresholded.arerank("q", docs)
+    assert ranked.score_kind == "rank" and ranked.trace.count("budget") == 1
+    assert ranked.selected == [] and len(ranked.items) == 3
+    assert not ranked.abstained
+    assert any("score_threshold" in event.message for event in ranked.trace.events)
+
+    abstaining = Reranker(
+        "pointwise", backend_for(stub), deadline=0.2, abstain=Abstention("max", 0.5)
+    )
+    ranked = await abstaining.arerank("q", docs)
+    assert ranked.abstained and ranked.confidence is None and ranked.selected == []
+    assert ranked.ids == ["d0", "d1", "d2"]  # items keep the best order known
+
+    # Not stopped: the same rules read the real probabilities (all low here).
+    ranked = await Reranker(
+        "pointwise", backend_for(stub), score_threshold=0.5, abstain=Abstention("max", 0.5)
+    ).arerank("q", docs)
+    assert ranked.score_kind == "probability" and ranked.confidence is not None
 
 
 async def test_deadline_falls_back_to_input_order_and_cancels_calls(stub) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from rankwise.backends.base import Backend, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.base import (
+    AttentionScan,
+    Backend,
+    ContinuationLogprobs,
+    Generation,
+    LabelLogprobs,
+)
 from rankwise.cache import ResponseCache
 from rankwise.prompts import Message, PromptLibrary
 from rankwise.types import Trace, Usage
@@ -21,6 +28,12 @@ class RankContext:
     """Wraps a backend for one rerank: usage accounting, the trace, and the response cache.
 
     A cache hit costs no LLM call: it counts in ``usage.cache_hits``, not ``usage.calls``.
+
+    Budgets (``max_calls``, ``max_tokens``) are checked before each call against what is
+    spent *and* what is in flight, so methods whose calls run concurrently (pointwise,
+    all-pairs PRP) stop at the budget instead of sending every call before the first one
+    returns. A call in flight counts one call and, against ``max_tokens``, its prompt's
+    tokens under the backend's tokenizer plus the most it may generate.
     """
 
     def __init__(
@@ -41,6 +54,8 @@ class RankContext:
         self.trace = Trace()
         self.best_order: list[int] | None = None
         self.budget_stopped = False
+        self._calls_in_flight = 0
+        self._tokens_in_flight = 0
 
     def checkpoint(self, order: list[int]) -> None:
         """Record the best order known so far; a budget stop falls back to it."""
@@ -102,16 +117,52 @@ class RankContext:
             if hit is not None:
                 self.usage.cache_hits += 1
                 return hit
-        if self.max_calls is not None and self.usage.calls >= self.max_calls:
-            raise BudgetExhausted(f"the budget of {self.max_calls} LLM calls is spent")
-        if self.max_tokens is not None and self.usage.total_tokens >= self.max_tokens:
-            raise BudgetExhausted(f"the budget of {self.max_tokens} tokens is spent")
-        result = await call()
+        tokens = _request_tokens(request, self.backend) if self.max_tokens is not None else 0
+        async with self._budgeted(calls=1, tokens=tokens):
+            result = await call()
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)
         if self.cache is not None and key is not None:
             self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
         return result
+
+    async def query_attention(
+        self, context_pieces: Sequence[str], query_texts: Sequence[str]
+    ) -> AttentionScan:
+        """One attention scan of ``context_pieces`` per query text (``icr``), counted as one
+        call per query text; not cached (it returns per-token attention, not an answer)."""
+        scan = getattr(self.backend, "query_attention", None)
+        if scan is None:
+            raise TypeError(f"backend {self.backend.kind} exposes no attention")
+        tokens = 0
+        if self.max_tokens is not None:
+            context_tokens = sum(self.backend.count_tokens(piece) for piece in context_pieces)
+            tokens = sum(context_tokens + self.backend.count_tokens(text) for text in query_texts)
+        async with self._budgeted(calls=len(query_texts), tokens=tokens):
+            result = await scan(context_pieces, query_texts)
+        self.usage.calls += len(query_texts)
+        self.usage.prompt_tokens += result.prompt_tokens
+        return result
+
+    @asynccontextmanager
+    async def _budgeted(self, *, calls: int, tokens: int) -> AsyncIterator[None]:
+        """Refuse the call if the budgets, counting calls in flight, are spent; else hold
+        its share of them while it runs."""
+        if self.max_calls is not None and (
+            self.usage.calls + self._calls_in_flight + calls > self.max_calls
+        ):
+            raise BudgetExhausted(f"the budget of {self.max_calls} LLM calls is spent")
+        if self.max_tokens is not None and (
+            self.usage.total_tokens + self._tokens_in_flight >= self.max_tokens
+        ):
+            raise BudgetExhausted(f"the budget of {self.max_tokens} tokens is spent")
+        self._calls_in_flight += calls
+        self._tokens_in_flight += tokens
+        try:
+            yield
+        finally:
+            self._calls_in_flight -= calls
+            self._tokens_in_flight -= tokens
 
     def truncate(self, text: str, max_tokens: int | None) -> str:
         """Cut ``text`` to ``max_tokens`` tokens of the backend's tokenizer (None: no cut)."""
@@ -128,3 +179,17 @@ class RankContext:
 
 def _plain(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [message.as_dict() for message in messages]
+
+
+def _request_tokens(request: dict[str, object], backend: Backend) -> int:
+    """The tokens a request may spend: its text under ``backend``'s tokenizer (no chat
+    template) plus the most it may generate (one token for label log-probs)."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        prompt = sum(backend.count_tokens(message["content"]) for message in messages)
+        prompt += backend.count_tokens(str(request.get("prefix", "")))
+        generated = request.get("max_tokens", 1)
+        return prompt + (generated if isinstance(generated, int) else 1)
+    return backend.count_tokens(str(request.get("prefix", ""))) + backend.count_tokens(
+        str(request.get("continuation", ""))
+    )

@@ -51,10 +51,14 @@ class Reranker:
             an identical second rerank makes no LLM call.
         deadline: seconds one rerank may take; when it runs out, the candidates keep the
             best order known so far (windows and passes already done, else the input order)
-            and the trace records a ``budget`` event.
-        max_calls: most LLM calls one rerank may make, with the same fallback.
-        max_tokens: most prompt + completion tokens one rerank may spend (checked before
-            each call), with the same fallback.
+            and the trace records a ``budget`` event. The scores are then ranks, which say
+            nothing of relevance: with a ``score_threshold`` ``selected`` is empty, and with
+            ``abstain`` the list abstains (``confidence`` None).
+        max_calls: most LLM calls one rerank may make, with the same fallback; calls in
+            flight count, so concurrent calls never exceed it.
+        max_tokens: most prompt + completion tokens one rerank may spend, with the same
+            fallback: checked before each call, counting calls in flight at their prompt's
+            size plus the most they may generate; the call that crosses it still finishes.
         **options: options of the method, e.g. ``max_passage_tokens=256``.
 
     Example::
@@ -244,7 +248,18 @@ class Reranker:
         context.usage.seconds = time.perf_counter() - started
         items = _ranked_items(candidates, order, scores)
         abstained, confidence = False, None
-        if self.abstain is not None and items:
+        if stopped and items and (self.abstain is not None or self.score_threshold is not None):
+            # Rank scores say nothing of relevance: nothing is known to pass the rule.
+            abstained = self.abstain is not None
+            unjudged = []
+            if abstained:
+                unjudged.append("abstention could not judge it (abstained)")
+            if self.score_threshold is not None:
+                unjudged.append("no candidate is known to pass score_threshold (none selected)")
+            context.trace.record(
+                "info", "the rerank stopped before its scores were complete: " + "; ".join(unjudged)
+            )
+        elif self.abstain is not None and items:
             abstained, confidence = self.abstain.decide([item.score for item in items])
             if abstained:
                 context.trace.record(

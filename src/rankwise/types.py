@@ -106,6 +106,10 @@ class RankedList(BaseModel):
     ``items`` always holds the whole ranking. ``top_n`` and ``score_threshold`` only decide
     what :attr:`selected` returns; what they cut stays in ``items`` (see :attr:`cut`).
     When abstention is on and the ranker abstains, :attr:`selected` is empty.
+
+    A threshold is read against the method's own scores. When a deadline or budget stopped
+    the rerank, the scores are ranks (``score_kind == "rank"``), no candidate is known to
+    pass the threshold, and :attr:`selected` is empty; ``items`` keeps the best order known.
     """
 
     query: str
@@ -136,6 +140,8 @@ class RankedList(BaseModel):
             return []
         chosen = self.items
         if self.score_threshold is not None:
+            if self.score_kind == "rank":  # a stopped rerank: ranks are not relevance
+                return []
             chosen = [item for item in chosen if item.score >= self.score_threshold]
         if self.top_n is not None:
             chosen = chosen[: self.top_n]

@@ -51,10 +51,12 @@ class RankwiseRetriever(BaseRetriever):
         ranked = await pipeline.arun(query, retrieve)
         self.reranker._last = ranked
         if ranked.abstained:
-            await run_manager.on_text(
-                f"rankwise abstained: confidence {ranked.confidence} below the threshold",
-                verbose=False,
+            reason = (
+                f"confidence {ranked.confidence:.4g} below the threshold"
+                if ranked.confidence is not None
+                else "the rerank stopped before its scores were complete"
             )
+            await run_manager.on_text(f"rankwise abstained: {reason}", verbose=False)
         return selected_documents(ranked, originals)
 
     def _get_relevant_documents(

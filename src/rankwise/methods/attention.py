@@ -76,9 +76,7 @@ class InContextReranking(RankingMethod):
         queries = [
             f"{late}{SEPARATOR}Query: {text}{suffix}" for text in (query, CONTENT_FREE_QUERY)
         ]
-        result = await scan(pieces, queries)
-        context.usage.calls += 2
-        context.usage.prompt_tokens += result.prompt_tokens
+        result = await context.query_attention(pieces, queries)
         real, content_free = result.attention
         calibrated = [a - b for a, b in zip(real, content_free, strict=True)]
         scores = []

@@ -3,16 +3,20 @@
 - ``pointwise``: the llm-rankers yes/no prompt; score = P(Yes) / (P(Yes) + P(No)) from the
   first-token log-probs of "Yes" and "No".
 - ``pointwise-qlm``: query likelihood (UPR): score = mean log P(query tokens | passage prompt).
+
+When a call budget (``max_calls``, ``max_tokens``) runs out part-way, the passages scored
+so far (the first ones in input order) keep their order by score, ahead of the rest in
+input order: the best order known, as if the rerank depth had been the budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import LabelLogprobs
-from rankwise.context import RankContext
+from rankwise.context import BudgetExhausted, RankContext
 from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores
 from rankwise.types import Candidate
 
@@ -58,7 +62,9 @@ class PointwiseYesNo(RankingMethod):
             answer = await context.label_logprobs(messages, [self.yes, self.no])
             return self.read(answer, position, context)
 
-        scores = await gather_all(score(i, c) for i, c in enumerate(candidates))
+        scores = await scores_within_budget(
+            (score(i, c) for i, c in enumerate(candidates)), context, len(candidates)
+        )
         return MethodResult(order_by_scores(scores), list(scores))
 
     def read(self, answer: LabelLogprobs, position: int, context: RankContext) -> float:
@@ -133,8 +139,35 @@ class QueryLikelihood(RankingMethod):
         texts = [context.truncate(c.text, self.max_passage_tokens) for c in candidates]
         if self.calibrated:
             texts.append(CONTENT_FREE)
-        scores = await gather_all(score(text) for text in texts)
+        scores = await scores_within_budget(
+            (score(text) for text in texts), context, len(candidates)
+        )
         if self.calibrated:
             baseline = scores.pop()
             scores = [value - baseline for value in scores]
         return MethodResult(order_by_scores(scores), list(scores))
+
+
+async def scores_within_budget(
+    scorings: Iterable[Awaitable[float]], context: RankContext, candidates: int
+) -> list[float]:
+    """Run independent scorings concurrently, the first ``candidates`` of them one per
+    candidate in input order. If the budget refuses some, the calls already sent still
+    finish, the candidates scored come first in the context's checkpoint (best first) and
+    the rest follow in input order, and the budget stop is raised."""
+    refused: list[BudgetExhausted] = []
+
+    async def within_budget(scoring: Awaitable[float]) -> float | None:
+        try:
+            return await scoring
+        except BudgetExhausted as stop:
+            refused.append(stop)
+            return None
+
+    results = await gather_all(within_budget(scoring) for scoring in scorings)
+    if not refused:
+        return [score for score in results if score is not None]
+    scored = {i: score for i, score in enumerate(results[:candidates]) if score is not None}
+    best_first = sorted(scored, key=lambda i: -scored[i])
+    context.checkpoint(best_first + [i for i in range(candidates) if i not in scored])
+    raise refused[0]
