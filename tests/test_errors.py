@@ -160,6 +160,12 @@ def test_top_n_and_threshold_that_would_cut_silently_are_refused() -> None:
         Reranker("listwise", backend, top_n=2.5)
     with pytest.raises(InputError, match="score_threshold is NaN"):
         Reranker("pointwise", backend, score_threshold=float("nan"))
+    with pytest.raises(InputError, match=r"probabilities in \[0, 1\].* 1\.5 would keep nothing"):
+        Reranker("pointwise", backend, score_threshold=1.5)
+    with pytest.raises(InputError, match=r"-0\.2 would keep everything"):
+        Reranker("pointwise", backend, score_threshold=-0.2)
+    for edge in (0.0, 1.0):
+        assert Reranker("pointwise", backend, score_threshold=edge).score_threshold == edge
     reranker = Reranker("listwise", backend)
     with pytest.raises(InputError, match="top_n must be >= 0, got -1"):
         reranker.rerank("q", ["a", "b"], top_n=-1)  # refused before any call

@@ -14,7 +14,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
 
-from rankwise import OpenAIBackend, Reranker
+from rankwise import InputError, OpenAIBackend, Reranker
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
 
@@ -79,9 +79,12 @@ async def test_threshold_and_top_n(store, local_backend) -> None:
     assert all(d.metadata["relevance_score"] >= 0.5 for d in kept)
     expected = [i.id for i in strict.last_result.items if i.score >= 0.5][:4]
     assert [d.id for d in kept] == expected
-    impossible = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.01)
+    impossible = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.0)
     assert await impossible.acompress_documents(documents, query) == []
     assert len(impossible.last_result.items) == 6
+    beyond = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.01)
+    with pytest.raises(InputError, match=r"probabilities in \[0, 1\]"):
+        await beyond.acompress_documents(documents, query)
 
 
 def test_sync_compress_works_inside_a_running_loop(store, local_backend) -> None:

@@ -111,6 +111,17 @@ class Reranker:
                 "order one list, so a score_threshold would be meaningless; use top_n, or a "
                 "method with absolute scores such as 'pointwise'" + self._auto_note
             )
+        if (
+            score_threshold is not None
+            and self.method.score_kind == "probability"
+            and not 0.0 <= score_threshold <= 1.0
+        ):
+            raise InputError(
+                f"method {self.method.name!r} scores are probabilities in [0, 1], so a "
+                f"score_threshold of {score_threshold} would keep "
+                + ("nothing" if score_threshold > 1 else "everything")
+                + "; pass a threshold between 0 and 1 (0.5 is the model's own yes/no line)"
+            )
         if abstain is not None and self.method.score_kind == "rank":
             raise InputError(
                 f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
