@@ -181,3 +181,23 @@ def test_a_cache_path_that_cannot_hold_a_cache_is_named(tmp_path) -> None:
     with pytest.raises(InputError, match=r"cannot open the response cache .*not a database"):
         ResponseCache(not_a_database)
     assert not_a_database.read_text().startswith("these are notes")  # left as it was
+
+
+async def test_rewriting_fusion_and_calibration_misuse_raise_input_errors() -> None:
+    """These raised bare ValueErrors (or ran on an empty question); they are InputErrors
+    now, like the rest of the library's usage errors, so one except clause catches them."""
+    from rankwise.abstain import Calibrator
+    from rankwise.fusion import reciprocal_rank_fusion
+    from rankwise.rewrite import QueryRewriter
+    from rankwise.types import Candidate
+
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match="unknown strategies \\['hyde'\\]"):
+        QueryRewriter(backend, ["hyde"])
+    with pytest.raises(InputError, match="question is empty"):
+        await QueryRewriter(backend).arewrite("   ")  # refused before any call
+    ranking = [Candidate(id="a", text="a")]
+    with pytest.raises(InputError, match="2 weights for 1 rankings"):
+        reciprocal_rank_fusion([ranking], weights=[1.0, 2.0])
+    with pytest.raises(InputError, match="not fitted"):
+        Calibrator().predict([0.5, 0.2])

@@ -196,7 +196,7 @@ class Calibrator:
     def predict(self, scores: Sequence[float]) -> float:
         """Predicted quality of a list with these scores."""
         if not self.weights:
-            raise ValueError("the calibrator is not fitted; call fit() or Calibrator.load()")
+            raise InputError("the calibrator is not fitted; call fit() or Calibrator.load()")
         features = score_features(scores, self.n)
         return self.weights[0] + sum(w * x for w, x in zip(self.weights[1:], features, strict=True))
 
@@ -238,7 +238,7 @@ def risk_coverage(
     an oracle (drops the worst queries first) and random abstention; trapezoid AUCs and
     nAUC = (AUC − AUC_random) / (AUC_oracle − AUC_random) over rates in [0, 1)."""
     if len(confidences) != len(metrics) or not metrics:
-        raise ValueError("need one confidence per metric, and at least one query")
+        raise InputError("need one confidence per metric, and at least one query")
     rates = [i / grid for i in range(grid)]
     n = len(metrics)
     ranked_by_confidence = sorted(range(n), key=lambda i: confidences[i])
@@ -294,7 +294,10 @@ def cross_validated_nauc(
         cut = max(1, round(len(shuffled) * test_share))
         test, reference = shuffled[:cut], shuffled[cut:]
         if len(reference) < 2:
-            raise ValueError("too few queries for a reference/test split")
+            raise InputError(
+                f"too few queries for a reference/test split: {len(reference)} left for "
+                "reference after the test share; label more queries or lower test_share"
+            )
         calibrator = Calibrator(n=n).fit(
             [score_lists[i] for i in reference], [metrics[i] for i in reference]
         )

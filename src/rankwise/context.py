@@ -14,6 +14,7 @@ from rankwise.backends.base import (
     LabelLogprobs,
 )
 from rankwise.cache import ResponseCache
+from rankwise.errors import CapabilityError
 from rankwise.prompts import Message, PromptLibrary
 from rankwise.types import Trace, Usage
 
@@ -133,7 +134,9 @@ class RankContext:
         call per query text; not cached (it returns per-token attention, not an answer)."""
         scan = getattr(self.backend, "query_attention", None)
         if scan is None:
-            raise TypeError(f"backend {self.backend.kind} exposes no attention")
+            raise CapabilityError(
+                f"backend {self.backend.kind} exposes no attention; use a local model"
+            )
         tokens = 0
         if self.max_tokens is not None:
             context_tokens = sum(self.backend.count_tokens(piece) for piece in context_pieces)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from rankwise.errors import InputError
 from rankwise.types import Candidate
 
 RRF_K = 60
@@ -35,7 +36,9 @@ def reciprocal_rank_fusion(
     if weights is None:
         weights = [1.0] * len(rankings)
     if len(weights) != len(rankings):
-        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+        raise InputError(
+            f"{len(weights)} weights for {len(rankings)} rankings; pass one weight per ranking"
+        )
     scores: dict[str, float] = {}
     first: dict[str, Candidate] = {}
     for ranking, weight in zip(rankings, weights, strict=True):

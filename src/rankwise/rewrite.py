@@ -26,6 +26,7 @@ from typing import Literal, get_args
 
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import Backend
+from rankwise.errors import InputError
 from rankwise.prompts import PromptLibrary
 from rankwise.types import Trace, Usage
 
@@ -109,7 +110,7 @@ class QueryRewriter:
     ) -> None:
         unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
+            raise InputError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
         self.backend = backend
         self.strategies = tuple(strategies)
         self.include_original = include_original
@@ -118,6 +119,8 @@ class QueryRewriter:
 
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
         """Rewrite ``question`` with every configured strategy (concurrently)."""
+        if not question.strip():
+            raise InputError("question is empty; pass the text to rewrite")
         result = RewriteResult([Rewrite(question, "original")] if self.include_original else [])
         strategies = list(self.strategies)
         if "adaptive" in strategies:
