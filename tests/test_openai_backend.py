@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import re
 import time
 
@@ -57,6 +59,38 @@ async def test_429_with_retry_after_is_retried_and_counted(stub) -> None:
     assert time.perf_counter() - started >= 0.2  # Retry-After honoured
     assert ranked.usage.retries == 1 and ranked.usage.calls == 2
     assert ranked.ids == ["high", "low"]
+
+
+@pytest.mark.parametrize(
+    ("header", "least_wait"),
+    [
+        ("retry-after-ms", 0.3),  # OpenAI's own header, in milliseconds
+        ("http-date", 1.0),  # RFC 9110's other form: a date about 2 s ahead (1 s resolution)
+    ],
+)
+async def test_retry_after_in_milliseconds_or_as_a_date_is_honoured(
+    stub, header, least_wait
+) -> None:
+    """Both forms were ignored, so the retry came after the short computed backoff."""
+    calls = {"n": 0}
+
+    def handler(request):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            return by_stated_relevance(request)
+        if header == "retry-after-ms":
+            headers = {"retry-after-ms": "300"}
+        else:
+            ahead = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+            headers = {"retry-after": email.utils.format_datetime(ahead, usegmt=True)}
+        return Reply(status=429, body={"error": {"message": "slow down"}}, headers=headers)
+
+    stub.handler = handler
+    started = time.perf_counter()
+    backend = backend_for(stub, backoff=0.01, max_backoff=5.0)
+    ranked = await Reranker("pointwise", backend).arerank("q", DOCS[:2])
+    assert time.perf_counter() - started >= least_wait
+    assert ranked.usage.retries == 1 and ranked.ids == ["high", "low"]
 
 
 @pytest.mark.parametrize("status", [500, 503])

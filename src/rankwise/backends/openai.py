@@ -7,6 +7,8 @@ Retries are done here, not by the SDK, so that each retry is counted in ``Usage.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import os
 import random
 import weakref
@@ -241,16 +243,31 @@ def _is_retryable(error: Exception) -> bool:
 
 
 def _retry_after(error: Exception) -> float | None:
+    """Seconds the server asked to wait: ``retry-after-ms`` (OpenAI's), else
+    ``Retry-After`` in seconds or as an HTTP date (RFC 9110); None if absent or unreadable."""
     response: httpx.Response | None = getattr(error, "response", None)
     if response is None:
         return None
+    milliseconds = response.headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _final_error(error: Exception, base_url: str | None) -> BackendError:
