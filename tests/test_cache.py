@@ -66,3 +66,26 @@ def test_cli_second_eval_reports_cache_hits_and_zero_calls(tmp_path, capsys) -> 
     second = json.loads(capsys.readouterr().out)
     assert first["calls"] == 4 and second["calls"] == 0 and second["cache_hits"] == 4
     assert second["ndcg@10"] == first["ndcg@10"]
+
+
+async def test_the_local_model_in_another_dtype_does_not_read_its_answers(
+    local_backend, tmp_path
+) -> None:
+    """bfloat16 and float32 scores differ (they reorder near-ties); the key held only the
+    model's name, so a bfloat16 run read the float32 answers and reported them as its own."""
+    from rankwise.backends.transformers import TransformersBackend
+
+    docs = ["Fleas live up to a year.", "Concrete is cheap.", "A flea's life cycle."]
+    cache = tmp_path / "cache.sqlite"
+    fp32 = await Reranker("pointwise", local_backend, cache=cache).arerank("flea life", docs)
+    assert fp32.usage.calls == 3
+    bf16_backend = TransformersBackend("default", dtype="bfloat16")
+    try:
+        assert bf16_backend.cache_identity != local_backend.cache_identity
+        bf16 = await Reranker("pointwise", bf16_backend, cache=cache).arerank("flea life", docs)
+        assert bf16.usage.calls == 3 and bf16.usage.cache_hits == 0
+        again = await Reranker("pointwise", bf16_backend, cache=cache).arerank("flea life", docs)
+        assert again.usage.cache_hits == 3
+        assert [i.score for i in again.items] == [i.score for i in bf16.items]
+    finally:
+        await bf16_backend.aclose()

@@ -1,7 +1,7 @@
 """A persistent response cache (sqlite), so repeated experiments do not pay again.
 
 Entries are keyed by a hash of (backend kind, model, operation, prompt and decoding
-parameters). Each entry is one row written in one statement, so a cancelled rerank never
+parameters); a local model counts with its dtype, whose answers differ. Each entry is one row written in one statement, so a cancelled rerank never
 leaves half an entry. Enable it with ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on
 the command line, or the ``RANKWISE_CACHE`` environment variable.
 """

@@ -113,7 +113,8 @@ class RankContext:
     ) -> Result:
         key = None
         if self.cache is not None:
-            key = self.cache.key(self.backend.kind, self.backend.model_name, operation, request)
+            identity = getattr(self.backend, "cache_identity", self.backend.model_name)
+            key = self.cache.key(self.backend.kind, identity, operation, request)
             hit = self.cache.get(key, cls)
             if hit is not None:
                 self.usage.cache_hits += 1

@@ -308,6 +308,12 @@ class TransformersBackend:
         return self._capabilities
 
     # ------------------------------------------------------------------ text helpers
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache keys this model by: its name and dtype, since bfloat16
+        and float32 answers differ (a bfloat16 run must not read float32 answers)."""
+        return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}"
+
     def count_tokens(self, text: str) -> int:
         return len(self.encoder.encode(text))
 
