@@ -89,3 +89,22 @@ async def test_the_local_model_in_another_dtype_does_not_read_its_answers(
         assert [i.score for i in again.items] == [i.score for i in bf16.items]
     finally:
         await bf16_backend.aclose()
+
+
+def test_a_local_folder_model_is_keyed_by_its_path_and_its_weights(tmp_path) -> None:
+    """Two folders named ``model`` (or one model trained again in place) shared answers."""
+    import os
+
+    from rankwise.backends.transformers import _model_source
+
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+    assert _model_source(str(first)) != _model_source(str(second))
+    before = _model_source(str(first))
+    weights = first / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert _model_source(str(first)) != before  # retrained in place: new answers
+    assert _model_source(str(first)) == _model_source(str(first))  # stable otherwise
+    assert _model_source("default") == "" and _model_source("org/hub-model") == ""

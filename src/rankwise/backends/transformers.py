@@ -250,6 +250,7 @@ class TransformersBackend:
         self.model_name, self.tokenizer, self.model = _load(
             str(model), self._dtype, model_kwargs or {}
         )
+        self._source = _model_source(str(model))
         self.model.to(self._device).eval()
         self._cache_keyword = cache_keyword(self.model)
         self.load_seconds = time.perf_counter() - started
@@ -311,8 +312,11 @@ class TransformersBackend:
     @property
     def cache_identity(self) -> str:
         """What the response cache keys this model by: its name and dtype, since bfloat16
-        and float32 answers differ (a bfloat16 run must not read float32 answers)."""
-        return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}"
+        and float32 answers differ (a bfloat16 run must not read float32 answers); for a
+        model from a folder or file, also its full path and when its weights last changed,
+        so two folders of the same name, or a model trained again in place, do not share
+        answers."""
+        return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}{self._source}"
 
     def count_tokens(self, text: str) -> int:
         return len(self.encoder.encode(text))
@@ -882,6 +886,18 @@ def _length(request: _LabelRequest | _ContinuationRequest | _GenerateRequest) ->
 
 def _tokens(request: _LabelRequest) -> list[int]:
     return request.input_ids
+
+
+def _model_source(model: str) -> str:
+    """`` at PATH (weights of TIME)`` for a model read from a local folder or file, else
+    empty (the embedded model, a hub id)."""
+    path = Path(model)
+    if model == DEFAULT_MODEL_ALIAS or not path.exists():
+        return ""
+    path = path.resolve()
+    weights = [path] if path.is_file() else [*path.glob("*.safetensors"), *path.glob("*.bin")]
+    changed = max((file.stat().st_mtime_ns for file in weights), default=0)
+    return f" at {path} (weights of {changed})"
 
 
 def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any]:
