@@ -251,6 +251,9 @@ class TransformersBackend:
             str(model), self._dtype, model_kwargs or {}
         )
         self._source = _model_source(str(model))
+        revision = getattr(self.model.config, "_commit_hash", None)
+        if not self._source and revision:
+            self._source = f" revision {revision}"  # a hub model: its snapshot
         self.model.to(self._device).eval()
         self._cache_keyword = cache_keyword(self.model)
         self.load_seconds = time.perf_counter() - started
@@ -315,7 +318,7 @@ class TransformersBackend:
         and float32 answers differ (a bfloat16 run must not read float32 answers); for a
         model from a folder or file, also its full path and when its weights last changed,
         so two folders of the same name, or a model trained again in place, do not share
-        answers."""
+        answers; for a hub model, the snapshot's revision."""
         return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}{self._source}"
 
     def count_tokens(self, text: str) -> int:
