@@ -4,6 +4,7 @@ prompt injection, reasoning blocks, broken permutations, huge and exotic text.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -91,6 +92,21 @@ async def test_a_stopped_rerank_selects_nothing_by_threshold_and_abstains(stub) 
         "pointwise", backend_for(stub), score_threshold=0.5, abstain=Abstention("max", 0.5)
     ).arerank("q", docs)
     assert ranked.score_kind == "probability" and ranked.confidence is not None
+
+
+async def test_deadline_keeps_the_pointwise_scores_that_came_back(stub) -> None:
+    """Passages whose answers came back before the deadline are reranked; the rest keep
+    their place after them (all were thrown away, and the input order stood)."""
+
+    def handler(request):
+        quick = any(f"passage {i} " in json.dumps(request) for i in (0, 1, 2))
+        return Reply(body=oracle(request).body, delay=0.0 if quick else 1.5)
+
+    stub.handler = handler
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.95, 0.99])
+    ranked = await Reranker("pointwise", backend_for(stub), deadline=0.7).arerank("q", docs)
+    assert ranked.trace.count("budget") == 1 and ranked.score_kind == "rank"
+    assert ranked.ids == ["d1", "d2", "d0", "d3", "d4"]
 
 
 async def test_deadline_falls_back_to_input_order_and_cancels_calls(stub) -> None:

@@ -53,14 +53,25 @@ class RankContext:
         self.max_tokens = max_tokens
         self.usage = Usage()
         self.trace = Trace()
-        self.best_order: list[int] | None = None
+        self._best_order: Callable[[], list[int] | None] | None = None
         self.budget_stopped = False
         self._calls_in_flight = 0
         self._tokens_in_flight = 0
 
-    def checkpoint(self, order: list[int]) -> None:
-        """Record the best order known so far; a budget stop falls back to it."""
-        self.best_order = list(order)
+    def checkpoint(self, order: list[int] | Callable[[], list[int] | None]) -> None:
+        """Record the best order known so far, or a function that gives it when asked
+        (None while nothing is known; cheaper where it changes often); a budget stop falls
+        back to it."""
+        if callable(order):
+            self._best_order = order
+        else:
+            kept = list(order)
+            self._best_order = lambda: kept
+
+    @property
+    def best_order(self) -> list[int] | None:
+        """The order :meth:`checkpoint` last recorded, or None."""
+        return None if self._best_order is None else self._best_order()
 
     async def generate(
         self, messages: Sequence[Message], *, max_tokens: int, assistant_prefix: str = ""

@@ -50,7 +50,8 @@ class Reranker:
         cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
             an identical second rerank makes no LLM call.
         deadline: seconds one rerank may take; when it runs out, the candidates keep the
-            best order known so far (windows and passes already done, else the input order)
+            best order known so far (windows and passes already done, pointwise scores
+            already returned ahead of the rest, else the input order)
             and the trace records a ``budget`` event. The scores are then ranks, which say
             nothing of relevance: with a ``score_threshold`` ``selected`` is empty, and with
             ``abstain`` the list abstains (``confidence`` None).
@@ -308,12 +309,13 @@ class Reranker:
             async with asyncio.timeout(self.deadline):
                 result = await self.method.rank(query, candidates, context)
         except (BudgetExhausted, TimeoutError) as stop:
-            order = context.best_order or list(range(len(candidates)))
+            known = context.best_order
+            order = known or list(range(len(candidates)))
             reason = str(stop) or f"the deadline of {self.deadline} s passed"
             context.trace.record(
                 "budget",
                 f"{reason}; kept the best order known so far"
-                + ("" if context.best_order else " (the input order)"),
+                + ("" if known else " (the input order)"),
                 calls=context.usage.calls,
             )
             context.budget_stopped = True

@@ -4,9 +4,10 @@
   first-token log-probs of "Yes" and "No".
 - ``pointwise-qlm``: query likelihood (UPR): score = mean log P(query tokens | passage prompt).
 
-When a call budget (``max_calls``, ``max_tokens``) runs out part-way, the passages scored
-so far (the first ones in input order) keep their order by score, ahead of the rest in
-input order: the best order known, as if the rerank depth had been the budget.
+When a call budget (``max_calls``, ``max_tokens``) or the deadline runs out part-way, the
+passages scored so far (the first ones in input order, as calls go out in that order) come
+first, best first, ahead of the rest in input order: the best order known, as if the
+rerank depth had been what the budget allowed.
 """
 
 from __future__ import annotations
@@ -152,22 +153,34 @@ async def scores_within_budget(
     scorings: Iterable[Awaitable[float]], context: RankContext, candidates: int
 ) -> list[float]:
     """Run independent scorings concurrently, the first ``candidates`` of them one per
-    candidate in input order. If the budget refuses some, the calls already sent still
-    finish, the candidates scored come first in the context's checkpoint (best first) and
-    the rest follow in input order, and the budget stop is raised."""
+    candidate in input order, and keep the context's checkpoint up to date as they finish:
+    the candidates scored so far, best first, then the rest in input order. A deadline
+    falls back to it. If the budget refuses some scorings, the calls already sent still
+    finish, and then the budget stop is raised."""
     refused: list[BudgetExhausted] = []
+    scored: dict[int, float] = {}
 
-    async def within_budget(scoring: Awaitable[float]) -> float | None:
+    def best_known() -> list[int] | None:
+        if not scored:
+            return None
+        best_first = sorted(scored, key=lambda i: (-scored[i], i))
+        return best_first + [i for i in range(candidates) if i not in scored]
+
+    context.checkpoint(best_known)
+
+    async def within_budget(position: int, scoring: Awaitable[float]) -> float | None:
         try:
-            return await scoring
+            score = await scoring
         except BudgetExhausted as stop:
             refused.append(stop)
             return None
+        if position < candidates:
+            scored[position] = score
+        return score
 
-    results = await gather_all(within_budget(scoring) for scoring in scorings)
-    if not refused:
-        return [score for score in results if score is not None]
-    scored = {i: score for i, score in enumerate(results[:candidates]) if score is not None}
-    best_first = sorted(scored, key=lambda i: -scored[i])
-    context.checkpoint(best_first + [i for i in range(candidates) if i not in scored])
-    raise refused[0]
+    results = await gather_all(
+        within_budget(position, scoring) for position, scoring in enumerate(scorings)
+    )
+    if refused:
+        raise refused[0]
+    return [score for score in results if score is not None]
