@@ -107,3 +107,31 @@ def test_selected_and_cut_partition_the_list() -> None:
     assert [i.id for i in ranked.cut] == ["b", "c"]
     ranked.abstained = True
     assert ranked.selected == [] and len(ranked.cut) == 3
+
+
+def test_the_agent_tool_answer_honours_the_threshold() -> None:
+    """It cut only by top_n, so an agent got passages below the configured threshold (and
+    ``top_n=0`` gave every passage)."""
+    items = [_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)]
+    ranked = RankedList(
+        query="q",
+        method="m",
+        model="x",
+        score_kind="probability",
+        items=items,
+        top_n=5,
+        score_threshold=0.5,
+    )
+
+    def ids(answer: dict) -> list[str]:
+        return [result["id"] for result in answer["results"]]
+
+    assert ids(ranked.as_tool_result()) == ["a", "b"]  # the list's own top_n and threshold
+    assert ids(ranked.as_tool_result(top_n=1)) == ["a"]
+    assert ids(ranked.as_tool_result(top_n=3)) == ["a", "b"]  # "c" is below the threshold
+    assert ids(ranked.as_tool_result(top_n=0)) == []
+    ranked.score_threshold = None
+    assert ids(ranked.as_tool_result(top_n=3)) == ["a", "b", "c"]
+    ranked.abstained = True
+    assert ranked.as_tool_result(top_n=3)["results"] == []
+    assert ranked.as_tool_result()["abstained"] is True

@@ -136,16 +136,18 @@ class RankedList(BaseModel):
     @property
     def selected(self) -> list[RankedCandidate]:
         """Candidates to pass on: cut by ``top_n`` and ``score_threshold``; empty if abstained."""
+        chosen = self._passing()
+        return chosen if self.top_n is None else chosen[: self.top_n]
+
+    def _passing(self) -> list[RankedCandidate]:
+        """The items that abstention and ``score_threshold`` let through, best first."""
         if self.abstained:
             return []
-        chosen = self.items
-        if self.score_threshold is not None:
-            if self.score_kind == "rank":  # a stopped rerank: ranks are not relevance
-                return []
-            chosen = [item for item in chosen if item.score >= self.score_threshold]
-        if self.top_n is not None:
-            chosen = chosen[: self.top_n]
-        return chosen
+        if self.score_threshold is None:
+            return self.items
+        if self.score_kind == "rank":  # a stopped rerank: ranks are not relevance
+            return []
+        return [item for item in self.items if item.score >= self.score_threshold]
 
     @property
     def cut(self) -> list[RankedCandidate]:
@@ -162,8 +164,12 @@ class RankedList(BaseModel):
         return len(self.items)
 
     def as_tool_result(self, top_n: int | None = None) -> dict[str, Any]:
-        """A small JSON-ready answer for agent tools: the best ``top_n`` (none if abstained)."""
-        chosen = [] if self.abstained else self.items[: top_n or len(self.items)]
+        """A small JSON-ready answer for agent tools: what :attr:`selected` holds, with
+        ``top_n`` (when given) in place of the list's own; none if abstained."""
+        chosen = self._passing()
+        limit = self.top_n if top_n is None else top_n
+        if limit is not None:
+            chosen = chosen[:limit]
         return {
             "abstained": self.abstained,
             "confidence": self.confidence,
