@@ -238,3 +238,28 @@ async def test_garbage_output_takes_the_fallback(stub) -> None:
     for strategy in ("multi_query", "keywords", "decompose"):
         result = await QueryRewriter(backend, [strategy], include_original=False).arewrite(QUESTION)
         assert result.queries == [QUESTION] and result.trace.fallbacks
+
+
+async def test_the_pipeline_counts_the_rewriting_calls(rewriter_backend) -> None:
+    """The rewriter's calls were left out of the result's usage, so a query's cost looked
+    smaller than it was, and its fallbacks were missing from the trace."""
+    from rankwise.pipeline import RetrievalPipeline
+
+    corpus = relevance_docs([0.2, 0.8, 0.5, 0.1])
+    searched: list[str] = []
+
+    async def retrieve(text: str) -> list[Candidate]:
+        searched.append(text)
+        return [Candidate(**doc) for doc in corpus]
+
+    rewriter = QueryRewriter(rewriter_backend, ["multi_query", "core_content"])
+    pipeline = RetrievalPipeline(Reranker("listwise", rewriter_backend), rewrite=rewriter)
+    ranked = await pipeline.arun(QUESTION, retrieve)
+    assert searched == [QUESTION, "How long do fleas live?", "What is a flea's lifespan?"]
+    assert ranked.usage.calls == 2 + 1  # two rewriting calls, one listwise window
+    assert sorted(ranked.ids) == sorted(doc["id"] for doc in corpus)
+    messages = [event.message for event in ranked.trace.events]
+    assert "core_content: no usable rewrite" in messages
+    assert any(
+        m.startswith("searched with 3 queries (2 rewrites, 2 rewriting calls)") for m in messages
+    )

@@ -7,11 +7,13 @@ adapter; everything here is async.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from rankwise._concurrency import gather_all
 from rankwise.fusion import reciprocal_rank_fusion
 from rankwise.reranker import Reranker
+from rankwise.rewrite import QueryRewriter, RewriteResult
 from rankwise.types import Candidate, RankedList
 
 Retrieve = Callable[[str], Awaitable[Sequence[Candidate]]]
@@ -34,10 +36,33 @@ class RetrievalPipeline:
         self.rrf_k = rrf_k
 
     async def arun(self, query: str, retrieve: Retrieve) -> RankedList:
-        """Retrieve, fuse and rerank for ``query``."""
+        """Retrieve, fuse and rerank for ``query``.
+
+        With a :class:`~rankwise.rewrite.QueryRewriter` as ``rewrite``, the result's
+        ``usage`` and ``trace`` include the rewriting calls, so the cost of a query is whole.
+        """
         queries = [query]
-        if self.rewrite is not None:
-            queries += [q for q in await self.rewrite(query) if q.strip() and q != query]
+        rewriting: RewriteResult | None = None
+        if isinstance(self.rewrite, QueryRewriter):
+            started = time.perf_counter()
+            rewriting = await self.rewrite.arewrite(query)
+            rewriting.usage.seconds = time.perf_counter() - started
+            rewrites = [r.text for r in rewriting.rewrites if r.strategy != "original"]
+        elif self.rewrite is not None:
+            rewrites = list(await self.rewrite(query))
+        else:
+            rewrites = []
+        queries += [q for q in rewrites if q.strip() and q != query]
         lists = await gather_all(retrieve(q) for q in queries)
         pool = list(lists[0]) if len(lists) == 1 else reciprocal_rank_fusion(lists, k=self.rrf_k)
-        return await self.reranker.arerank(query, pool)
+        ranked = await self.reranker.arerank(query, pool)
+        if rewriting is not None:
+            ranked.usage.add(rewriting.usage)
+            ranked.trace.events[:0] = rewriting.trace.events
+            ranked.trace.record(
+                "info",
+                f"searched with {len(queries)} queries ({len(queries) - 1} rewrites, "
+                f"{rewriting.usage.calls} rewriting calls)",
+                queries=queries,
+            )
+        return ranked
