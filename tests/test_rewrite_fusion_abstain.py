@@ -263,3 +263,19 @@ async def test_the_pipeline_counts_the_rewriting_calls(rewriter_backend) -> None
     assert any(
         m.startswith("searched with 3 queries (2 rewrites, 2 rewriting calls)") for m in messages
     )
+
+
+async def test_rewriting_counts_its_retries(stub) -> None:
+    failures = {"left": 1}
+
+    def handler(request) -> Reply:
+        if failures["left"]:
+            failures["left"] -= 1
+            return Reply(status=503, body={"error": {"message": "busy"}})
+        return scripted(request)
+
+    stub.handler = handler
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, ["keywords"]).arewrite(QUESTION)
+    assert result.queries == [QUESTION, "flea life cycle duration"]
+    assert result.usage.calls == 1 and result.usage.retries == 1

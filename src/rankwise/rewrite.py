@@ -182,4 +182,5 @@ class QueryRewriter:
         result.usage.calls += 1
         result.usage.prompt_tokens += answer.prompt_tokens
         result.usage.completion_tokens += answer.completion_tokens
+        result.usage.retries += answer.retries
         return answer.text
