@@ -89,17 +89,21 @@ def test_ranked_list_rejects_duplicates_and_bad_ranks() -> None:
         )
 
 
-def test_selected_and_cut_partition_the_list() -> None:
-    items = [_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)]
-    ranked = RankedList(
+def _three_scored(top_n: int, score_threshold: float) -> RankedList:
+    """A list of "a", "b", "c" with probabilities 0.9, 0.6 and 0.2."""
+    return RankedList(
         query="q",
         method="m",
         model="x",
         score_kind="probability",
-        items=items,
-        top_n=2,
-        score_threshold=0.5,
+        items=[_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)],
+        top_n=top_n,
+        score_threshold=score_threshold,
     )
+
+
+def test_selected_and_cut_partition_the_list() -> None:
+    ranked = _three_scored(top_n=2, score_threshold=0.5)
     assert [i.id for i in ranked.selected] == ["a", "b"]
     assert [i.id for i in ranked.cut] == ["c"]
     ranked.score_threshold = 0.7
@@ -112,16 +116,7 @@ def test_selected_and_cut_partition_the_list() -> None:
 def test_the_agent_tool_answer_honours_the_threshold() -> None:
     """It cut only by top_n, so an agent got passages below the configured threshold (and
     ``top_n=0`` gave every passage)."""
-    items = [_item("a", 1, 0.9), _item("b", 2, 0.6), _item("c", 3, 0.2)]
-    ranked = RankedList(
-        query="q",
-        method="m",
-        model="x",
-        score_kind="probability",
-        items=items,
-        top_n=5,
-        score_threshold=0.5,
-    )
+    ranked = _three_scored(top_n=5, score_threshold=0.5)
 
     def ids(answer: dict) -> list[str]:
         return [result["id"] for result in answer["results"]]
