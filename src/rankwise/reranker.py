@@ -51,10 +51,10 @@ class Reranker:
             an identical second rerank makes no LLM call.
         deadline: seconds one rerank may take; when it runs out, the candidates keep the
             best order known so far (windows and passes already done, pointwise scores
-            already returned ahead of the rest, else the input order)
-            and the trace records a ``budget`` event. The scores are then ranks, which say
-            nothing of relevance: with a ``score_threshold`` ``selected`` is empty, and with
-            ``abstain`` the list abstains (``confidence`` None).
+            already returned ahead of the rest, else the input order) and the trace records
+            a ``budget`` event. The scores are then ranks, which say nothing of relevance:
+            with a ``score_threshold`` ``selected`` is empty, and with ``abstain`` the list
+            abstains (``confidence`` None).
         max_calls: most LLM calls one rerank may make, with the same fallback; calls in
             flight count, so concurrent calls never exceed it.
         max_tokens: most prompt + completion tokens one rerank may spend, with the same
