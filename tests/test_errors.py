@@ -20,8 +20,35 @@ def test_unknown_method_suggests_the_closest() -> None:
 
 
 def test_bad_method_option_is_reported() -> None:
-    with pytest.raises(UnknownMethodError, match="bad options"):
-        Reranker("pointwise", OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), windw=3)
+    """The message named Python's ``__init__`` and not the options the method has."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(
+        UnknownMethodError,
+        match="bad options for method 'pointwise': 'windw'; its options are prompt, "
+        "max_passage_tokens, yes, no",
+    ):
+        Reranker("pointwise", backend, windw=3)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("pointwise", {"max_passage_tokens": 0}, "max_passage_tokens must be a whole number"),
+        ("prp-allpair", {"max_passage_tokens": -5}, "max_passage_tokens must be a whole number"),
+        ("setwise", {"max_passage_tokens": "lots"}, "max_passage_tokens must be a whole number"),
+        ("listwise", {"max_words": 0}, "max_words must be a whole number"),
+        ("listwise", {"window": 5, "step": 10}, "step 10 is larger than window 5"),
+        ("first", {"window": 4, "step": 6}, "step 6 is larger than window 4"),
+    ],
+)
+def test_options_that_would_rank_nothing_or_skip_passages_are_refused(
+    method, options, message
+) -> None:
+    """All were accepted: a passage cut to nothing or fewer tokens, or windows that never
+    look at the passages between them."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=message):
+        Reranker(method, backend, **options)
 
 
 def test_logprob_method_on_a_backend_without_logprobs_names_alternatives() -> None:

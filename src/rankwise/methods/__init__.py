@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any
 
 from rankwise.backends.base import Capabilities
-from rankwise.errors import UnknownMethodError
+from rankwise.errors import InputError, UnknownMethodError
 from rankwise.methods.attention import InContextReranking
 from rankwise.methods.base import MethodResult, RankingMethod
 from rankwise.methods.first import First
@@ -44,10 +45,26 @@ def build_method(name: str, **options: Any) -> RankingMethod:
         close = difflib.get_close_matches(name, METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownMethodError(f"unknown method {name!r}.{hint} Available: {', '.join(METHODS)}")
-    try:
-        return cls(**options)
-    except TypeError as error:
-        raise UnknownMethodError(f"bad options for method {name!r}: {error}") from error
+    accepted = [
+        parameter.name
+        for parameter in inspect.signature(cls).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = [option for option in options if option not in accepted]
+    if unknown:
+        raise UnknownMethodError(
+            f"bad options for method {name!r}: {', '.join(map(repr, unknown))}; its options "
+            f"are {', '.join(accepted) or 'none'}"
+        )
+    for option in ("max_passage_tokens", "max_words"):
+        value = options.get(option)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InputError(
+                f"{option} must be a whole number of at least 1, or None for no cut; got {value!r}"
+            )
+    return cls(**options)
 
 
 AUTO = "auto"

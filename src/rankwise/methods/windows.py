@@ -60,6 +60,12 @@ class WindowedMethod(RankingMethod):
                 f"{self.name}: window must be in [2, {self.max_window}] and step >= 1, "
                 f"got {window} and {step}"
             )
+        if step > window:
+            raise InputError(
+                f"{self.name}: step {step} is larger than window {window}, so the passages "
+                "between windows would never be ranked; use a step of at most the window "
+                "(RankGPT: window 20, step 10)"
+            )
         self.window = window
         self.step = step
         self.max_words = max_words
