@@ -37,6 +37,8 @@ def test_bad_method_option_is_reported() -> None:
         ("prp-allpair", {"max_passage_tokens": -5}, "max_passage_tokens must be a whole number"),
         ("setwise", {"max_passage_tokens": "lots"}, "max_passage_tokens must be a whole number"),
         ("listwise", {"max_words": 0}, "max_words must be a whole number"),
+        ("listwise", {"max_new_tokens": 0}, "max_new_tokens must be a whole number"),
+        ("prp-heapsort", {"top_k": 2.5}, "top_k must be a whole number; got 2.5"),
         ("listwise", {"window": 5, "step": 10}, "step 10 is larger than window 5"),
         ("first", {"window": 4, "step": 6}, "step 6 is larger than window 4"),
     ],

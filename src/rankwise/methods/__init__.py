@@ -56,15 +56,30 @@ def build_method(name: str, **options: Any) -> RankingMethod:
             f"bad options for method {name!r}: {', '.join(map(repr, unknown))}; its options "
             f"are {', '.join(accepted) or 'none'}"
         )
-    for option in ("max_passage_tokens", "max_words"):
+    for option, least in WHOLE_NUMBER_OPTIONS.items():
         value = options.get(option)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise InputError(
-                f"{option} must be a whole number of at least 1, or None for no cut; got {value!r}"
-            )
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or (least is not None and value < least):
+            at_least = "" if least is None else f" of at least {least}"
+            no_cut = ", or None for no cut" if option in ("max_passage_tokens", "max_words") else ""
+            raise InputError(f"{option} must be a whole number{at_least}{no_cut}; got {value!r}")
     return cls(**options)
+
+
+WHOLE_NUMBER_OPTIONS: dict[str, int | None] = {
+    "max_passage_tokens": 1,
+    "max_words": 1,
+    "max_new_tokens": 1,
+    "reserve_tokens": 0,
+    "top_k": None,
+    "window": None,
+    "step": None,
+    "children": None,
+}
+"""Method options that count something, and the least each may be (None: the method checks
+its own range, with a message of its own)."""
 
 
 AUTO = "auto"
