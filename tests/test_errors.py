@@ -9,6 +9,7 @@ from rankwise import (
     DuplicateIdError,
     InputError,
     OpenAIBackend,
+    PromptNotFoundError,
     Reranker,
     UnknownMethodError,
 )
@@ -39,6 +40,8 @@ def test_bad_method_option_is_reported() -> None:
         ("listwise", {"max_words": 0}, "max_words must be a whole number"),
         ("listwise", {"max_new_tokens": 0}, "max_new_tokens must be a whole number"),
         ("prp-heapsort", {"top_k": 2.5}, "top_k must be a whole number; got 2.5"),
+        ("pointwise", {"yes": ""}, "two different, non-empty labels"),
+        ("pointwise", {"yes": "No"}, "two different, non-empty labels"),
         ("listwise", {"window": 5, "step": 10}, "step 10 is larger than window 5"),
         ("first", {"window": 4, "step": 6}, "step 6 is larger than window 4"),
     ],
@@ -230,3 +233,11 @@ async def test_rewriting_fusion_and_calibration_misuse_raise_input_errors() -> N
         reciprocal_rank_fusion([ranking], weights=[1.0, 2.0])
     with pytest.raises(InputError, match="not fitted"):
         Calibrator().predict([0.5, 0.2])
+
+
+def test_an_unknown_prompt_name_fails_when_the_reranker_is_built() -> None:
+    """It failed at the first rerank, after the model had loaded."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(PromptNotFoundError, match="no prompt template named 'nope'"):
+        Reranker("pointwise", backend, prompt="nope")
+    assert Reranker("pointwise", backend, prompts={"mine": "{query} {text}"}, prompt="mine")

@@ -143,6 +143,9 @@ class Reranker:
         self.max_calls = max_calls
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
+        prompt = getattr(self.method, "prompt", None)
+        if isinstance(prompt, str):
+            self.prompts.get(prompt)  # an unknown name fails here, not after a model loads
         self._backend_spec = backend
         self._backend: Backend | None = None
         if backend is not None and not isinstance(backend, str):

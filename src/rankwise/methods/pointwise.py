@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import LabelLogprobs
 from rankwise.context import BudgetExhausted, RankContext
+from rankwise.errors import InputError
 from rankwise.methods.base import MethodResult, RankingMethod, order_by_scores
 from rankwise.types import Candidate
 
@@ -44,6 +45,10 @@ class PointwiseYesNo(RankingMethod):
         yes: str = "Yes",
         no: str = "No",
     ) -> None:
+        if not yes.strip() or not no.strip() or yes == no:
+            raise InputError(
+                f"yes and no must be two different, non-empty labels; got {yes!r} and {no!r}"
+            )
         self.prompt = prompt
         self.max_passage_tokens = max_passage_tokens
         self.yes = yes
