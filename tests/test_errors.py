@@ -241,3 +241,18 @@ def test_an_unknown_prompt_name_fails_when_the_reranker_is_built() -> None:
     with pytest.raises(PromptNotFoundError, match="no prompt template named 'nope'"):
         Reranker("pointwise", backend, prompt="nope")
     assert Reranker("pointwise", backend, prompts={"mine": "{query} {text}"}, prompt="mine")
+
+
+def test_an_abstention_rule_that_could_never_fire_is_refused() -> None:
+    """A NaN threshold never abstained (every comparison with NaN is false), and top_n=0
+    judged an empty list."""
+    from rankwise.abstain import Abstention
+
+    with pytest.raises(InputError, match="threshold must be a number, got nan"):
+        Abstention("max", float("nan"))
+    with pytest.raises(InputError, match="top_n must be a whole number of at least 1, got 0"):
+        Abstention("max", 0.5, top_n=0)
+    assert Abstention("margin", 0.1, top_n=3).decide([0.9, 0.85, 0.1]) == (
+        True,
+        pytest.approx(0.05),
+    )

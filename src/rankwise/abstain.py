@@ -75,6 +75,10 @@ class Abstention:
             raise InputError(
                 f"unknown confidence {self.confidence!r}; use one of {list(CONFIDENCE_FUNCTIONS)}"
             )
+        if not isinstance(self.threshold, int | float) or math.isnan(self.threshold):
+            raise InputError(f"threshold must be a number, got {self.threshold!r}")
+        if isinstance(self.top_n, bool) or not isinstance(self.top_n, int) or self.top_n < 1:
+            raise InputError(f"top_n must be a whole number of at least 1, got {self.top_n!r}")
 
     def score(self, ranked_scores: Sequence[float]) -> float:
         """The confidence of a list's scores (best first)."""
