@@ -38,6 +38,20 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+WHOLE_NUMBER_OPTIONS: dict[str, int | None] = {
+    "max_passage_tokens": 1,
+    "max_words": 1,
+    "max_new_tokens": 1,
+    "reserve_tokens": 0,
+    "top_k": None,
+    "window": None,
+    "step": None,
+    "children": None,
+}
+"""Method options that count something, and the least each may be (None: the method checks
+its own range, with a message of its own)."""
+
+
 def build_method(name: str, **options: Any) -> RankingMethod:
     """Instantiate the method called ``name`` with its options."""
     cls = METHODS.get(name)
@@ -66,20 +80,6 @@ def build_method(name: str, **options: Any) -> RankingMethod:
             no_cut = ", or None for no cut" if option in ("max_passage_tokens", "max_words") else ""
             raise InputError(f"{option} must be a whole number{at_least}{no_cut}; got {value!r}")
     return cls(**options)
-
-
-WHOLE_NUMBER_OPTIONS: dict[str, int | None] = {
-    "max_passage_tokens": 1,
-    "max_words": 1,
-    "max_new_tokens": 1,
-    "reserve_tokens": 0,
-    "top_k": None,
-    "window": None,
-    "step": None,
-    "children": None,
-}
-"""Method options that count something, and the least each may be (None: the method checks
-its own range, with a message of its own)."""
 
 
 AUTO = "auto"

@@ -45,7 +45,8 @@ class PointwiseYesNo(RankingMethod):
         yes: str = "Yes",
         no: str = "No",
     ) -> None:
-        if not yes.strip() or not no.strip() or yes == no:
+        labels_ok = isinstance(yes, str) and isinstance(no, str) and yes != no
+        if not labels_ok or not yes.strip() or not no.strip():
             raise InputError(
                 f"yes and no must be two different, non-empty labels; got {yes!r} and {no!r}"
             )
