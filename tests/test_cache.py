@@ -28,6 +28,29 @@ async def test_second_identical_rerank_makes_no_call(stub, tmp_path) -> None:
     assert other.usage.calls == 4  # a different prompt is a different key
 
 
+async def test_an_entry_that_no_longer_fits_is_a_miss_and_is_replaced(stub, tmp_path) -> None:
+    """A cache kept across an upgrade may hold responses with other fields; they raised a
+    TypeError at the lookup. Now such an entry is asked again and overwritten."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    docs = relevance_docs([0.3, 0.9, 0.1])
+    path = tmp_path / "cache.sqlite"
+    first = await Reranker("pointwise", backend, cache=path).arerank("q", docs)
+    cache = ResponseCache(path)
+    keys = [row[0] for row in cache._connection.execute("SELECT key FROM responses")]
+    assert len(keys) == 3
+    stale = [json.dumps({"logprobs": {}, "tokens_in": 5}), "not json", "[1, 2]"]
+    for key, value in zip(keys, stale, strict=True):
+        cache._connection.execute("UPDATE responses SET value = ? WHERE key = ?", (value, key))
+    again = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert again.usage.calls == 3 and again.usage.cache_hits == 0
+    assert again.ids == first.ids
+    assert [i.score for i in again.items] == [i.score for i in first.items]
+    third = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert third.usage.calls == 0 and third.usage.cache_hits == 3  # replaced, readable again
+    assert len(stub.requests) == 6
+
+
 async def test_concurrent_writers_in_one_process(tmp_path) -> None:
     from rankwise.backends.base import Generation
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from rankwise import (
@@ -213,6 +215,16 @@ def test_a_cache_path_that_cannot_hold_a_cache_is_named(tmp_path) -> None:
     with pytest.raises(InputError, match=r"cannot open the response cache .*not a database"):
         ResponseCache(not_a_database)
     assert not_a_database.read_text().startswith("these are notes")  # left as it was
+    other_tables = tmp_path / "app.sqlite"
+    with sqlite3.connect(other_tables) as connection:
+        connection.execute("CREATE TABLE responses (id INTEGER, body TEXT)")
+        connection.execute("INSERT INTO responses VALUES (1, 'kept')")
+    connection.close()
+    with pytest.raises(InputError, match=r"'responses' table that is not a rankwise cache"):
+        ResponseCache(other_tables)  # it failed at the first lookup: "no such column: value"
+    with sqlite3.connect(other_tables) as connection:
+        assert connection.execute("SELECT * FROM responses").fetchall() == [(1, "kept")]
+    connection.close()
 
 
 async def test_rewriting_fusion_and_calibration_misuse_raise_input_errors() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -22,6 +23,10 @@ from typing import Any, TypeVar
 from rankwise.errors import InputError
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ("key", "kind", "model", "operation", "value")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -53,6 +58,9 @@ class ResponseCache:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")
             self._connection.execute(_SCHEMA)
+            columns = tuple(
+                row[1] for row in self._connection.execute("PRAGMA table_info(responses)")
+            )
         except (OSError, sqlite3.Error) as error:
             if hasattr(self, "_connection"):
                 self._connection.close()
@@ -60,6 +68,12 @@ class ResponseCache:
                 f"cannot open the response cache {str(self.path)!r} ({error}); pass a writable "
                 "file path that is a rankwise cache or does not exist yet"
             ) from error
+        if columns != _COLUMNS:
+            self._connection.close()
+            raise InputError(
+                f"{str(self.path)!r} holds a 'responses' table that is not a rankwise cache "
+                f"(columns {', '.join(columns)}); pass another file path for the cache"
+            )
 
     @staticmethod
     def key(kind: str, model: str, operation: str, request: dict[str, Any]) -> str:
@@ -68,14 +82,23 @@ class ResponseCache:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get(self, key: str, cls: type[T]) -> T | None:
-        """The cached response for ``key`` rebuilt as ``cls``, or None."""
+        """The cached response for ``key`` rebuilt as ``cls``, or None.
+
+        An entry that no longer fits ``cls`` (written by a version of rankwise whose response
+        had other fields, or damaged) counts as a miss; the fresh response replaces it."""
         with self._lock:
             row = self._connection.execute(
                 "SELECT value FROM responses WHERE key = ?", (key,)
             ).fetchone()
         if row is None:
             return None
-        return cls(**json.loads(row[0]))
+        try:
+            return cls(**json.loads(row[0]))
+        except (TypeError, ValueError) as error:
+            logger.warning(
+                "ignoring an unreadable response cache entry in %s: %s", self.path, error
+            )
+            return None
 
     def put(self, key: str, kind: str, model: str, operation: str, value: Any) -> None:
         """Store a response (a dataclass) under ``key``."""
