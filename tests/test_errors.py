@@ -247,6 +247,26 @@ async def test_rewriting_fusion_and_calibration_misuse_raise_input_errors() -> N
         Calibrator().predict([0.5, 0.2])
 
 
+async def test_a_fusion_constant_or_weight_that_breaks_the_ranks_is_refused() -> None:
+    """k=-1 raised ZeroDivisionError; a negative k gave negative scores that reversed the
+    order; a NaN weight left the order to chance."""
+    from rankwise.fusion import reciprocal_rank_fusion
+    from rankwise.pipeline import RetrievalPipeline
+    from rankwise.types import Candidate
+
+    lists = [[Candidate(id="a", text="a"), Candidate(id="b", text="b")]] * 2
+    for k in (-1, -30, float("nan"), float("inf"), "60", True):
+        with pytest.raises(InputError, match="RRF constant k must be a number of at least 0"):
+            reciprocal_rank_fusion(lists, k=k)
+    with pytest.raises(InputError, match=r"RRF weights must be finite numbers, got \[1.0, nan\]"):
+        reciprocal_rank_fusion(lists, weights=[1.0, float("nan")])
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match="got -5"):
+        RetrievalPipeline(Reranker("pointwise", backend), rrf_k=-5)
+    fused = reciprocal_rank_fusion(lists, k=0)  # 1/rank, allowed
+    assert [c.id for c in fused] == ["a", "b"] and [c.score for c in fused] == [2.0, 1.0]
+
+
 def test_an_unknown_prompt_name_fails_when_the_reranker_is_built() -> None:
     """It failed at the first rerank, after the model had loaded."""
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")

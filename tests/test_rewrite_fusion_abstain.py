@@ -265,6 +265,36 @@ async def test_the_pipeline_counts_the_rewriting_calls(rewriter_backend) -> None
     )
 
 
+async def test_a_rewrite_function_that_returns_one_string_searches_it_once(
+    rewriter_backend,
+) -> None:
+    """A plain rewrite function that returned a string was iterated character by character,
+    so the retriever was asked once per letter."""
+    from rankwise.errors import InputError
+    from rankwise.pipeline import RetrievalPipeline
+
+    corpus = relevance_docs([0.2, 0.8, 0.5])
+    searched: list[str] = []
+
+    async def retrieve(text: str) -> list[Candidate]:
+        searched.append(text)
+        return [Candidate(**doc) for doc in corpus]
+
+    async def one_rewrite(query: str) -> str:
+        return "flea lifespan"
+
+    reranker = Reranker("listwise", rewriter_backend)
+    ranked = await RetrievalPipeline(reranker, rewrite=one_rewrite).arun(QUESTION, retrieve)
+    assert searched == [QUESTION, "flea lifespan"]
+    assert sorted(ranked.ids) == sorted(doc["id"] for doc in corpus)
+
+    async def not_queries(query: str) -> list[object]:
+        return ["fine", None]
+
+    with pytest.raises(InputError, match=r"returned \['fine', None\]; it must return a list"):
+        await RetrievalPipeline(reranker, rewrite=not_queries).arun(QUESTION, retrieve)
+
+
 async def test_rewriting_counts_its_retries(stub) -> None:
     failures = {"left": 1}
 

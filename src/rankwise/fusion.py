@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 
 from rankwise.errors import InputError
@@ -21,6 +22,15 @@ def content_key(candidate: Candidate) -> str:
     return candidate.id or text_id(candidate.text)
 
 
+def check_rrf_k(k: object) -> None:
+    """Refuse an RRF constant that is not a finite number of at least 0 (a negative one
+    divides by zero at rank ``-k`` and turns the ranks around)."""
+    if isinstance(k, bool) or not isinstance(k, int | float) or not (0 <= k < math.inf):
+        raise InputError(
+            f"the RRF constant k must be a number of at least 0 (60 as published), got {k!r}"
+        )
+
+
 def reciprocal_rank_fusion(
     rankings: Sequence[Sequence[Candidate]],
     *,
@@ -33,8 +43,11 @@ def reciprocal_rank_fusion(
     documents add nothing; ties keep first-seen order. The fused score is stored in each
     returned candidate's ``score``.
     """
+    check_rrf_k(k)
     if weights is None:
         weights = [1.0] * len(rankings)
+    if not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
+        raise InputError(f"RRF weights must be finite numbers, got {list(weights)}")
     if len(weights) != len(rankings):
         raise InputError(
             f"{len(weights)} weights for {len(rankings)} rankings; pass one weight per ranking"

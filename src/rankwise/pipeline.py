@@ -8,10 +8,11 @@ adapter; everything here is async.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rankwise._concurrency import gather_all
-from rankwise.fusion import reciprocal_rank_fusion
+from rankwise.errors import InputError
+from rankwise.fusion import check_rrf_k, reciprocal_rank_fusion
 from rankwise.reranker import Reranker
 from rankwise.rewrite import QueryRewriter, RewriteResult
 from rankwise.types import Candidate, RankedList
@@ -25,12 +26,14 @@ class RetrievalPipeline:
 
     Args:
         reranker: the configured :class:`Reranker` (method, backend, top_n, abstention).
-        rewrite: optional async function returning extra queries for a query; results for
-            the original and every rewrite are fused with reciprocal rank fusion.
+        rewrite: optional async function returning extra queries for a query (a list of
+            strings, or one string for one query); results for the original and every
+            rewrite are fused with reciprocal rank fusion.
         rrf_k: the RRF constant (60, as published).
     """
 
     def __init__(self, reranker: Reranker, *, rewrite: Rewrite | None = None, rrf_k: int = 60):
+        check_rrf_k(rrf_k)
         self.reranker = reranker
         self.rewrite = rewrite
         self.rrf_k = rrf_k
@@ -49,7 +52,7 @@ class RetrievalPipeline:
             rewriting.usage.seconds = time.perf_counter() - started
             rewrites = [r.text for r in rewriting.rewrites if r.strategy != "original"]
         elif self.rewrite is not None:
-            rewrites = list(await self.rewrite(query))
+            rewrites = _as_queries(await self.rewrite(query))
         else:
             rewrites = []
         queries += [q for q in rewrites if q.strip() and q != query]
@@ -66,3 +69,16 @@ class RetrievalPipeline:
                 queries=queries,
             )
         return ranked
+
+
+def _as_queries(returned: object) -> list[str]:
+    """A rewrite function's answer as a list of queries: one string is one query (iterating
+    it would search for each character)."""
+    if isinstance(returned, str):
+        return [returned]
+    queries = list(returned) if isinstance(returned, Iterable) else None
+    if queries is not None and all(isinstance(q, str) for q in queries):
+        return queries
+    raise InputError(
+        f"the rewrite function returned {returned!r}; it must return a list of query strings"
+    )
