@@ -60,6 +60,21 @@ async def test_multi_query_output_is_cleaned(rewriter_backend) -> None:
     assert result.usage.calls == 1
 
 
+async def test_one_strategy_name_and_repeated_names_each_run_once(rewriter_backend) -> None:
+    """A lone name was read letter by letter ("unknown strategies ['k', 'e', ...]"), and a
+    repeated name paid for the same call twice."""
+    from rankwise.errors import InputError
+
+    result = await QueryRewriter(rewriter_backend, "keywords").arewrite(QUESTION)
+    assert result.queries == [QUESTION, "flea life cycle duration"]
+    assert result.usage.calls == 1
+    twice = await QueryRewriter(rewriter_backend, ["keywords", "keywords"]).arewrite(QUESTION)
+    assert twice.queries == result.queries and twice.usage.calls == 1
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(InputError, match="max_tokens must be a whole number of at least 1"):
+            QueryRewriter(rewriter_backend, "keywords", max_tokens=bad)
+
+
 async def test_strategies_run_together_and_original_can_be_excluded(rewriter_backend) -> None:
     rewriter = QueryRewriter(
         rewriter_backend, ["keywords", "pseudo_answer", "decompose"], include_original=False

@@ -93,26 +93,31 @@ class QueryRewriter:
 
     Args:
         backend: any rankwise backend that can generate.
-        strategies: which strategies to run, or ``("adaptive",)`` to let the model choose.
+        strategies: which strategies to run (one name, or several; each runs once), or
+            ``"adaptive"`` to let the model choose.
         include_original: keep the original query first (default).
-        max_tokens: new tokens per rewrite call (HyDE passages use 4× this).
+        max_tokens: new tokens per rewrite call, at least 1 (HyDE passages use 4× this).
         prompts: template overrides by name.
     """
 
     def __init__(
         self,
         backend: Backend,
-        strategies: Sequence[str] = ("multi_query",),
+        strategies: str | Sequence[str] = ("multi_query",),
         *,
         include_original: bool = True,
         max_tokens: int = 64,
         prompts: dict[str, str] | None = None,
     ) -> None:
+        if isinstance(strategies, str):
+            strategies = (strategies,)  # one name, not its letters
         unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]
         if unknown:
             raise InputError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
         self.backend = backend
-        self.strategies = tuple(strategies)
+        self.strategies = tuple(dict.fromkeys(strategies))
         self.include_original = include_original
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
