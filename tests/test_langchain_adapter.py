@@ -68,6 +68,21 @@ async def test_compressor_reorders_as_the_reranker_says(store, local_backend) ->
     assert len(compressor.last_result.items) == 8  # nothing lost: the cut stays reachable
 
 
+async def test_a_document_given_twice_is_ranked_twice_and_kept(store, local_backend) -> None:
+    vector_store, query = store
+    documents = await vector_store.as_retriever(search_kwargs={"k": 3}).ainvoke(query)
+    documents = [*documents, documents[0]]
+    compressor = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    got = await compressor.acompress_documents(documents, query)
+    assert sorted(d.id for d in got) == sorted(d.id for d in documents)
+    assert sorted(compressor.last_result.ids) == sorted(
+        [*(d.id for d in documents[:3]), f"{documents[0].id}#2"]
+    )
+    assert [d.metadata["rank"] for d in got] == [1, 2, 3, 4]
+    copies = [d.metadata["relevance_score"] for d in got if d.id == documents[0].id]
+    assert len(copies) == 2 and copies[0] == pytest.approx(copies[1], abs=1e-4)
+
+
 async def test_threshold_and_top_n(store, local_backend) -> None:
     vector_store, query = store
     documents = await vector_store.as_retriever(search_kwargs={"k": 6}).ainvoke(query)

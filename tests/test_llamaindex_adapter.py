@@ -100,6 +100,22 @@ def test_sync_postprocess_and_threshold(index, local_backend) -> None:
         post.postprocess_nodes(nodes)
 
 
+async def test_a_node_given_twice_is_ranked_twice_and_kept(index, local_backend) -> None:
+    """A node list with one node twice (two retrievers merged without deduplication) raised
+    DuplicateIdError from the postprocessor. (LlamaIndex retrievers drop repeats
+    themselves, so RankwiseRetriever never sees one.)"""
+    vector_index, query = index
+    nodes = await vector_index.as_retriever(similarity_top_k=4).aretrieve(query)
+    nodes = [*nodes, nodes[1]]
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    kept = await post.apostprocess_nodes(nodes, query_str=query)
+    ids = [n.node.node_id for n in nodes]
+    assert sorted(n.node.node_id for n in kept) == sorted(ids)  # all five, the copy too
+    assert sorted(post.last_result.ids) == sorted([*ids[:4], f"{ids[1]}#2"])
+    copies = [n.score for n in kept if n.node.node_id == ids[1]]
+    assert len(copies) == 2 and copies[0] == pytest.approx(copies[1], abs=1e-4)
+
+
 async def test_retriever_and_abstention(index, local_backend) -> None:
     vector_index, query = index
     base = vector_index.as_retriever(similarity_top_k=4)

@@ -3,7 +3,7 @@ framework models into backends. The adapters themselves hold no ranking logic.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rankwise.abstain import Abstention
@@ -77,3 +77,18 @@ def make_reranker(
         abstain=abstain,
         **dict(options),
     )
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """The ids made unique in order: a repeat of ``x`` becomes ``x#2``, ``x#3``... so that a
+    framework list holding the same document twice is ranked whole, nothing dropped."""
+    unique: list[str] = []
+    taken: set[str] = set()
+    for base in ids:
+        key, n = base, 1
+        while key in taken:
+            n += 1
+            key = f"{base}#{n}"
+        taken.add(key)
+        unique.append(key)
+    return unique

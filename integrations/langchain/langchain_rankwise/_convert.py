@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from langchain_core.documents import Document
 
+from rankwise.adapters import unique_ids
 from rankwise.fusion import text_id
 from rankwise.types import Candidate, RankedCandidate, RankedList
 
@@ -13,17 +14,15 @@ from rankwise.types import Candidate, RankedCandidate, RankedList
 def to_candidates(documents: Sequence[Document]) -> tuple[list[Candidate], dict[str, Document]]:
     """Candidates with stable ids (the document's id, ``metadata["id"]``, or a content hash),
     and the map back to the original documents. Repeated ids get a ``#n`` suffix."""
-    candidates: list[Candidate] = []
-    originals: dict[str, Document] = {}
-    for document in documents:
-        base = document.id or document.metadata.get("id") or text_id(document.page_content)
-        key, n = str(base), 1
-        while key in originals:
-            n += 1
-            key = f"{base}#{n}"
-        originals[key] = document
-        candidates.append(Candidate(id=key, text=document.page_content))
-    return candidates, originals
+    keys = unique_ids(
+        str(document.id or document.metadata.get("id") or text_id(document.page_content))
+        for document in documents
+    )
+    candidates = [
+        Candidate(id=key, text=document.page_content)
+        for key, document in zip(keys, documents, strict=True)
+    ]
+    return candidates, dict(zip(keys, documents, strict=True))
 
 
 def to_document(item: RankedCandidate, originals: dict[str, Document]) -> Document:

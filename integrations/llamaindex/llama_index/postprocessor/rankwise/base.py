@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
@@ -13,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import reranker_for
+from rankwise.adapters import reranker_for, unique_ids
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -21,18 +21,24 @@ from rankwise.types import Candidate, RankedList
 dispatcher = get_dispatcher(__name__)
 
 
-def nodes_to_candidates(nodes: Sequence[NodeWithScore]) -> list[Candidate]:
-    """Candidates keyed by node id, with the node's text as the model sees it."""
-    return [
-        Candidate(id=n.node.node_id, text=n.node.get_content(metadata_mode=MetadataMode.EMBED))
-        for n in nodes
+def nodes_to_candidates(
+    nodes: Sequence[NodeWithScore],
+) -> tuple[list[Candidate], dict[str, NodeWithScore]]:
+    """Candidates keyed by node id (a node given twice is ranked twice, its second copy as
+    ``id#2``), with the node's text as the model sees it, and the map back to the nodes."""
+    keys = unique_ids(n.node.node_id for n in nodes)
+    candidates = [
+        Candidate(id=key, text=n.node.get_content(metadata_mode=MetadataMode.EMBED))
+        for key, n in zip(keys, nodes, strict=True)
     ]
+    return candidates, dict(zip(keys, nodes, strict=True))
 
 
-def selected_nodes(ranked: RankedList, nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+def selected_nodes(
+    ranked: RankedList, originals: Mapping[str, NodeWithScore]
+) -> list[NodeWithScore]:
     """The selected nodes, each with ``score`` set to the rankwise score."""
-    by_id = {n.node.node_id: n for n in nodes}
-    return [NodeWithScore(node=by_id[i.id].node, score=i.score) for i in ranked.selected]
+    return [NodeWithScore(node=originals[i.id].node, score=i.score) for i in ranked.selected]
 
 
 class RankwiseRerank(BaseNodePostprocessor):
@@ -95,9 +101,10 @@ class RankwiseRerank(BaseNodePostprocessor):
                 model_name=f"rankwise:{self.reranker.method.name}",
             )
         )
-        ranked = await self.reranker.arerank(query_bundle.query_str, nodes_to_candidates(nodes))
+        candidates, originals = nodes_to_candidates(nodes)
+        ranked = await self.reranker.arerank(query_bundle.query_str, candidates)
         self._last = ranked
-        chosen = selected_nodes(ranked, nodes)
+        chosen = selected_nodes(ranked, originals)
         dispatcher.event(ReRankEndEvent(nodes=chosen))
         return chosen
 

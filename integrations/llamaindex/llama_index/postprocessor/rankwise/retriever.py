@@ -37,15 +37,15 @@ class RankwiseRetriever(BaseRetriever):
         seen: dict[str, NodeWithScore] = {}
 
         async def retrieve(text: str) -> list[Candidate]:
-            nodes = await self._retriever.aretrieve(text)
-            for node in nodes:
-                seen.setdefault(node.node.node_id, node)
-            return nodes_to_candidates(nodes)
+            candidates, originals = nodes_to_candidates(await self._retriever.aretrieve(text))
+            for key, node in originals.items():
+                seen.setdefault(key, node)
+            return candidates
 
         pipeline = RetrievalPipeline(self._reranker.reranker, rewrite=self._rewrite)
         ranked = await pipeline.arun(query_bundle.query_str, retrieve)
         self._reranker._last = ranked
-        return selected_nodes(ranked, list(seen.values()))
+        return selected_nodes(ranked, seen)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return run_sync(self._aretrieve(query_bundle))

@@ -34,7 +34,7 @@ def rankwise_function_tool(
 
     async def search_reranked(query: str, top_n: int = 3) -> dict[str, Any]:
         """Search the knowledge base; return the most relevant passages, best first."""
-        candidates = nodes_to_candidates(await retriever.aretrieve(query))
+        candidates, _ = nodes_to_candidates(await retriever.aretrieve(query))
         return (await reranker.reranker.arerank(query, candidates)).as_tool_result(top_n)
 
     def search_sync(query: str, top_n: int = 3) -> dict[str, Any]:
