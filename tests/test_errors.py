@@ -263,6 +263,10 @@ async def test_a_fusion_constant_or_weight_that_breaks_the_ranks_is_refused() ->
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(InputError, match="got -5"):
         RetrievalPipeline(Reranker("pointwise", backend), rrf_k=-5)
+    with pytest.raises(InputError, match=r"rankings\[0\] is a Candidate, not a ranked list"):
+        reciprocal_rank_fusion(lists[0])  # one flat list: AttributeError on a tuple before
+    with pytest.raises(InputError, match=r"rankings\[1\]\[0\] is a str; each ranked list"):
+        reciprocal_rank_fusion([lists[0], ["a", "b"]])
     fused = reciprocal_rank_fusion(lists, k=0)  # 1/rank, allowed
     assert [c.id for c in fused] == ["a", "b"] and [c.score for c in fused] == [2.0, 1.0]
 

@@ -52,6 +52,7 @@ def reciprocal_rank_fusion(
         raise InputError(
             f"{len(weights)} weights for {len(rankings)} rankings; pass one weight per ranking"
         )
+    _check_rankings(rankings)
     scores: dict[str, float] = {}
     first: dict[str, Candidate] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
@@ -65,3 +66,19 @@ def reciprocal_rank_fusion(
             scores[key] = scores.get(key, 0.0) + weight / (k + rank)
     order = sorted(first, key=lambda key: -scores[key])  # stable: first-seen order on ties
     return [first[key].model_copy(update={"score": scores[key]}) for key in order]
+
+
+def _check_rankings(rankings: Sequence[Sequence[Candidate]]) -> None:
+    """Refuse anything but a list of lists of Candidates, naming the first misfit."""
+    for index, ranking in enumerate(rankings):
+        if isinstance(ranking, Candidate | str):
+            raise InputError(
+                f"rankings[{index}] is a {type(ranking).__name__}, not a ranked list; pass a "
+                "list of ranked lists (wrap a single list in another list)"
+            )
+        for position, item in enumerate(ranking):
+            if not isinstance(item, Candidate):
+                raise InputError(
+                    f"rankings[{index}][{position}] is a {type(item).__name__}; each ranked "
+                    "list must hold rankwise Candidates (Candidate(id=..., text=...))"
+                )
