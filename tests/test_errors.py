@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
 import pytest
@@ -245,6 +246,27 @@ async def test_rewriting_fusion_and_calibration_misuse_raise_input_errors() -> N
         reciprocal_rank_fusion([ranking], weights=[1.0, 2.0])
     with pytest.raises(InputError, match="not fitted"):
         Calibrator().predict([0.5, 0.2])
+
+
+def test_calibration_refuses_reference_data_it_cannot_fit() -> None:
+    """A NaN metric or score made every weight NaN, so the calibrator never abstained; two
+    decision rules at once kept one silently; a count mismatch named ridge_fit."""
+    from rankwise.abstain import Calibrator
+
+    scores = [[0.9, 0.1], [0.5, 0.4], [0.2, 0.1]]
+    with pytest.raises(InputError, match="3 score lists for 2 metrics"):
+        Calibrator().fit(scores, [0.8, 0.2])
+    with pytest.raises(InputError, match="0 score lists for 0 metrics"):
+        Calibrator().fit([], [])
+    with pytest.raises(InputError, match="reference query 1 has a value that is not a finite"):
+        Calibrator().fit(scores, [0.8, float("nan"), 0.1])
+    with pytest.raises(InputError, match="reference query 2 has a value that is not a finite"):
+        Calibrator().fit([*scores[:2], [float("-inf")]], [0.8, 0.3, 0.1])
+    with pytest.raises(InputError, match="abstention_rate or min_quality, not both"):
+        Calibrator().fit(scores, [0.8, 0.3, 0.1], abstention_rate=0.5, min_quality=0.2)
+    fitted = Calibrator(n=2).fit(scores, [0.8, 0.3, 0.1], abstention_rate=0.34)
+    assert all(math.isfinite(w) for w in fitted.weights)
+    assert fitted.decide([0.2, 0.1])[0] and not fitted.decide([0.9, 0.1])[0]
 
 
 async def test_a_fusion_constant_or_weight_that_breaks_the_ranks_is_refused() -> None:

@@ -158,6 +158,26 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def _check_reference(score_lists: Sequence[Sequence[float]], metrics: Sequence[float]) -> None:
+    """Refuse reference data a fit cannot use: no queries, a score list and metric count
+    that differ, or a value that is not a finite number (one NaN makes every weight NaN)."""
+    if len(score_lists) != len(metrics) or not metrics:
+        raise InputError(
+            f"{len(score_lists)} score lists for {len(metrics)} metrics; pass one list of "
+            "ranked scores and one measured quality per reference query, at least one query"
+        )
+    for index, (scores, metric) in enumerate(zip(score_lists, metrics, strict=True)):
+        if not all(_finite(value) for value in [*scores, metric]):
+            raise InputError(
+                f"reference query {index} has a value that is not a finite number "
+                f"(scores {list(scores)[:5]}..., metric {metric!r}); drop it or fix it"
+            )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class Calibrator:
     """The reference-based confidence u_lin: ridge regression from a list's sorted top-n scores
@@ -184,14 +204,20 @@ class Calibrator:
         abstention_rate: float | None = None,
         min_quality: float | None = None,
     ) -> Calibrator:
-        """Fit on reference queries: their ranked scores and their measured quality."""
+        """Fit on reference queries: their ranked scores and their measured quality.
+
+        Pass at most one of ``abstention_rate`` (the share of reference queries to abstain
+        on) and ``min_quality`` (the predicted quality to abstain at or below)."""
+        _check_reference(score_lists, metrics)
+        if abstention_rate is not None and min_quality is not None:
+            raise InputError("pass abstention_rate or min_quality, not both")
+        if abstention_rate is not None and not 0 <= abstention_rate < 1:
+            raise InputError(f"abstention_rate must be in [0, 1), got {abstention_rate}")
         rows = [score_features(scores, self.n) for scores in score_lists]
         self.weights = ridge_fit(rows, metrics, self.alpha)
         self.reference_size = len(rows)
         predictions = [self.predict(scores) for scores in score_lists]
         if abstention_rate is not None:
-            if not 0 <= abstention_rate < 1:
-                raise InputError(f"abstention_rate must be in [0, 1), got {abstention_rate}")
             self.threshold = quantile(predictions, abstention_rate)
         elif min_quality is not None:
             self.threshold = min_quality
