@@ -269,6 +269,27 @@ def test_calibration_refuses_reference_data_it_cannot_fit() -> None:
     assert fitted.decide([0.2, 0.1])[0] and not fitted.decide([0.9, 0.1])[0]
 
 
+def test_a_file_that_holds_no_calibrator_is_named(tmp_path) -> None:
+    """Such files raised TypeError or JSONDecodeError from inside the dataclass."""
+    from rankwise.abstain import Calibrator
+
+    saved = tmp_path / "calibrator.json"
+    fitted = Calibrator(n=2).fit([[0.9, 0.1], [0.5, 0.4]], [0.8, 0.2])
+    fitted.save(saved)
+    assert Calibrator.load(saved).predict([0.9, 0.1]) == fitted.predict([0.9, 0.1])
+    for name, text in [
+        ("prices.json", '{"gpt-4o-mini": {"input": 0.15}}'),
+        ("notes.json", "not json"),
+        ("empty.json", "{}"),
+        ("cut.json", '{"n": 10, "weights": [0.1, 0.2]}'),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=f"{name}"):
+            Calibrator.load(tmp_path / name)
+    with pytest.raises(InputError, match="cannot read a calibrator from"):
+        Calibrator.load(tmp_path / "missing.json")
+
+
 async def test_a_fusion_constant_or_weight_that_breaks_the_ranks_is_refused() -> None:
     """k=-1 raised ZeroDivisionError; a negative k gave negative scores that reversed the
     order; a NaN weight left the order to chance."""

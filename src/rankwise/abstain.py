@@ -244,7 +244,19 @@ class Calibrator:
         cls, path: str | Path, *, method: str | None = None, model: str | None = None
     ) -> Calibrator:
         """Read a calibrator; warns when it was fitted for another method or model."""
-        calibrator = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        try:
+            fields = json.loads(Path(path).read_text(encoding="utf-8"))
+            calibrator = cls(**fields)
+        except (OSError, ValueError, TypeError) as error:
+            raise InputError(
+                f"cannot read a calibrator from {str(path)!r} ({error}); pass a file written "
+                "by Calibrator.save or `rankwise calibrate`"
+            ) from error
+        if not calibrator.weights or len(calibrator.weights) != calibrator.n + 1:
+            raise InputError(
+                f"the calibrator in {str(path)!r} has {len(calibrator.weights)} weights for "
+                f"n={calibrator.n}; refit it with `rankwise calibrate`"
+            )
         for name, wanted, fitted in (
             ("method", method, calibrator.method),
             ("model", model, calibrator.model),
