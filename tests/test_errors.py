@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 
@@ -153,6 +154,29 @@ def test_evaluation_data_refuses_depths_and_limits_that_would_drop_candidates() 
         record.documents(-5)
     with pytest.raises(InputError, match="limit must be at least 1"):
         load_queries(DL19 / "bm25-top100.jsonl", 0)
+
+
+def test_evaluation_files_with_a_bad_line_name_it(tmp_path) -> None:
+    """A qrels line with a relevance like '1.0' raised a bare int() ValueError, and a
+    candidate without a docid loaded, then raised KeyError at the first rerank."""
+    from rankwise.evaluate import load_qrels, load_queries
+
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d1 1\nq1 0 d2 1.0\n")
+    with pytest.raises(InputError, match=r"qrels.txt:2: the relevance '1.0' is not a whole"):
+        load_qrels(qrels)
+    qrels.write_text("q1 0 d1 2\nq1 0 d2 0\n")
+    assert load_qrels(qrels) == {"q1": {"d1": 2, "d2": 0}}
+    queries = tmp_path / "queries.jsonl"
+    good = {"qid": "q1", "query": "q", "candidates": [{"docid": "d1", "text": "a"}]}
+    bad = {"qid": "q2", "query": "q", "candidates": [{"docid": "d1"}, {"id": "d2", "text": "b"}]}
+    queries.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    assert [r.qid for r in load_queries(queries, 1)] == ["q1"]  # stops before the bad line
+    with pytest.raises(InputError, match=r"queries.jsonl:2: candidate 1 has no docid"):
+        load_queries(queries)
+    queries.write_text(json.dumps({**good, "candidates": ["d1"]}) + "\n")
+    with pytest.raises(InputError, match=r"queries.jsonl:1: candidate 0 has no docid"):
+        load_queries(queries)
 
 
 @pytest.mark.parametrize(

@@ -55,14 +55,19 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                 continue
             try:
                 raw = json.loads(line)
-                records.append(
-                    QueryRecord(str(raw["qid"]), str(raw["query"]), list(raw["candidates"]))
-                )
+                record = QueryRecord(str(raw["qid"]), str(raw["query"]), list(raw["candidates"]))
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(
                     f"{path}:{number}: expected a JSON object with qid, query and candidates "
                     f"({error})"
                 ) from error
+            for position, candidate in enumerate(record.candidates):
+                if not isinstance(candidate, Mapping) or "docid" not in candidate:
+                    raise InputError(
+                        f"{path}:{number}: candidate {position} has no docid; each candidate "
+                        'is an object such as {"docid": "D1", "text": "...", "score": 1.5}'
+                    )
+            records.append(record)
             if limit is not None and len(records) >= limit:
                 break
     return records
@@ -79,7 +84,13 @@ def load_qrels(path: str | Path) -> Qrels:
             if len(parts) != 4:
                 raise InputError(f"{path}:{number}: expected 'qid 0 docid rel', got {line!r}")
             qid, _, docid, relevance = parts
-            qrels[qid][docid] = int(relevance)
+            try:
+                qrels[qid][docid] = int(relevance)
+            except ValueError:
+                raise InputError(
+                    f"{path}:{number}: the relevance {relevance!r} is not a whole number "
+                    "(expected 'qid 0 docid rel')"
+                ) from None
     return dict(qrels)
 
 
