@@ -71,6 +71,9 @@ def test_price_table_costs_and_fallback(tmp_path) -> None:
         '["not", "a", "table"]',
         "{broken",
         '{"m": {"input": "x", "output": 1}}',
+        '{"m": {"input": -0.15, "output": 0.6}}',  # a credit per token: a typo, not a price
+        '{"m": {"input": NaN, "output": 0.6}}',  # Python's json reads NaN; every cost was NaN
+        '{"m": {"input": 0.15, "output": Infinity}}',
     ],
 )
 def test_malformed_price_table_is_a_clear_error(tmp_path, content) -> None:

@@ -13,6 +13,7 @@ on the command line or ``RANKWISE_PRICES``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,15 @@ class Price:
 
     input: float
     output: float
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise InputError(
+                    f"the {name} price must be a finite number of US dollars per million "
+                    f"tokens, at least 0, got {value!r}"
+                )
 
     def cost(self, usage: Usage) -> float:
         """Dollars for the tokens in ``usage`` (cache hits cost nothing: they made no call)."""
@@ -54,10 +64,11 @@ class PriceTable:
         for model, entry in raw.items():
             try:
                 prices[model] = Price(float(entry["input"]), float(entry["output"]))
-            except (TypeError, KeyError, ValueError) as error:
+            except (TypeError, KeyError, ValueError) as error:  # InputError is a ValueError
                 raise InputError(
                     f'price table {path}: {model!r} needs {{"input": USD per 1M tokens, '
-                    f'"output": USD per 1M tokens}}, got {entry!r}'
+                    f'"output": USD per 1M tokens}}, each a finite number of at least 0, '
+                    f"got {entry!r}"
                 ) from error
         return cls(prices)
 
