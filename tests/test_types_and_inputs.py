@@ -89,7 +89,7 @@ def test_ranked_list_rejects_duplicates_and_bad_ranks() -> None:
         )
 
 
-def _three_scored(top_n: int, score_threshold: float) -> RankedList:
+def _three_scored(top_n: int | None, score_threshold: float | None) -> RankedList:
     """A list of "a", "b", "c" with probabilities 0.9, 0.6 and 0.2."""
     return RankedList(
         query="q",
@@ -130,3 +130,13 @@ def test_the_agent_tool_answer_honours_the_threshold() -> None:
     ranked.abstained = True
     assert ranked.as_tool_result(top_n=3)["results"] == []
     assert ranked.as_tool_result()["abstained"] is True
+
+
+def test_the_agent_tool_answer_refuses_a_top_n_that_is_not_a_count() -> None:
+    """top_n=-1 sliced off the last passage instead of failing; 2.5 raised a TypeError."""
+    ranked = _three_scored(top_n=None, score_threshold=None)
+    with pytest.raises(InputError, match="top_n must be >= 0, got -1"):
+        ranked.as_tool_result(top_n=-1)
+    with pytest.raises(InputError, match=r"top_n must be a whole number or None, got 2\.5"):
+        ranked.as_tool_result(top_n=2.5)
+    assert len(ranked.as_tool_result(top_n=2)["results"]) == 2

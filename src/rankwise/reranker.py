@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import numbers
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from rankwise.methods import (
 )
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary
-from rankwise.types import Candidate, RankedCandidate, RankedList, Usage
+from rankwise.types import Candidate, RankedCandidate, RankedList, Usage, check_top_n
 
 
 class Reranker:
@@ -103,7 +102,7 @@ class Reranker:
                     + "; pass a method name to choose another)"
                 )
             self.method = build_method(method, **options)
-        _check_top_n(top_n)
+        check_top_n(top_n)
         if score_threshold is not None and math.isnan(score_threshold):
             raise InputError("score_threshold is NaN; pass a number, or None for no threshold")
         if score_threshold is not None and not self.method.absolute_scores:
@@ -232,7 +231,7 @@ class Reranker:
         backend: Backend,
         cache: ResponseCache | None,
     ) -> RankedList:
-        _check_top_n(top_n)
+        check_top_n(top_n)
         query = normalise_query(query)
         candidates = normalise_documents(documents)
         if not query.strip():
@@ -352,13 +351,3 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
-
-
-def _check_top_n(top_n: int | None) -> None:
-    """Raise :class:`InputError` unless ``top_n`` is None or a whole number >= 0."""
-    if top_n is None:
-        return
-    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral):
-        raise InputError(f"top_n must be a whole number or None, got {top_n!r}")
-    if top_n < 0:
-        raise InputError(f"top_n must be >= 0, got {top_n}")

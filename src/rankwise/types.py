@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rankwise.errors import InputError
+
+
+def check_top_n(top_n: int | None) -> None:
+    """Raise :class:`InputError` unless ``top_n`` is None or a whole number >= 0."""
+    if top_n is None:
+        return
+    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral):
+        raise InputError(f"top_n must be a whole number or None, got {top_n!r}")
+    if top_n < 0:
+        raise InputError(f"top_n must be >= 0, got {top_n}")
 
 
 class Candidate(BaseModel):
@@ -166,6 +179,7 @@ class RankedList(BaseModel):
     def as_tool_result(self, top_n: int | None = None) -> dict[str, Any]:
         """A small JSON-ready answer for agent tools: what :attr:`selected` holds, with
         ``top_n`` (when given) in place of the list's own; none if abstained."""
+        check_top_n(top_n)
         chosen = self._passing()
         limit = self.top_n if top_n is None else top_n
         if limit is not None:
