@@ -131,9 +131,13 @@ def test_out_of_range_method_options_are_input_errors(method, options, message) 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"concurrency": 0}, "concurrency must be at least 1, got 0"),
+        ({"concurrency": 0}, "concurrency must be a whole number of at least 1, got 0"),
+        # 2.5 was accepted (a semaphore of 2.5 lets three calls in); "4" raised TypeError
+        ({"concurrency": 2.5}, r"concurrency must be a whole number of at least 1, got 2\.5"),
+        ({"concurrency": "4"}, "concurrency must be a whole number of at least 1, got '4'"),
         ({"timeout": 0}, "timeout must be more than 0 seconds"),
-        ({"max_retries": -1}, "max_retries must be 0"),
+        ({"max_retries": -1}, "max_retries must be a whole number, 0"),
+        ({"max_retries": 1.5}, r"max_retries must be a whole number, 0 \(no retries\) or more"),
         ({"backoff": 2.0, "max_backoff": 1.0}, "max_backoff >= backoff"),
         ({"top_logprobs": 21}, r"top_logprobs must be in \[0, 20\]"),
     ],

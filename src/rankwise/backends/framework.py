@@ -71,9 +71,9 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 def check_concurrency(limit: int) -> None:
-    """Raise :class:`InputError` unless ``limit`` allows at least one call in flight."""
-    if limit < 1:
-        raise InputError(f"concurrency must be at least 1, got {limit}")
+    """Raise :class:`InputError` unless ``limit`` is a whole number of calls, at least 1."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InputError(f"concurrency must be a whole number of at least 1, got {limit!r}")
 
 
 class LoopSemaphores:

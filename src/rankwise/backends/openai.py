@@ -298,8 +298,10 @@ def _check_options(
     check_concurrency(concurrency)
     if not timeout > 0:
         raise InputError(f"timeout must be more than 0 seconds, got {timeout}")
-    if max_retries < 0:
-        raise InputError(f"max_retries must be 0 (no retries) or more, got {max_retries}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InputError(
+            f"max_retries must be a whole number, 0 (no retries) or more, got {max_retries!r}"
+        )
     if backoff < 0 or max_backoff < backoff:
         raise InputError(
             f"backoff must be >= 0 and max_backoff >= backoff, got {backoff} and {max_backoff}"
