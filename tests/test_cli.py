@@ -122,6 +122,38 @@ def test_unreachable_server_is_a_clean_error(capsys) -> None:
     assert "could not reach http://127.0.0.1:9/v1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "flag", "what"),
+    [
+        ("rerank", "--output", "output file"),
+        ("calibrate", "--out", "calibrator file"),
+        ("eval", "--report", "report file"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_fails_before_any_call(
+    stub, tmp_path, capsys, command, flag, what
+) -> None:
+    """The run went through every model call, then died with a FileNotFoundError traceback
+    when it came to write the result."""
+    from tests.oracle import oracle
+
+    stub.handler = oracle
+    common = [command, "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "3"]
+    common += ["--depth", "3", "--backend", "openai", "--model", "oracle"]
+    common += ["--base-url", stub.base_url, "--api-key", "unused", "--method", "pointwise"]
+    if command != "rerank":
+        common += ["--qrels", str(DL19 / "qrels.txt")]
+    for path, reason in [
+        (tmp_path / "missing" / "out.json", "is in a folder that does not exist"),
+        (tmp_path, "is a folder; name a file in it"),
+    ]:
+        assert main([*common, flag, str(path)]) == 2
+        assert f"the {what} '{path}' {reason}" in capsys.readouterr().err
+    assert stub.requests == []  # refused before any model call
+    assert main([*common, flag, str(tmp_path / "out.json")]) == 0
+    assert (tmp_path / "out.json").stat().st_size > 0 and len(stub.requests) == 9
+
+
 def test_unknown_method_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["eval", "--data", "x", "--qrels", "y", "--method", "nope"])

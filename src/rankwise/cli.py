@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -383,7 +384,26 @@ def _scaled(usage: Usage, calls: int) -> Usage:
     )
 
 
+def _check_writable(path: str | Path, what: str) -> Path:
+    """``path`` as a Path, or an :class:`InputError` if it could not be written, checked
+    before any model call so that a typo in an output path does not cost the whole run."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        reason = "is a folder; name a file in it"
+    elif not folder.is_dir():
+        reason = f"is in a folder that does not exist ({str(folder)!r}); create it first"
+    elif not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        reason = "cannot be written (no permission)"
+    else:
+        return path
+    raise InputError(f"the {what} {str(path)!r} {reason}")
+
+
 def _eval(args: argparse.Namespace) -> int:
+    for path, what in ((args.report, "report file"), (args.plot, "plot file")):
+        if path:
+            _check_writable(path, what)
     records = load_queries(args.data, args.queries)
     qrels = load_qrels(args.qrels)
     results, seconds = _run(args, records)
@@ -448,6 +468,7 @@ def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type:
 def _calibrate(args: argparse.Namespace) -> int:
     from rankwise.abstain import Calibrator
 
+    _check_writable(args.out, "calibrator file")
     records = load_queries(args.data, args.queries)
     qrels = load_qrels(args.qrels)
     results, _ = _run(args, records)
@@ -465,6 +486,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _rerank(args: argparse.Namespace) -> int:
+    _check_writable(args.output, "output file")
     records = load_queries(args.data, args.queries)
     results, seconds = _run(args, records)
     output = Path(args.output)
