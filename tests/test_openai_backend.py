@@ -176,6 +176,40 @@ async def test_labels_with_leading_space_count_as_the_label(stub) -> None:
     assert math.isclose(ranked.items[0].score, p_yes / (p_yes + math.exp(-3.0)), rel_tol=1e-6)
 
 
+async def test_a_label_the_api_all_but_rules_out_scores_without_overflow(stub) -> None:
+    """APIs report -9999 for a label they all but rule out; P(Yes) computed as
+    1 / (1 + exp(no - yes)) raised OverflowError and the whole rerank failed."""
+    answers = {
+        "ruled out": {"No": -0.01, "Yes": -9999.0},
+        "certain": {"Yes": -0.01, "No": -9999.0},
+        "even": {"Yes": -0.7, "No": -0.7},
+    }
+    stub.handler = lambda request: Reply(
+        body=completion(
+            "x", top_logprobs=answers[re.search(r"Passage: (.*)", user_text(request))[1]]
+        )
+    )
+    docs = [{"id": key, "text": key} for key in ("ruled out", "certain", "even")]
+    ranked = await Reranker("pointwise", backend_for(stub)).arerank("q", docs)
+    assert ranked.ids == ["certain", "even", "ruled out"]
+    assert [i.score for i in ranked.items] == [1.0, 0.5, 0.0]
+    assert ranked.trace.fallbacks == []
+
+
+def test_label_shares_stay_numbers_at_the_extremes() -> None:
+    import math
+
+    from rankwise.backends.framework import match_labels
+    from rankwise.methods.pointwise import yes_share
+
+    assert yes_share(-math.inf, -math.inf) == 0.5  # was NaN
+    assert yes_share(-math.inf, -1.0) == 0.0 and yes_share(-1.0, -math.inf) == 1.0
+    assert yes_share(-2000.0, 0.0) == 0.0 and yes_share(0.0, -2000.0) == 1.0
+    assert math.isclose(yes_share(math.log(0.3), math.log(0.1)), 0.75)
+    found = match_labels([("Yes", -math.inf), (" Yes", -math.inf), ("No", -1.0)], ["Yes", "No"])
+    assert found == {"Yes": -math.inf, "No": -1.0}  # two spellings of -inf stay -inf, not NaN
+
+
 async def test_one_backend_serves_the_sync_api_and_several_loops(stub) -> None:
     stub.handler = by_stated_relevance
     reranker = Reranker("pointwise", backend_for(stub))

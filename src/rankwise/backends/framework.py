@@ -67,6 +67,8 @@ def position_after_prefix(tokens: Sequence[str], prefix: str) -> int:
 
 def _logaddexp(a: float, b: float) -> float:
     high, low = max(a, b), min(a, b)
+    if low == -math.inf:  # exp(-inf - -inf) would be NaN
+        return high
     return high + math.log1p(math.exp(low - high))
 
 

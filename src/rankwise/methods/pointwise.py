@@ -79,11 +79,11 @@ class PointwiseYesNo(RankingMethod):
         yes = answer.logprobs.get(self.yes)
         no = answer.logprobs.get(self.no)
         if yes is not None and no is not None:
-            return 1.0 / (1.0 + math.exp(no - yes))
+            return yes_share(yes, no)
         if yes is not None:
-            return math.exp(yes)
+            return min(1.0, math.exp(yes))
         if no is not None:
-            return 1.0 - math.exp(no)
+            return max(0.0, 1.0 - math.exp(no))
         fallback = 0.5 if answer.text.strip().lower().startswith("yes") else 0.0
         context.trace.record(
             "fallback",
@@ -93,6 +93,18 @@ class PointwiseYesNo(RankingMethod):
             score=fallback,
         )
         return fallback
+
+
+def yes_share(yes: float, no: float) -> float:
+    """P(Yes) / (P(Yes) + P(No)) from the two log-probs, for any gap between them: APIs
+    report -9999 for a label they all but rule out, and exp(9999) overflows."""
+    if yes == no:  # also both -inf: nothing tells them apart
+        return 0.5
+    gap = no - yes
+    if gap > 0:
+        small = math.exp(-gap)
+        return small / (1.0 + small)
+    return 1.0 / (1.0 + math.exp(gap))
 
 
 CONTENT_FREE = "N/A"
