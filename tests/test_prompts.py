@@ -37,6 +37,31 @@ def test_overrides_win_over_packaged_and_env(tmp_path, monkeypatch) -> None:
     assert library.get("pointwise_yes_no").render_text(query="q") == "mine q"
 
 
+def test_an_override_with_wrong_fields_is_refused_before_any_call(tmp_path, monkeypatch) -> None:
+    """A template with {document} for {text} sent the literal braces and no passage, so
+    every passage scored alike; and a rewrite template without {question} never saw it."""
+    from rankwise import InputError, OpenAIBackend, Reranker
+    from rankwise.rewrite import QueryRewriter
+
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    typo = "Document: {document}\nQuery: {query}\nRelevant? Yes or No"
+    with pytest.raises(InputError, match=r"uses \{document\}, which nothing fills and never"):
+        Reranker("pointwise", backend, prompts={"pointwise_yes_no": typo})
+    with pytest.raises(InputError, match=r"'mine' never uses \{query\}, so the model would"):
+        Reranker("prp-allpair", backend, prompts={"mine": "{doc1} or {doc2}?"}, prompt="mine")
+    with pytest.raises(InputError, match=r"uses \{i\}, which nothing fills"):
+        Reranker("first", backend, prompt="listwise_full")  # a template for another method
+    (tmp_path / "setwise.txt").write_text("{query}\n{passages}\n=== each passage ===\n{text}")
+    monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path))
+    with pytest.raises(InputError, match=r"'setwise' uses \{text\}.*never uses \{passage\}"):
+        Reranker("setwise", backend)
+    with pytest.raises(InputError, match=r"'rewrite_keywords' never uses \{question\}"):
+        QueryRewriter(backend, "keywords", prompts={"rewrite_keywords": "Keywords please."})
+    fine = "Passage: {text}\nQuestion: {query}\nRelevant? Answer Yes or No."
+    assert Reranker("pointwise", backend, prompts={"pointwise_yes_no": fine})
+    assert Reranker("pointwise-qlm", "default", prompts={"pointwise_qlm": "Text: {text}"})
+
+
 def test_unknown_prompt_lists_the_available_ones() -> None:
     with pytest.raises(PromptNotFoundError, match="pointwise_yes_no"):
         PromptLibrary().get("nope")

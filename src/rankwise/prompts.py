@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from rankwise.errors import PromptNotFoundError
+from rankwise.errors import InputError, PromptNotFoundError
 
 Role = Literal["system", "user", "assistant"]
 _MARKER = re.compile(
@@ -155,6 +155,31 @@ class PromptLibrary:
             if candidate.is_file():
                 return PromptTemplate.parse(name, candidate.read_text(encoding="utf-8"))
         return _packaged(name)
+
+
+ESSENTIAL_FIELDS = frozenset({"query", "question", "text", "passage", "doc1", "doc2"})
+"""Fields that carry the query or a passage: a template without one hides it from the model."""
+
+
+def check_fields(template: PromptTemplate, reference_name: str) -> None:
+    """Raise :class:`InputError` when ``template``, used in place of the packaged template
+    ``reference_name``, has a field nothing fills (it would reach the model as written, in
+    braces) or lacks one that carries the query or a passage."""
+    reference = _packaged(reference_name).fields
+    unknown = sorted(template.fields - reference)
+    missing = sorted((reference & ESSENTIAL_FIELDS) - template.fields)
+    if not unknown and not missing:
+        return
+    braces = lambda names: ", ".join(f"{{{name}}}" for name in names)  # noqa: E731
+    problems = []
+    if unknown:
+        problems.append(f"uses {braces(unknown)}, which nothing fills")
+    if missing:
+        problems.append(f"never uses {braces(missing)}, so the model would not see it")
+    raise InputError(
+        f"prompt template {template.name!r} {' and '.join(problems)}; in place of "
+        f"{reference_name!r} it can use {braces(sorted(reference))}"
+    )
 
 
 def available_prompts() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -24,7 +25,7 @@ from rankwise.methods import (
     methods_supported_by,
 )
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
-from rankwise.prompts import PromptLibrary
+from rankwise.prompts import PromptLibrary, check_fields
 from rankwise.types import Candidate, RankedCandidate, RankedList, Usage, check_top_n
 
 
@@ -143,8 +144,11 @@ class Reranker:
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
         prompt = getattr(self.method, "prompt", None)
-        if isinstance(prompt, str):
-            self.prompts.get(prompt)  # an unknown name fails here, not after a model loads
+        if isinstance(prompt, str):  # an unknown name or a broken template fails here
+            packaged = inspect.signature(type(self.method)).parameters.get("prompt")
+            template = self.prompts.get(prompt)
+            if packaged is not None and isinstance(packaged.default, str):
+                check_fields(template, packaged.default)
         self._backend_spec = backend
         self._backend: Backend | None = None
         if backend is not None and not isinstance(backend, str):

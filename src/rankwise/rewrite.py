@@ -27,7 +27,7 @@ from typing import Literal, get_args
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import Backend
 from rankwise.errors import InputError
-from rankwise.prompts import PromptLibrary
+from rankwise.prompts import PromptLibrary, available_prompts, check_fields
 from rankwise.types import Trace, Usage
 
 Strategy = Literal[
@@ -121,6 +121,9 @@ class QueryRewriter:
         self.include_original = include_original
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
+        for name in prompts or {}:
+            if name in available_prompts():
+                check_fields(self.prompts.get(name), name)
 
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
         """Rewrite ``question`` with every configured strategy (concurrently)."""
