@@ -170,16 +170,19 @@ def check_fields(template: PromptTemplate, reference_name: str) -> None:
     missing = sorted((reference & ESSENTIAL_FIELDS) - template.fields)
     if not unknown and not missing:
         return
-    braces = lambda names: ", ".join(f"{{{name}}}" for name in names)  # noqa: E731
     problems = []
     if unknown:
-        problems.append(f"uses {braces(unknown)}, which nothing fills")
+        problems.append(f"uses {_braces(unknown)}, which nothing fills")
     if missing:
-        problems.append(f"never uses {braces(missing)}, so the model would not see it")
+        problems.append(f"never uses {_braces(missing)}, so the model would not see it")
     raise InputError(
         f"prompt template {template.name!r} {' and '.join(problems)}; in place of "
-        f"{reference_name!r} it can use {braces(sorted(reference))}"
+        f"{reference_name!r} it can use {_braces(sorted(reference))}"
     )
+
+
+def _braces(names: Sequence[str]) -> str:
+    return ", ".join(f"{{{name}}}" for name in names)
 
 
 def available_prompts() -> list[str]:
