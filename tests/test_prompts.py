@@ -60,6 +60,12 @@ def test_an_override_with_wrong_fields_is_refused_before_any_call(tmp_path, monk
     fine = "Passage: {text}\nQuestion: {query}\nRelevant? Answer Yes or No."
     assert Reranker("pointwise", backend, prompts={"pointwise_yes_no": fine})
     assert Reranker("pointwise-qlm", "default", prompts={"pointwise_qlm": "Text: {text}"})
+    # fields the method fills though its packaged template does not use them are fine
+    listed = "=== user ===\n{query}\n{passages}\nLike {example_ordering}\n=== each passage ===\n({label}) {passage}"
+    assert Reranker(
+        "prp-allpair", backend, prompts={"prp": listed.replace("{example_ordering}", "A")}
+    )
+    assert Reranker("first", backend, prompts={"first": listed})
 
 
 def test_unknown_prompt_lists_the_available_ones() -> None:

@@ -157,27 +157,30 @@ class PromptLibrary:
         return _packaged(name)
 
 
-ESSENTIAL_FIELDS = frozenset({"query", "question", "text", "passage", "doc1", "doc2"})
-"""Fields that carry the query or a passage: a template without one hides it from the model."""
+PASSAGE_FIELDS = frozenset({"text", "passage", "doc1", "doc2"})
+"""Fields that carry a passage's text."""
 
 
-def check_fields(template: PromptTemplate, reference_name: str) -> None:
-    """Raise :class:`InputError` when ``template``, used in place of the packaged template
-    ``reference_name``, has a field nothing fills (it would reach the model as written, in
-    braces) or lacks one that carries the query or a passage."""
-    reference = _packaged(reference_name).fields
-    unknown = sorted(template.fields - reference)
-    missing = sorted((reference & ESSENTIAL_FIELDS) - template.fields)
+def check_fields(template: PromptTemplate, fills: frozenset[str]) -> None:
+    """Raise :class:`InputError` when ``template`` has a field that its user, which fills
+    ``fills``, leaves empty (it would reach the model as written, in braces), or lacks the
+    query, the question or every passage field that its user fills."""
+    allowed = fills | ({"passages"} if template.passage_format is not None else set())
+    unknown = sorted(template.fields - allowed)
+    missing = [_braces([name]) for name in ("query", "question") if name in fills - template.fields]
+    passage_fields = sorted(fills & PASSAGE_FIELDS)
+    if passage_fields and not template.fields & set(passage_fields):
+        missing.append(" or ".join(_braces([name]) for name in passage_fields))
     if not unknown and not missing:
         return
     problems = []
     if unknown:
         problems.append(f"uses {_braces(unknown)}, which nothing fills")
     if missing:
-        problems.append(f"never uses {_braces(missing)}, so the model would not see it")
+        problems.append(f"never uses {', '.join(missing)}, so the model would not see it")
     raise InputError(
-        f"prompt template {template.name!r} {' and '.join(problems)}; in place of "
-        f"{reference_name!r} it can use {_braces(sorted(reference))}"
+        f"prompt template {template.name!r} {' and '.join(problems)}; its fields can be "
+        f"{_braces(sorted(allowed))}"
     )
 
 

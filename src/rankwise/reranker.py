@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -145,10 +144,9 @@ class Reranker:
         self.prompts = PromptLibrary(prompts)
         prompt = getattr(self.method, "prompt", None)
         if isinstance(prompt, str):  # an unknown name or a broken template fails here
-            packaged = inspect.signature(type(self.method)).parameters.get("prompt")
             template = self.prompts.get(prompt)
-            if packaged is not None and isinstance(packaged.default, str):
-                check_fields(template, packaged.default)
+            if self.method.prompt_fields:
+                check_fields(template, self.method.prompt_fields)
         self._backend_spec = backend
         self._backend: Backend | None = None
         if backend is not None and not isinstance(backend, str):

@@ -123,7 +123,8 @@ class QueryRewriter:
         self.prompts = PromptLibrary(prompts)
         for name in prompts or {}:
             if name in available_prompts():
-                check_fields(self.prompts.get(name), name)
+                fills = {"question"} if name == "rewrite_select" else {"question", "chat_history"}
+                check_fields(self.prompts.get(name), frozenset(fills))
 
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
         """Rewrite ``question`` with every configured strategy (concurrently)."""

@@ -37,14 +37,16 @@ class RankingMethod(ABC):
     """A ranking method: pure logic over a backend reached through a :class:`RankContext`.
 
     Subclasses set ``name`` (the CLI name), ``score_kind``, ``requires`` (capability names
-    the backend must have) and ``absolute_scores`` (True when a score means the same across
-    queries and calls, so thresholds make sense).
+    the backend must have), ``absolute_scores`` (True when a score means the same across
+    queries and calls, so thresholds make sense) and ``prompt_fields``.
     """
 
     name: ClassVar[str]
     score_kind: ClassVar[ScoreKind]
     requires: ClassVar[tuple[str, ...]] = ("chat",)
     absolute_scores: ClassVar[bool] = False
+    prompt_fields: ClassVar[frozenset[str]] = frozenset()
+    """The fields the method fills in its ``prompt`` template (empty: it has none)."""
 
     def missing_capabilities(self, capabilities: Capabilities) -> list[str]:
         """Capabilities this method needs that ``capabilities`` lacks."""

@@ -24,6 +24,7 @@ class First(WindowedMethod):
     name = "first"
     score_kind = "rank"
     requires = ("chat", "logprobs")
+    prompt_fields = frozenset({"query", "num", "example_ordering", "label", "passage"})
     max_window = len(LETTERS)  # single-token letter ids
 
     def __init__(

@@ -29,6 +29,7 @@ class ListwiseSlidingWindow(WindowedMethod):
     name = "listwise"
     score_kind = "rank"
     requires = ("chat",)
+    prompt_fields = frozenset({"query", "num", "example_ordering", "i", "passage"})
 
     def __init__(
         self,

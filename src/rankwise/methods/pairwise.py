@@ -122,6 +122,7 @@ class Comparator:
 
 class _PairwiseMethod(RankingMethod):
     requires = ("chat",)
+    prompt_fields = frozenset({"query", "doc1", "doc2", "label", "passage"})
 
     def __init__(
         self,

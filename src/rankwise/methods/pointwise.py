@@ -34,6 +34,7 @@ class PointwiseYesNo(RankingMethod):
 
     name = "pointwise"
     score_kind = "probability"
+    prompt_fields = frozenset({"query", "text"})
     requires = ("chat", "logprobs")
     absolute_scores = True
 
@@ -126,6 +127,7 @@ class QueryLikelihood(RankingMethod):
 
     name = "pointwise-qlm"
     score_kind = "log_likelihood"
+    prompt_fields = frozenset({"text"})  # the query is the continuation scored, not a field
     requires = ("prompt_logprobs",)
 
     def __init__(

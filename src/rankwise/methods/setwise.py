@@ -32,6 +32,7 @@ class SetwiseHeapsort(_PairwiseMethod):
     name = "setwise"
     score_kind = "rank"
     labels = LETTERS
+    prompt_fields = frozenset({"query", "label", "passage"})
 
     def __init__(
         self,
