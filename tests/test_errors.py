@@ -363,3 +363,26 @@ def test_an_abstention_rule_that_could_never_fire_is_refused() -> None:
         True,
         pytest.approx(0.05),
     )
+
+
+def test_serving_a_gguf_that_cannot_start_says_why_before_starting(tmp_path, monkeypatch) -> None:
+    """A wrong path started the server anyway, which exited with its own traceback; with
+    llama-cpp-python missing, the error quoted 'No module named llama_cpp'."""
+    import importlib.util
+
+    from rankwise import ModelNotFoundError
+    from rankwise.errors import BackendUnavailableError
+    from rankwise.llamacpp import serve_gguf
+
+    with pytest.raises(ModelNotFoundError, match=r"no GGUF file at .*model\.gguf"):
+        with serve_gguf(tmp_path / "model.gguf"):
+            pass
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "llama_cpp" else real_find_spec(name, *args),
+    )
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'llama-cpp-python\[server\]'"):
+        with serve_gguf():
+            pass

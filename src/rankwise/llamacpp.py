@@ -7,6 +7,7 @@ with llama.cpp, on 127.0.0.1. Needs ``pip install 'llama-cpp-python[server]'``.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rankwise.backends.model_files import default_gguf_path
-from rankwise.errors import BackendUnavailableError
+from rankwise.errors import BackendUnavailableError, ModelNotFoundError
 
 
 def free_port() -> int:
@@ -37,13 +38,21 @@ def serve_gguf(
     Log-probs are on (``--logits_all True``). The server's log goes to a temporary file (a
     pipe could fill up and stall it) and is quoted if the server fails to start.
     """
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise BackendUnavailableError(
+            "llama.cpp's server is not installed; run "
+            "`pip install 'llama-cpp-python[server]'` (it compiles for a few minutes)"
+        )
+    gguf = Path(model) if model is not None else default_gguf_path()
+    if not gguf.is_file():
+        raise ModelNotFoundError(f"no GGUF file at {str(gguf)!r}; pass the path of a .gguf file")
     port = free_port()
     command = [
         sys.executable,
         "-m",
         "llama_cpp.server",
         "--model",
-        str(model or default_gguf_path()),
+        str(gguf),
         "--host",
         "127.0.0.1",
         "--port",
