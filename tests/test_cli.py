@@ -154,6 +154,28 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_call(
     assert (tmp_path / "out.json").stat().st_size > 0 and len(stub.requests) == 9
 
 
+def test_eval_refuses_an_abstention_or_plot_it_could_not_finish_before_any_call(
+    stub, tmp_path, capsys
+) -> None:
+    """A bad calibrator file failed after every model call; --plot without --abstention
+    was ignored without a word."""
+    from tests.oracle import oracle
+
+    stub.handler = oracle
+    common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "2"]
+    common += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "3", "--backend", "openai"]
+    common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    common += ["--method", "pointwise"]
+    not_a_calibrator = tmp_path / "prices.json"
+    not_a_calibrator.write_text('{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}')
+    assert main([*common, "--abstention", str(not_a_calibrator)]) == 2
+    assert "cannot read a calibrator from" in capsys.readouterr().err
+    assert main([*common, "--plot", str(tmp_path / "curve.png")]) == 2
+    assert "--plot draws the risk-coverage curve of --abstention" in capsys.readouterr().err
+    assert stub.requests == []
+    assert not (tmp_path / "curve.png").exists()
+
+
 def test_unknown_method_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["eval", "--data", "x", "--qrels", "y", "--method", "nope"])

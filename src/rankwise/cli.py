@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -401,9 +402,7 @@ def _check_writable(path: str | Path, what: str) -> Path:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    for path, what in ((args.report, "report file"), (args.plot, "plot file")):
-        if path:
-            _check_writable(path, what)
+    _check_eval_outputs(args)
     records = load_queries(args.data, args.queries)
     qrels = load_qrels(args.qrels)
     results, seconds = _run(args, records)
@@ -415,6 +414,25 @@ def _eval(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _check_eval_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any model call, what ``eval`` could only fail on at the end: a file it
+    cannot write, a calibrator it cannot read, a plot it cannot draw or has nothing to draw."""
+    for path, what in ((args.report, "report file"), (args.plot, "plot file")):
+        if path:
+            _check_writable(path, what)
+    if args.plot and not args.abstention:
+        raise InputError(
+            "--plot draws the risk-coverage curve of --abstention; pass --abstention cv "
+            "or a calibrator file as well"
+        )
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise InputError("--plot needs matplotlib: pip install 'rankwise[plot]'")
+    if args.abstention and args.abstention != "cv":
+        from rankwise.abstain import Calibrator
+
+        Calibrator.load(args.abstention)  # an unreadable file fails now, not after the run
 
 
 def _judged(records, results, qrels):  # type: ignore[no-untyped-def]
