@@ -221,7 +221,7 @@ def test_top_n_and_threshold_that_would_cut_silently_are_refused() -> None:
         Reranker("listwise", backend, top_n=-1)
     with pytest.raises(InputError, match=r"top_n must be a whole number or None, got 2\.5"):
         Reranker("listwise", backend, top_n=2.5)
-    with pytest.raises(InputError, match="score_threshold is NaN"):
+    with pytest.raises(InputError, match=r"score_threshold must be a number.*got nan"):
         Reranker("pointwise", backend, score_threshold=float("nan"))
     with pytest.raises(InputError, match=r"probabilities in \[0, 1\].* 1\.5 would keep nothing"):
         Reranker("pointwise", backend, score_threshold=1.5)
@@ -386,3 +386,22 @@ def test_serving_a_gguf_that_cannot_start_says_why_before_starting(tmp_path, mon
     with pytest.raises(BackendUnavailableError, match=r"pip install 'llama-cpp-python\[server\]'"):
         with serve_gguf():
             pass
+
+
+def test_limits_that_are_not_numbers_of_the_right_kind_are_refused() -> None:
+    """A string threshold or deadline raised TypeError; max_calls=2.5 was accepted, and a
+    NaN max_tokens never stopped anything (every comparison with NaN is false)."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=r"score_threshold must be a number.*got '0\.5'"):
+        Reranker("pointwise", backend, score_threshold="0.5")
+    for deadline in ("5", 0, -1, float("nan"), True):
+        with pytest.raises(InputError, match="deadline must be a positive number of seconds"):
+            Reranker("pointwise", backend, deadline=deadline)
+    for name in ("max_calls", "max_tokens"):
+        for limit in (2.5, float("nan"), "10", True):
+            with pytest.raises(InputError, match=f"{name} must be a whole number"):
+                Reranker("pointwise", backend, **{name: limit})
+        with pytest.raises(InputError, match=f"{name} must be >= 0"):
+            Reranker("pointwise", backend, **{name: -1})
+    kept = Reranker("pointwise", backend, deadline=2.5, max_calls=0, max_tokens=100)
+    assert (kept.deadline, kept.max_calls, kept.max_tokens) == (2.5, 0, 100)

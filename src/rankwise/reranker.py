@@ -103,8 +103,13 @@ class Reranker:
                 )
             self.method = build_method(method, **options)
         check_top_n(top_n)
-        if score_threshold is not None and math.isnan(score_threshold):
-            raise InputError("score_threshold is NaN; pass a number, or None for no threshold")
+        if score_threshold is not None and (
+            not _is_number(score_threshold) or math.isnan(score_threshold)
+        ):
+            raise InputError(
+                f"score_threshold must be a number, or None for no threshold; got "
+                f"{score_threshold!r}"
+            )
         if score_threshold is not None and not self.method.absolute_scores:
             raise InputError(
                 f"method {self.method.name!r} gives {self.method.score_kind} scores that only "
@@ -132,12 +137,13 @@ class Reranker:
         self.score_threshold = score_threshold
         self.abstain = abstain
         self.cache = open_cache(cache)
-        if deadline is not None and deadline <= 0:
-            raise InputError("deadline must be a positive number of seconds")
-        if max_calls is not None and max_calls < 0:
-            raise InputError("max_calls must be >= 0")
-        if max_tokens is not None and max_tokens < 0:
-            raise InputError("max_tokens must be >= 0")
+        if deadline is not None and not (_is_number(deadline) and deadline > 0):
+            raise InputError(f"deadline must be a positive number of seconds, got {deadline!r}")
+        for name, limit in (("max_calls", max_calls), ("max_tokens", max_tokens)):
+            if limit is not None and not (isinstance(limit, int) and _is_number(limit)):
+                raise InputError(f"{name} must be a whole number, got {limit!r}")
+            if limit is not None and limit < 0:
+                raise InputError(f"{name} must be >= 0")
         self.deadline = deadline
         self.max_calls = max_calls
         self.max_tokens = max_tokens
@@ -353,3 +359,8 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
+
+
+def _is_number(value: object) -> bool:
+    """An int or float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
