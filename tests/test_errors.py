@@ -136,8 +136,12 @@ def test_out_of_range_method_options_are_input_errors(method, options, message) 
         ({"concurrency": 2.5}, r"concurrency must be a whole number of at least 1, got 2\.5"),
         ({"concurrency": "4"}, "concurrency must be a whole number of at least 1, got '4'"),
         ({"timeout": 0}, "timeout must be more than 0 seconds"),
-        ({"max_retries": -1}, "max_retries must be a whole number, 0"),
-        ({"max_retries": 1.5}, r"max_retries must be a whole number, 0 \(no retries\) or more"),
+        ({"timeout": "5"}, "timeout must be more than 0 seconds, got '5'"),  # was a TypeError
+        ({"backoff": float("nan")}, "backoff must be >= 0"),  # was accepted
+        ({"top_logprobs": 2.5}, r"top_logprobs must be in \[0, 20\]"),  # was accepted
+        ({"max_context": 0}, "max_context must be a whole number of at least 1 token, got 0"),
+        ({"max_retries": -1}, "max_retries must be a whole number of at least 0"),
+        ({"max_retries": 1.5}, r"max_retries must be a whole number .*\(0: no retries\), got 1\.5"),
         ({"backoff": 2.0, "max_backoff": 1.0}, "max_backoff >= backoff"),
         ({"top_logprobs": 21}, r"top_logprobs must be in \[0, 20\]"),
     ],
@@ -186,11 +190,20 @@ def test_evaluation_files_with_a_bad_line_name_it(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_batch": 0}, "max_batch must be at least 1, got 0"),
-        ({"max_batch_tokens": 0}, "max_batch_tokens must be at least 1, got 0"),
-        ({"max_queue": 0}, "max_queue must be at least 1, got 0"),
-        ({"min_shared_prefix": -3}, r"min_shared_prefix must be 0 \(off\) or more, got -3"),
-        ({"prefix_cache_mb": -1}, r"prefix_cache_mb must be 0 \(off\) or more, got -1"),
+        ({"max_batch": 0}, "max_batch must be a whole number of at least 1, got 0"),
+        ({"max_batch_tokens": 0}, "max_batch_tokens must be a whole number of at least 1, got 0"),
+        ({"max_queue": 0}, "max_queue must be a whole number of at least 1, got 0"),
+        # these passed the check and failed later (2.5, True, NaN) or raised TypeError ('100')
+        ({"max_batch": 2.5}, r"max_batch must be a whole number of at least 1, got 2\.5"),
+        ({"max_queue": True}, "max_queue must be a whole number of at least 1, got True"),
+        ({"max_batch_tokens": "100"}, "max_batch_tokens must be a whole number .*got '100'"),
+        (
+            {"min_shared_prefix": -3},
+            r"min_shared_prefix must be a whole number of at least 0 \(0: off\), got -3",
+        ),
+        ({"min_shared_prefix": 1.5}, r"min_shared_prefix must be a whole number .*got 1\.5"),
+        ({"prefix_cache_mb": -1}, r"prefix_cache_mb must be a number of at least 0 \(0: off\)"),
+        ({"prefix_cache_mb": float("nan")}, "prefix_cache_mb must be a number .*got nan"),
         ({"dtype": "float64"}, "dtype must be one of float32, bfloat16, float16, got 'float64'"),
         ({"device": "gpu0"}, "unknown device 'gpu0'"),
         ({"device": "meta", "cuda_graphs": True}, "cuda_graphs needs a CUDA device"),
@@ -401,7 +414,9 @@ def test_limits_that_are_not_numbers_of_the_right_kind_are_refused() -> None:
         for limit in (2.5, float("nan"), "10", True):
             with pytest.raises(InputError, match=f"{name} must be a whole number"):
                 Reranker("pointwise", backend, **{name: limit})
-        with pytest.raises(InputError, match=f"{name} must be >= 0"):
+        with pytest.raises(
+            InputError, match=f"{name} must be a whole number of at least 0, got -1"
+        ):
             Reranker("pointwise", backend, **{name: -1})
     kept = Reranker("pointwise", backend, deadline=2.5, max_calls=0, max_tokens=100)
     assert (kept.deadline, kept.max_calls, kept.max_tokens) == (2.5, 0, 100)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rankwise._checks import check_whole, is_real
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import LOCAL_MODEL, Backend
@@ -103,9 +103,7 @@ class Reranker:
                 )
             self.method = build_method(method, **options)
         check_top_n(top_n)
-        if score_threshold is not None and (
-            not _is_number(score_threshold) or math.isnan(score_threshold)
-        ):
+        if score_threshold is not None and not is_real(score_threshold):
             raise InputError(
                 f"score_threshold must be a number, or None for no threshold; got "
                 f"{score_threshold!r}"
@@ -137,13 +135,11 @@ class Reranker:
         self.score_threshold = score_threshold
         self.abstain = abstain
         self.cache = open_cache(cache)
-        if deadline is not None and not (_is_number(deadline) and deadline > 0):
+        if deadline is not None and not (is_real(deadline) and deadline > 0):
             raise InputError(f"deadline must be a positive number of seconds, got {deadline!r}")
         for name, limit in (("max_calls", max_calls), ("max_tokens", max_tokens)):
-            if limit is not None and not (isinstance(limit, int) and _is_number(limit)):
-                raise InputError(f"{name} must be a whole number, got {limit!r}")
-            if limit is not None and limit < 0:
-                raise InputError(f"{name} must be >= 0")
+            if limit is not None:
+                check_whole(name, limit, 0)
         self.deadline = deadline
         self.max_calls = max_calls
         self.max_tokens = max_tokens
@@ -359,8 +355,3 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
-
-
-def _is_number(value: object) -> bool:
-    """An int or float that is not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from rankwise._checks import check_whole
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import Backend
 from rankwise.errors import InputError
@@ -114,8 +115,7 @@ class QueryRewriter:
         unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]
         if unknown:
             raise InputError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise InputError(f"max_tokens must be a whole number of at least 1, got {max_tokens!r}")
+        check_whole("max_tokens", max_tokens, 1)
         self.backend = backend
         self.strategies = tuple(dict.fromkeys(strategies))
         self.include_original = include_original

@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from rankwise.errors import InputError
+from rankwise._checks import check_whole
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -163,8 +163,7 @@ class MicroBatcher(Generic[Request, Result]):
             ("max_batch_tokens", max_batch_tokens),
             ("max_queue", max_queue),
         ):
-            if value < 1:
-                raise InputError(f"{name} must be at least 1, got {value}")
+            check_whole(name, value, 1)
 
     async def submit(self, request: Request) -> Result:
         """Queue one request and wait for its result."""

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rankwise._checks import check_whole
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, CapabilityError, InputError
+from rankwise.errors import BackendError, CapabilityError
 from rankwise.prompts import Message
 
 
@@ -74,8 +75,7 @@ def _logaddexp(a: float, b: float) -> float:
 
 def check_concurrency(limit: int) -> None:
     """Raise :class:`InputError` unless ``limit`` is a whole number of calls, at least 1."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InputError(f"concurrency must be a whole number of at least 1, got {limit!r}")
+    check_whole("concurrency", limit, 1)
 
 
 class LoopSemaphores:

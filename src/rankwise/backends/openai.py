@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
+from rankwise._checks import check_whole, is_real
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.tokens import TokenCounter
@@ -77,6 +78,7 @@ class OpenAIBackend:
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         _check_options(concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs)
+        check_whole("max_context", max_context, 1, " token")
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if key is None:
             if base_url is None:
@@ -296,17 +298,15 @@ def _check_options(
 ) -> None:
     """Raise :class:`InputError` for an option no request could run with."""
     check_concurrency(concurrency)
-    if not timeout > 0:
-        raise InputError(f"timeout must be more than 0 seconds, got {timeout}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise InputError(
-            f"max_retries must be a whole number, 0 (no retries) or more, got {max_retries!r}"
-        )
-    if backoff < 0 or max_backoff < backoff:
+    if not (is_real(timeout) and timeout > 0):
+        raise InputError(f"timeout must be more than 0 seconds, got {timeout!r}")
+    check_whole("max_retries", max_retries, 0, " (0: no retries)")
+    if not (is_real(backoff) and is_real(max_backoff)) or backoff < 0 or max_backoff < backoff:
         raise InputError(
             f"backoff must be >= 0 and max_backoff >= backoff, got {backoff} and {max_backoff}"
         )
-    if not 0 <= top_logprobs <= _MAX_TOP_LOGPROBS:
+    whole = isinstance(top_logprobs, int) and not isinstance(top_logprobs, bool)
+    if not whole or not 0 <= top_logprobs <= _MAX_TOP_LOGPROBS:
         raise InputError(
             f"top_logprobs must be in [0, {_MAX_TOP_LOGPROBS}] (the OpenAI API's range), "
             f"got {top_logprobs}"

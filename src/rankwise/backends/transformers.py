@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
+from rankwise._checks import check_real, check_whole
 from rankwise.backends.base import (
     LOCAL_MODEL,
     AttentionScan,
@@ -848,10 +849,10 @@ def _check_batching(
     """Raise :class:`InputError` for batching options no forward pass could run with,
     before the model loads."""
     MicroBatcher.check_limits(max_batch, max_batch_tokens, max_queue)
-    if min_shared_prefix is not None and min_shared_prefix < 0:
-        raise InputError(f"min_shared_prefix must be 0 (off) or more, got {min_shared_prefix}")
-    if prefix_cache_mb is not None and prefix_cache_mb < 0:
-        raise InputError(f"prefix_cache_mb must be 0 (off) or more, got {prefix_cache_mb}")
+    if min_shared_prefix is not None:
+        check_whole("min_shared_prefix", min_shared_prefix, 0, " (0: off)")
+    if prefix_cache_mb is not None:
+        check_real("prefix_cache_mb", prefix_cache_mb, 0, " (0: off)")
 
 
 def _torch_dtype(dtype: str) -> Any:

@@ -1,0 +1,29 @@
+"""Checks shared by the options of backends and rerankers: is a value a number of the kind
+an option counts in?"""
+
+from __future__ import annotations
+
+import math
+
+from rankwise.errors import InputError
+
+
+def is_real(value: object) -> bool:
+    """An int or float that is not a bool and not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_whole(name: str, value: object, least: int, meaning: str = "") -> None:
+    """Raise :class:`InputError` unless ``value`` is a whole number of at least ``least``;
+    ``meaning`` says what ``least`` means (say, " (off)")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(
+            f"{name} must be a whole number of at least {least}{meaning}, got {value!r}"
+        )
+
+
+def check_real(name: str, value: object, least: float, meaning: str = "") -> None:
+    """Raise :class:`InputError` unless ``value`` is a number (not NaN) of at least
+    ``least``."""
+    if not is_real(value) or value < least:  # type: ignore[operator]
+        raise InputError(f"{name} must be a number of at least {least}{meaning}, got {value!r}")
