@@ -57,6 +57,8 @@ def test_an_override_with_wrong_fields_is_refused_before_any_call(tmp_path, monk
         Reranker("setwise", backend)
     with pytest.raises(InputError, match=r"'rewrite_keywords' never uses \{question\}"):
         QueryRewriter(backend, "keywords", prompts={"rewrite_keywords": "Keywords please."})
+    shared = {"pointwise_yes_no": "Passage: {text}\nQuery: {query}\nRelevant?"}
+    assert QueryRewriter(backend, "keywords", prompts=shared)  # a reranker's, not the rewriter's
     fine = "Passage: {text}\nQuestion: {query}\nRelevant? Answer Yes or No."
     assert Reranker("pointwise", backend, prompts={"pointwise_yes_no": fine})
     assert Reranker("pointwise-qlm", "default", prompts={"pointwise_qlm": "Text: {text}"})

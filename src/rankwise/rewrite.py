@@ -121,8 +121,9 @@ class QueryRewriter:
         self.include_original = include_original
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
-        for name in prompts or {}:
-            if name in available_prompts():
+        packaged = set(available_prompts())
+        for name in prompts or {}:  # its own templates; others (a reranker's) are not its to judge
+            if name.startswith("rewrite_") and name in packaged:
                 fills = {"question"} if name == "rewrite_select" else {"question", "chat_history"}
                 check_fields(self.prompts.get(name), frozenset(fills))
 
