@@ -13,6 +13,11 @@ def is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
+def is_finite(value: object) -> bool:
+    """An int or float that is not a bool, NaN or infinite."""
+    return is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
+
+
 def check_whole(name: str, value: object, least: int, meaning: str = "") -> None:
     """Raise :class:`InputError` unless ``value`` is a whole number of at least ``least``;
     ``meaning`` says what ``least`` means (say, " (off)")."""

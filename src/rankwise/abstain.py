@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rankwise._checks import is_finite
 from rankwise.errors import InputError
 
 ConfidenceName = Literal["max", "std", "margin", "entropy"]
@@ -167,15 +168,11 @@ def _check_reference(score_lists: Sequence[Sequence[float]], metrics: Sequence[f
             "ranked scores and one measured quality per reference query, at least one query"
         )
     for index, (scores, metric) in enumerate(zip(score_lists, metrics, strict=True)):
-        if not all(_finite(value) for value in [*scores, metric]):
+        if not all(is_finite(value) for value in [*scores, metric]):
             raise InputError(
                 f"reference query {index} has a value that is not a finite number "
                 f"(scores {list(scores)[:5]}..., metric {metric!r}); drop it or fix it"
             )
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

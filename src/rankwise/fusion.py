@@ -6,6 +6,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+from rankwise._checks import is_finite
 from rankwise.errors import InputError
 from rankwise.types import Candidate
 
@@ -25,7 +26,7 @@ def content_key(candidate: Candidate) -> str:
 def check_rrf_k(k: object) -> None:
     """Refuse an RRF constant that is not a finite number of at least 0 (a negative one
     divides by zero at rank ``-k`` and turns the ranks around)."""
-    if isinstance(k, bool) or not isinstance(k, int | float) or not (0 <= k < math.inf):
+    if not (is_finite(k) and k >= 0):  # type: ignore[operator]
         raise InputError(
             f"the RRF constant k must be a number of at least 0 (60 as published), got {k!r}"
         )
