@@ -77,8 +77,9 @@ class OpenAIBackend:
         max_context: int = 8192,
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        _check_options(concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs)
-        check_whole("max_context", max_context, 1, " token")
+        _check_options(
+            concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs, max_context
+        )
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if key is None:
             if base_url is None:
@@ -295,6 +296,7 @@ def _check_options(
     backoff: float,
     max_backoff: float,
     top_logprobs: int,
+    max_context: int,
 ) -> None:
     """Raise :class:`InputError` for an option no request could run with."""
     check_concurrency(concurrency)
@@ -311,3 +313,4 @@ def _check_options(
             f"top_logprobs must be in [0, {_MAX_TOP_LOGPROBS}] (the OpenAI API's range), "
             f"got {top_logprobs}"
         )
+    check_whole("max_context", max_context, 1, " token")
