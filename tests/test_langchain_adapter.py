@@ -14,7 +14,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
 
-from rankwise import InputError, OpenAIBackend, Reranker
+from rankwise import InputError, OpenAIBackend, Reranker, UnknownMethodError
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
 
@@ -97,9 +97,44 @@ async def test_threshold_and_top_n(store, local_backend) -> None:
     impossible = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.0)
     assert await impossible.acompress_documents(documents, query) == []
     assert len(impossible.last_result.items) == 6
-    beyond = RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.01)
     with pytest.raises(InputError, match=r"probabilities in \[0, 1\]"):
-        await beyond.acompress_documents(documents, query)
+        RankwiseRerank(method="pointwise", backend=local_backend, score_threshold=1.01)
+
+
+async def test_a_field_changed_after_use_takes_effect_and_keeps_the_model(store) -> None:
+    vector_store, query = store
+    documents = await vector_store.as_retriever(search_kwargs={"k": 5}).ainvoke(query)
+    compressor = RankwiseRerank(method="pointwise-qlm", top_n=1)  # the embedded model
+    assert len(await compressor.acompress_documents(documents, query)) == 1
+    model = compressor.reranker.loaded_backend
+    assert model is not None
+
+    compressor.top_n = 4
+    kept = await compressor.acompress_documents(documents, query)
+    assert [d.id for d in kept] == [i.id for i in compressor.last_result.items][:4]
+    assert compressor.reranker.loaded_backend is model  # not loaded a second time
+
+    compressor.method_options["max_passage_tokens"] = 8  # changed in place
+    assert compressor.reranker.method.max_passage_tokens == 8
+    compressor.method = "pointwise"
+    compressor.score_threshold = 1.0
+    assert await compressor.acompress_documents(documents, query) == []
+    assert compressor.last_result.method == "pointwise"
+    assert compressor.reranker.loaded_backend is model
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"method": "pointwise-qml"}, UnknownMethodError, "unknown method 'pointwise-qml'"),
+        ({"top_n": -1}, InputError, "top_n must be >= 0"),
+        ({"method": "listwise", "method_options": {"windw": 5}}, UnknownMethodError, "windw"),
+        ({"method": "pointwise-qlm", "score_threshold": 0.5}, InputError, "meaningless"),
+    ],
+)
+def test_bad_fields_are_refused_when_the_compressor_is_built(fields, error, message) -> None:
+    with pytest.raises(error, match=message):
+        RankwiseRerank(**fields)
 
 
 def test_sync_compress_works_inside_a_running_loop(store, local_backend) -> None:

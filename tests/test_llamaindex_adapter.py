@@ -17,7 +17,7 @@ from llama_index.postprocessor.rankwise import (
     rankwise_function_tool,
 )
 
-from rankwise import InputError, Reranker
+from rankwise import InputError, Reranker, UnknownMethodError
 from rankwise.abstain import Abstention
 
 
@@ -98,6 +98,28 @@ def test_sync_postprocess_and_threshold(index, local_backend) -> None:
     assert len(post.last_result.items) == 5
     with pytest.raises(InputError, match="needs the query"):
         post.postprocess_nodes(nodes)
+
+
+def test_a_field_changed_after_use_takes_effect(index, local_backend) -> None:
+    vector_index, query = index
+    nodes = vector_index.as_retriever(similarity_top_k=5).retrieve(query)
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=1)
+    assert len(post.postprocess_nodes(nodes, query_str=query)) == 1
+    post.top_n = 3
+    kept = post.postprocess_nodes(nodes, query_str=query)
+    assert [n.node.node_id for n in kept] == [i.id for i in post.last_result.items][:3]
+    post.method = "pointwise"
+    post.postprocess_nodes(nodes, query_str=query)
+    assert post.last_result.method == "pointwise"
+
+
+def test_bad_fields_are_refused_when_the_postprocessor_is_built(local_backend) -> None:
+    with pytest.raises(UnknownMethodError, match="unknown method 'pointwse'"):
+        RankwiseRerank(method="pointwse", backend=local_backend)
+    with pytest.raises(InputError, match="top_n must be >= 0"):
+        RankwiseRerank(top_n=-3)
+    with pytest.raises(InputError, match=r"either llm= .* or backend="):
+        RankwiseRerank(llm=MockLLM(), backend=local_backend)
 
 
 async def test_a_node_given_twice_is_ranked_twice_and_kept(index, local_backend) -> None:

@@ -32,24 +32,82 @@ def _is_langchain(llm: Any) -> bool:
     return isinstance(llm, BaseChatModel)
 
 
-def reranker_for(settings: Any) -> Reranker:
+def reranker_for(settings: Any, *, loaded: Backend | None = None) -> Reranker:
     """The Reranker an adapter's fields describe: ``method``, ``backend`` or ``llm`` (a
     framework model, or ``"settings"`` for LlamaIndex's ``Settings.llm``), ``llm_logprobs``,
-    ``top_n``, ``score_threshold``, ``abstain`` and ``method_options``."""
-    llm = settings.llm
-    if llm == "settings":
-        from llama_index.core import Settings
+    ``top_n``, ``score_threshold``, ``abstain`` and ``method_options``.
 
-        llm = Settings.llm
+    ``loaded`` is a backend already built from these same backend fields; it is used in their
+    place, so that a local model is not loaded again."""
     return make_reranker(
         method=settings.method,
         backend=settings.backend,
-        llm=llm,
+        llm=_framework_llm(settings.llm),
         llm_logprobs=settings.llm_logprobs,
         top_n=settings.top_n,
         score_threshold=settings.score_threshold,
         abstain=settings.abstain,
         options=settings.method_options,
+        loaded=loaded,
+    )
+
+
+def _framework_llm(llm: Any) -> Any:
+    if isinstance(llm, str) and llm == "settings":
+        from llama_index.core import Settings
+
+        return Settings.llm
+    return llm
+
+
+class AdapterReranker:
+    """Keeps the Reranker an adapter's fields describe, and builds it again when a field
+    changes (``compressor.top_n = 5`` takes effect on the next call; a ``method_options``
+    dict changed in place too). A backend already loaded is kept while ``backend``, ``llm``
+    and ``llm_logprobs`` stay the same objects."""
+
+    def __init__(self) -> None:
+        self._fields: tuple[Any, ...] | None = None
+        self._reranker: Reranker | None = None
+
+    def get(self, settings: Any) -> Reranker:
+        """The Reranker for the adapter's current fields."""
+        fields = _fields_of(settings)
+        if self._reranker is not None and self._fields is not None:
+            if _same(fields, self._fields):
+                return self._reranker
+        loaded = None
+        if (
+            self._reranker is not None
+            and self._fields is not None
+            and _same(fields[:3], self._fields[:3])
+        ):
+            loaded = self._reranker.loaded_backend
+        reranker = reranker_for(settings, loaded=loaded)
+        self._reranker, self._fields = reranker, fields
+        return reranker
+
+
+def _fields_of(settings: Any) -> tuple[Any, ...]:
+    # The backend fields come first: _same(fields[:3], ...) asks whether a loaded backend fits.
+    return (
+        settings.backend,
+        _framework_llm(settings.llm),
+        settings.llm_logprobs,
+        settings.method,
+        settings.top_n,
+        settings.score_threshold,
+        settings.abstain,
+        dict(settings.method_options),
+    )
+
+
+def _same(left: tuple[Any, ...], right: tuple[Any, ...]) -> bool:
+    """Strings, numbers, None and plain containers compare by value; objects (backends,
+    framework models, calibrators) by identity, as their equality may be costly or absent."""
+    return all(
+        a == b if isinstance(a, str | int | float | dict | tuple | type(None)) else a is b
+        for a, b in zip(left, right, strict=True)
     )
 
 
@@ -63,11 +121,15 @@ def make_reranker(
     score_threshold: float | None,
     abstain: Abstention | None,
     options: Mapping[str, Any],
+    loaded: Backend | None = None,
 ) -> Reranker:
-    """Build the Reranker an adapter's fields describe (``llm=`` or ``backend=``, not both)."""
+    """Build the Reranker an adapter's fields describe (``llm=`` or ``backend=``, not both);
+    ``loaded`` is a backend already built from those fields, used in their place."""
     if llm is not None and backend is not None:
         raise InputError("pass either llm= (a framework model) or backend=, not both")
-    if llm is not None:
+    if loaded is not None:
+        backend = loaded
+    elif llm is not None:
         backend = backend_from_llm(llm, logprobs=llm_logprobs)
     return Reranker(
         method,

@@ -166,6 +166,12 @@ class Reranker:
             self._check(self._backend)
         return self._backend
 
+    @property
+    def loaded_backend(self) -> Backend | None:
+        """The backend if it is built already (one passed in, or the local model once
+        loaded), else None; unlike :attr:`backend` this never loads a model."""
+        return self._backend
+
     def _check(self, backend: Backend) -> None:
         missing = self.method.missing_capabilities(backend.capabilities)
         if missing:

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_rankwise._convert import selected_documents, to_candidates
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import reranker_for
+from rankwise.adapters import AdapterReranker
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList
 
@@ -45,15 +45,22 @@ class RankwiseRerank(BaseDocumentCompressor):
     abstain: Abstention | None = None
     method_options: dict[str, Any] = Field(default_factory=dict)
 
-    _reranker: Reranker | None = PrivateAttr(default=None)
+    _rerankers: AdapterReranker = PrivateAttr(default_factory=AdapterReranker)
     _last: RankedList | None = PrivateAttr(default=None)
+
+    def __init__(self, **fields: Any) -> None:
+        """Check the fields now: a bad ``method``, ``top_n`` or option raises here, not at
+        the first query. (With ``llm="settings"`` the check waits for the first query, as
+        ``Settings.llm`` may be set later.)"""
+        super().__init__(**fields)
+        if not (isinstance(self.llm, str) and self.llm == "settings"):
+            _ = self.reranker
 
     @property
     def reranker(self) -> Reranker:
-        """The rankwise Reranker these fields describe (built on first use)."""
-        if self._reranker is None:
-            self._reranker = reranker_for(self)
-        return self._reranker
+        """The rankwise Reranker these fields describe, built again after a field changes
+        (the loaded model is kept while ``backend``/``llm`` stay the same)."""
+        return self._rerankers.get(self)
 
     @property
     def last_result(self) -> RankedList | None:

@@ -13,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import reranker_for, unique_ids
+from rankwise.adapters import AdapterReranker, unique_ids
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -69,19 +69,26 @@ class RankwiseRerank(BaseNodePostprocessor):
     abstain: Abstention | None = Field(default=None, description="Abstention rule.")
     method_options: dict[str, Any] = Field(default_factory=dict)
 
-    _reranker: Reranker | None = PrivateAttr(default=None)
+    _rerankers: AdapterReranker = PrivateAttr(default_factory=AdapterReranker)
     _last: RankedList | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
         return "RankwiseRerank"
 
+    def __init__(self, **fields: Any) -> None:
+        """Check the fields now: a bad ``method``, ``top_n`` or option raises here, not at
+        the first query. (With ``llm="settings"`` the check waits for the first query, as
+        ``Settings.llm`` may be set later.)"""
+        super().__init__(**fields)
+        if not (isinstance(self.llm, str) and self.llm == "settings"):
+            _ = self.reranker
+
     @property
     def reranker(self) -> Reranker:
-        """The rankwise Reranker these fields describe (built on first use)."""
-        if self._reranker is None:
-            self._reranker = reranker_for(self)
-        return self._reranker
+        """The rankwise Reranker these fields describe, built again after a field changes
+        (the loaded model is kept while ``backend``/``llm`` stay the same)."""
+        return self._rerankers.get(self)
 
     @property
     def last_result(self) -> RankedList | None:
