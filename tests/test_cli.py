@@ -229,6 +229,31 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, m
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("backend", "given", "message"),
+    [
+        (["--concurrency", "4"], "--concurrency", "only applies to --backend openai"),
+        (["--timeout", "5", "--api-key", "k"], "--api-key, --timeout", "drop them"),
+        (["--base-url", "http://127.0.0.1:9/v1"], "--base-url", "--backend local; drop it"),
+        (
+            ["--backend", "openai", "--model", "m", "--dtype", "bfloat16"],
+            "--dtype",
+            "only applies to --backend local",
+        ),
+    ],
+)
+def test_an_option_of_the_other_backend_is_refused(tmp_path, capsys, backend, given, message):
+    """--concurrency or --timeout on a local run, or --dtype on an API run, did nothing and
+    said nothing; the run looked as though the option had been applied."""
+    output = tmp_path / "run.trec"
+    args = ["rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "1"]
+    assert main([*args, "--depth", "2", "--output", str(output), *backend]) == 2
+    err = capsys.readouterr().err
+    assert f"rankwise: error: {given} only applies" in err
+    assert message in err
+    assert not output.exists()
+
+
 def test_an_out_of_range_method_option_is_a_clean_error(capsys) -> None:
     args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
     args += ["--queries", "1", "--depth", "5", "--method", "listwise", "-o", "window=1"]

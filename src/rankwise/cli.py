@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rankwise.backends.base import Backend
+from rankwise.backends.base import API_CONCURRENCY, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
 from rankwise.costs import PriceTable
 from rankwise.errors import InputError, RankwiseError
@@ -65,11 +65,46 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="local: hub id, folder, .gguf or 'default' (SmolLM2-135M); openai: model name",
     )
-    group.add_argument("--base-url", default=None, help="OpenAI-compatible URL, e.g. .../v1")
-    group.add_argument("--api-key", default=None, help="defaults to $OPENAI_API_KEY")
-    group.add_argument("--concurrency", type=_count, default=16, help="API requests in flight")
-    group.add_argument("--timeout", type=_seconds, default=60.0, help="seconds per API request")
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    group.add_argument(
+        "--base-url", default=None, help="openai: OpenAI-compatible URL, e.g. .../v1"
+    )
+    group.add_argument("--api-key", default=None, help="openai: defaults to $OPENAI_API_KEY")
+    group.add_argument(
+        "--concurrency",
+        type=_count,
+        default=None,
+        help=f"openai: API requests in flight (default {API_CONCURRENCY})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help=f"openai: seconds per API request (default {API_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16"], help="local (default float32)"
+    )
+
+
+API_ONLY_OPTIONS = ("base_url", "api_key", "concurrency", "timeout")
+LOCAL_ONLY_OPTIONS = ("dtype",)
+
+
+def _check_backend_options(args: argparse.Namespace) -> None:
+    """Refuse a backend option given for the other backend, rather than ignore it."""
+    other = LOCAL_ONLY_OPTIONS if args.backend == "openai" else API_ONLY_OPTIONS
+    given = [f"--{name.replace('_', '-')}" for name in other if getattr(args, name) is not None]
+    if given:
+        owner = "--backend local" if args.backend == "openai" else "--backend openai"
+        raise RankwiseError(
+            f"{', '.join(given)} only applies to {owner}, and this run uses "
+            f"--backend {args.backend}; drop {'it' if len(given) == 1 else 'them'}"
+            + (
+                " (the local backend batches prompts instead of sending requests)"
+                if args.backend == "local"
+                else ""
+            )
+        )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
@@ -170,6 +205,7 @@ def method_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 def make_backend(args: argparse.Namespace) -> Backend:
     """Build the backend the command-line options describe."""
+    _check_backend_options(args)
     if args.backend == "openai":
         from rankwise.backends.openai import OpenAIBackend
 
@@ -179,12 +215,12 @@ def make_backend(args: argparse.Namespace) -> Backend:
             args.model,
             base_url=args.base_url,
             api_key=args.api_key,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
+            concurrency=args.concurrency or API_CONCURRENCY,
+            timeout=args.timeout or API_TIMEOUT,
         )
     from rankwise.backends.transformers import TransformersBackend
 
-    return TransformersBackend(args.model or "default", dtype=args.dtype)
+    return TransformersBackend(args.model or "default", dtype=args.dtype or "float32")
 
 
 async def rerank_all(

@@ -34,6 +34,11 @@ class Capabilities:
         return bool(getattr(self, name))
 
 
+API_CONCURRENCY = 16
+"""Requests an API backend keeps in flight unless told otherwise."""
+API_TIMEOUT = 60.0
+"""Seconds an API backend waits for one request unless told otherwise."""
+
 LOCAL_MODEL = Capabilities(logprobs=True, exact_logprobs=True, prompt_logprobs=True, attention=True)
 """What every local ``transformers`` model offers, known before it loads; the backend adds
 ``chat`` (whether the model has a chat template) and ``max_context`` once it has."""

@@ -20,7 +20,14 @@ import httpx
 import openai
 
 from rankwise._checks import check_whole, is_real
-from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.base import (
+    API_CONCURRENCY,
+    API_TIMEOUT,
+    Capabilities,
+    ContinuationLogprobs,
+    Generation,
+    LabelLogprobs,
+)
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.tokens import TokenCounter
 from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError, InputError
@@ -67,8 +74,8 @@ class OpenAIBackend:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        concurrency: int = 16,
-        timeout: float = 60.0,
+        concurrency: int = API_CONCURRENCY,
+        timeout: float = API_TIMEOUT,
         max_retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 20.0,
