@@ -177,13 +177,66 @@ def test_evaluation_files_with_a_bad_line_name_it(tmp_path) -> None:
     assert load_qrels(qrels) == {"q1": {"d1": 2, "d2": 0}}
     queries = tmp_path / "queries.jsonl"
     good = {"qid": "q1", "query": "q", "candidates": [{"docid": "d1", "text": "a"}]}
-    bad = {"qid": "q2", "query": "q", "candidates": [{"docid": "d1"}, {"id": "d2", "text": "b"}]}
+    bad = {
+        "qid": "q2",
+        "query": "q",
+        "candidates": [{"docid": "d1", "text": "a"}, {"id": "d2", "text": "b"}],
+    }
     queries.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     assert [r.qid for r in load_queries(queries, 1)] == ["q1"]  # stops before the bad line
     with pytest.raises(InputError, match=r"queries.jsonl:2: candidate 1 has no docid"):
         load_queries(queries)
     queries.write_text(json.dumps({**good, "candidates": ["d1"]}) + "\n")
     with pytest.raises(InputError, match=r"queries.jsonl:1: candidate 0 has no docid"):
+        load_queries(queries)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        # loaded, then ranked as an empty passage with no word of why
+        (
+            [{"qid": "q1", "query": "q", "candidates": [{"docid": "d1"}]}],
+            r"queries.jsonl:1: candidate 0 \(docid 'd1'\) has no text string",
+        ),
+        (
+            [{"qid": "q1", "query": "q", "candidates": [{"docid": 7, "text": ["a"]}]}],
+            r"queries.jsonl:1: candidate 0 \(docid '7'\) has no text string",
+        ),
+        # failed at its rerank, after every query before it had been paid for, naming no line
+        (
+            [
+                {"qid": "q1", "query": "q", "candidates": [{"docid": "d1", "text": "a"}]},
+                {"qid": "q2", "query": "q", "candidates": [{"docid": 3, "text": "a"}] * 2},
+            ],
+            r"queries.jsonl:2: candidates 0 and 1 share the docid '3'",
+        ),
+        (
+            [
+                {
+                    "qid": "q1",
+                    "query": "q",
+                    "candidates": [{"docid": "d", "text": "a", "score": "hi"}],
+                }
+            ],
+            r"queries.jsonl:1: candidate 0 \(docid 'd'\) has the score 'hi'; give a number",
+        ),
+        # two lines for one qid gave a run with the query twice, and eval counted it twice
+        (
+            [
+                {"qid": 5, "query": "q", "candidates": []},
+                {"qid": "5", "query": "r", "candidates": []},
+            ],
+            r"queries.jsonl:2: qid '5' is also on line 1",
+        ),
+    ],
+)
+def test_queries_files_are_checked_line_by_line_as_they_are_read(tmp_path, lines, message):
+    from rankwise.evaluate import load_queries
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(InputError, match=message):
         load_queries(queries)
 
 

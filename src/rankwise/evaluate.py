@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from rankwise._checks import is_real
 from rankwise.errors import InputError
 
 Qrels = dict[str, dict[str, int]]
@@ -30,7 +31,7 @@ class QueryRecord:
             raise InputError(f"depth must be at least 1 (or None for all), got {depth}")
         chosen = self.candidates if depth is None else self.candidates[:depth]
         return [
-            {"id": str(c["docid"]), "text": c.get("text", ""), "score": c.get("score")}
+            {"id": str(c["docid"]), "text": c["text"], "score": c.get("score")}
             for c in chosen
         ]
 
@@ -49,6 +50,7 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
     if limit is not None and limit < 1:
         raise InputError(f"limit must be at least 1 (or None for every query), got {limit}")
     records: list[QueryRecord] = []
+    lines_by_qid: dict[str, int] = {}
     with _open_input(path, "queries file") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -61,16 +63,49 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                     f"{path}:{number}: expected a JSON object with qid, query and candidates "
                     f"({error})"
                 ) from error
-            for position, candidate in enumerate(record.candidates):
-                if not isinstance(candidate, Mapping) or "docid" not in candidate:
-                    raise InputError(
-                        f"{path}:{number}: candidate {position} has no docid; each candidate "
-                        'is an object such as {"docid": "D1", "text": "...", "score": 1.5}'
-                    )
+            if record.qid in lines_by_qid:
+                raise InputError(
+                    f"{path}:{number}: qid {record.qid!r} is also on line "
+                    f"{lines_by_qid[record.qid]}; give each query its own qid, or merge its "
+                    "candidates into one line"
+                )
+            lines_by_qid[record.qid] = number
+            _check_candidates(record.candidates, f"{path}:{number}")
             records.append(record)
             if limit is not None and len(records) >= limit:
                 break
     return records
+
+
+def _check_candidates(candidates: list[Any], where: str) -> None:
+    """Each candidate is an object with a docid of its own, a text and an optional score:
+    checked as the file is read, so that no model call is spent before a bad line fails."""
+    example = '{"docid": "D1", "text": "...", "score": 1.5}'
+    seen: dict[str, int] = {}
+    for position, candidate in enumerate(candidates):
+        if not isinstance(candidate, Mapping) or "docid" not in candidate:
+            raise InputError(
+                f"{where}: candidate {position} has no docid; each candidate is an object "
+                f"such as {example}"
+            )
+        docid = str(candidate["docid"])
+        if docid in seen:
+            raise InputError(
+                f"{where}: candidates {seen[docid]} and {position} share the docid {docid!r}; "
+                "drop the repeat, since a run lists each document once per query"
+            )
+        seen[docid] = position
+        if not isinstance(candidate.get("text"), str):
+            raise InputError(
+                f"{where}: candidate {position} (docid {docid!r}) has no text string; each "
+                f"candidate is an object such as {example}"
+            )
+        score = candidate.get("score")
+        if score is not None and not is_real(score):
+            raise InputError(
+                f"{where}: candidate {position} (docid {docid!r}) has the score {score!r}; "
+                "give a number, or leave the score out"
+            )
 
 
 def load_qrels(path: str | Path) -> Qrels:
