@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rankwise import CapabilityError, InputError, OpenAIBackend, Reranker
-from rankwise.abstain import Abstention
+from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import Capabilities
 from rankwise.cli import main
 from rankwise.methods import default_method
@@ -54,8 +54,10 @@ def test_what_auto_cannot_satisfy_is_an_error_that_says_auto_chose() -> None:
     plain = OpenAIBackend("m", base_url=LOOPBACK, logprobs=False)
     with pytest.raises(CapabilityError, match=r"needs logprobs.*'auto' chose 'pointwise'"):
         Reranker(backend=plain, score_threshold=0.5)
-    with pytest.raises(InputError, match=r"rank-only.*'auto' chose 'listwise'"):
+    with pytest.raises(CapabilityError, match=r"'auto' chose 'pointwise'.*Abstention rule"):
         Reranker(backend=plain, abstain=Abstention("max", 0.5))
+    with pytest.raises(InputError, match=r"rank-only.*'auto' chose 'listwise'"):
+        Reranker(backend=plain, abstain=Calibrator(n=3))
     with pytest.raises(CapabilityError) as named:
         Reranker("pointwise", plain)
     assert "auto" not in str(named.value)

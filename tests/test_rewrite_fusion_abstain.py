@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from rankwise import Candidate, OpenAIBackend, Reranker
+from rankwise import Candidate, InputError, OpenAIBackend, Reranker
 from rankwise.abstain import (
     Abstention,
     Calibrator,
@@ -178,6 +178,42 @@ async def test_reranker_abstains_with_a_calibrator(stub) -> None:
         "q", relevance_docs([0.1, 0.8])
     )
     assert not good.abstained and math.isclose(good.confidence, 0.8, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"), [("pointwise-qlm", "log_likelihood"), ("icr", "attention")]
+)
+def test_a_fixed_abstention_rule_needs_scores_that_mean_the_same_across_queries(method, kind):
+    """Query likelihood's scores are mean log-probs (about -10 here), so Abstention's default
+    'max' >= 0.5 abstained on every query, and nothing said why."""
+    with pytest.raises(InputError, match=f"{method}' gives {kind} scores that only order one"):
+        Reranker(method, abstain=Abstention())
+    assert Reranker(method, abstain=Calibrator(n=3)).abstain is not None  # it learns the scale
+
+
+async def test_calibrated_query_likelihood_takes_a_threshold_and_a_rule(local_backend, dl19):
+    record = dl19[0]
+    documents = record.documents(4)
+    plain = await Reranker("pointwise-qlm", local_backend, calibrated=True).arerank(
+        record.query, documents
+    )
+    scores = sorted(item.score for item in plain.items)
+    middle = (scores[1] + scores[2]) / 2
+    kept = await Reranker(
+        "pointwise-qlm", local_backend, calibrated=True, score_threshold=middle
+    ).arerank(record.query, documents)
+    assert [i.id for i in kept.selected] == [i.id for i in plain.items][:2]
+    above = Abstention("max", scores[-1] + 0.01)
+    ruled = await Reranker("pointwise-qlm", local_backend, calibrated=True, abstain=above).arerank(
+        record.query, documents
+    )
+    assert ruled.abstained and ruled.confidence == pytest.approx(scores[-1])
+    assert sorted(i.id for i in ruled.items) == sorted(d["id"] for d in documents)
+
+
+def test_auto_with_an_abstention_rule_picks_absolute_scores() -> None:
+    assert Reranker(abstain=Abstention()).method.name == "pointwise"  # local, else qlm
+    assert Reranker(abstain=Calibrator(n=3)).method.name == "pointwise-qlm"
 
 
 def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:

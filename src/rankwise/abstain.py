@@ -5,6 +5,11 @@ top-``n`` scores (max, std, top-1 − top-2 margin, softmax entropy), and the re
 :class:`Calibrator` (ridge regression from the sorted score vector to the list's quality),
 evaluated with risk–coverage curves and nAUC. They need real-valued scores (``pointwise``,
 ``pointwise-qlm``, ``icr``, ``prp-allpair``); on rank-only scores they are constants.
+
+A :class:`Calibrator` learns the scale of any such scores. An :class:`Abstention` rule
+compares a confidence with a fixed threshold, so a ``Reranker`` takes one only with scores
+that mean the same across queries: ``pointwise`` (P(Yes)) or ``pointwise-qlm`` with
+``calibrated=True``.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ class Abstention:
     """Abstain when the confidence of the top ``top_n`` scores is below ``threshold``.
 
     Example: ``Abstention("max", 0.5)`` with ``pointwise`` abstains when no passage gets
-    P(Yes) ≥ 0.5 from the judge.
+    P(Yes) ≥ 0.5 from the judge. The threshold is fixed, so the scores must mean the same
+    across queries: ``pointwise``, or ``pointwise-qlm`` with ``calibrated=True`` (there the
+    best passage's gain over a content-free one, in nats per query token).
     """
 
     confidence: ConfidenceName = "max"

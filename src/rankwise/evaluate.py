@@ -30,10 +30,7 @@ class QueryRecord:
         if depth is not None and depth < 1:
             raise InputError(f"depth must be at least 1 (or None for all), got {depth}")
         chosen = self.candidates if depth is None else self.candidates[:depth]
-        return [
-            {"id": str(c["docid"]), "text": c["text"], "score": c.get("score")}
-            for c in chosen
-        ]
+        return [{"id": str(c["docid"]), "text": c["text"], "score": c.get("score")} for c in chosen]
 
 
 def _open_input(path: str | Path, what: str) -> TextIO:

@@ -41,10 +41,11 @@ class Reranker:
             or ``"default"``); ``None`` uses the embedded SmolLM2 model, loaded on first use.
         top_n: how many candidates :attr:`RankedList.selected` keeps (all by default).
         score_threshold: keep only candidates scoring at least this (methods with absolute
-            scores only, e.g. ``pointwise``).
+            scores only: ``pointwise``, or ``pointwise-qlm`` with ``calibrated=True``).
         prompts: overrides of prompt templates by name.
-        abstain: an :class:`~rankwise.abstain.Abstention` rule or a fitted
-            :class:`~rankwise.abstain.Calibrator`; when it fires,
+        abstain: an :class:`~rankwise.abstain.Abstention` rule (a fixed threshold, so
+            methods with absolute scores only, as for ``score_threshold``) or a fitted
+            :class:`~rankwise.abstain.Calibrator` (any method that scores); when it fires,
             ``RankedList.abstained`` is True and ``selected`` is empty (``items`` keeps all).
         cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
             an identical second rerank makes no LLM call.
@@ -92,13 +93,15 @@ class Reranker:
         else:
             if method == AUTO:
                 local = backend is None or isinstance(backend, str)
+                fixed_rule = isinstance(abstain, Abstention)
                 method = default_method(
                     LOCAL_MODEL if local else backend.capabilities,  # type: ignore[union-attr]
-                    absolute_scores=score_threshold is not None,
+                    absolute_scores=score_threshold is not None or fixed_rule,
                 )
                 self._auto_note = (
                     f" (method='auto' chose {method!r} for this backend"
                     + (" and score_threshold" if score_threshold is not None else "")
+                    + (" and an Abstention rule" if fixed_rule else "")
                     + "; pass a method name to choose another)"
                 )
             self.method = build_method(method, **options)
@@ -129,6 +132,15 @@ class Reranker:
             raise InputError(
                 f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
                 "abstain with a method that scores (pointwise, pointwise-qlm, prp-allpair, icr)"
+                + self._auto_note
+            )
+        if isinstance(abstain, Abstention) and not self.method.absolute_scores:
+            raise InputError(
+                f"method {self.method.name!r} gives {self.method.score_kind} scores that only "
+                "order one list, so an Abstention rule's fixed threshold would mean something "
+                "else for every query (it would abstain on all of them, or on none); use "
+                "'pointwise', 'pointwise-qlm' with calibrated=True, or fit a Calibrator on "
+                "labelled queries (`rankwise calibrate`), which learns the scores' scale"
                 + self._auto_note
             )
         self.top_n = top_n

@@ -89,8 +89,8 @@ AUTO = "auto"
 def default_method(capabilities: Capabilities, *, absolute_scores: bool = False) -> str:
     """The method ``"auto"`` stands for on a backend with ``capabilities``.
 
-    * ``pointwise`` when ``absolute_scores`` is asked for (a score threshold needs scores
-      that mean the same across queries);
+    * ``pointwise`` when ``absolute_scores`` is asked for (a score threshold or an
+      ``Abstention`` rule needs scores that mean the same across queries);
     * ``pointwise-qlm`` on local models (prompt log-probs): query likelihood. On the
       embedded 135M model it lifts BM25's nDCG@10 on TREC DL19 from 0.5058 to 0.5743, where
       yes/no judging drops it to 0.4109 (``bench/results/quality_dl19.json``);

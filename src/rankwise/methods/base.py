@@ -44,7 +44,7 @@ class RankingMethod(ABC):
     name: ClassVar[str]
     score_kind: ClassVar[ScoreKind]
     requires: ClassVar[tuple[str, ...]] = ("chat",)
-    absolute_scores: ClassVar[bool] = False
+    absolute_scores: bool = False
     prompt_fields: ClassVar[frozenset[str]] = frozenset()
     """The fields the method fills in its ``prompt`` template (empty: it has none)."""
 

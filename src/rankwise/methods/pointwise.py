@@ -140,6 +140,7 @@ class QueryLikelihood(RankingMethod):
         self.prompt = prompt
         self.max_passage_tokens = max_passage_tokens
         self.calibrated = calibrated
+        self.absolute_scores = calibrated  # a ratio to the content-free passage's score
 
     def expected_calls(self, n: int) -> int:
         return n + (1 if self.calibrated else 0)
