@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rankwise.methods import build_method
 from rankwise.methods.heap import heap_groups, heap_top_k
 from rankwise.methods.windows import window_starts
 from rankwise.parsing import clean_answer, parse_choice, parse_permutation
@@ -89,6 +92,18 @@ def test_windows_cover_the_top_and_count_as_documented(n: int, window: int, step
     assert starts[-1] == 0
     expected = 1 if n <= window else -(-(n - window) // step) + 1
     assert len(starts) == expected
+
+
+@pytest.mark.parametrize("method", ["listwise", "first"])
+@pytest.mark.parametrize(("window", "step"), [(2, 1), (3, 1), (4, 2), (12, 6), (20, 10), (24, 10)])
+def test_a_window_without_a_step_gets_overlapping_windows(method, window, step) -> None:
+    """A window of 2..9 with no step failed ("step 10 is larger than window"), over an
+    option the caller never set, and a window of 10 gave windows that did not overlap."""
+    ranker = build_method(method, window=window)
+    assert ranker.step == step
+    starts = window_starts(45, window, ranker.step)
+    assert all(a - b < window for a, b in itertools.pairwise(starts))  # each overlaps the next
+    assert build_method(method, window=window, step=1).step == 1  # a step given is kept
 
 
 async def _asked_groups(size: int, k: int, children: int, seed: int) -> list[int]:

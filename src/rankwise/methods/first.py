@@ -17,8 +17,8 @@ class First(WindowedMethod):
     Passages get letter ids ``[A]``..; after the chat prompt and a literal ``[``, the
     log-probs of the single-token letters order the window (letters the model did not
     list, on APIs, follow in their current order and are traced). Windows slide as in
-    RankGPT. Calls: ``ceil((N - window) / step) + 1`` for N > window, else 1. Score:
-    ``1 / rank``.
+    RankGPT (``step`` 10, or half the window for windows under 20). Calls:
+    ``ceil((N - window) / step) + 1`` for N > window, else 1. Score: ``1 / rank``.
     """
 
     name = "first"
@@ -31,7 +31,7 @@ class First(WindowedMethod):
         self,
         *,
         window: int = 20,
-        step: int = 10,
+        step: int | None = None,
         max_words: int | None = 300,
         prompt: str = "first",
     ) -> None:

@@ -20,9 +20,10 @@ def _example_ordering(size: int) -> str:
 class ListwiseSlidingWindow(WindowedMethod):
     """RankGPT: the model writes ``[i] > [j] > ...`` for a window of passages.
 
-    Windows of ``window`` passages move from the bottom of the list to the top by ``step``;
-    the last always starts at 0. Calls: ``ceil((N - window) / step) + 1`` for N > window,
-    else 1 (sequential within a query). Output is repaired into a permutation (every repair
+    Windows of ``window`` passages move from the bottom of the list to the top by ``step``
+    (10 as in RankGPT; half the window for windows under 20); the last always starts at 0.
+    Calls: ``ceil((N - window) / step) + 1`` for N > window, else 1 (sequential within a
+    query). Output is repaired into a permutation (every repair
     recorded in the trace). Score: ``1 / rank``.
     """
 
@@ -35,7 +36,7 @@ class ListwiseSlidingWindow(WindowedMethod):
         self,
         *,
         window: int = 20,
-        step: int = 10,
+        step: int | None = None,
         max_words: int | None = 300,
         prompt: str = "listwise_rankgpt",
         max_new_tokens: int | None = None,

@@ -48,13 +48,23 @@ async def slide(
     return current
 
 
+def default_step(window: int) -> int:
+    """RankGPT's step, 10 (half its window of 20); for a window under 20, half the window, so
+    that consecutive windows overlap and a passage can climb past a window's edge."""
+    return min(10, max(1, window // 2)) if isinstance(window, int) else 10
+
+
 class WindowedMethod(RankingMethod):
     """Shared settings of the sliding-window methods: window, step, words per passage and
     prompt; calls = the number of windows."""
 
     max_window: int = 10_000
 
-    def __init__(self, *, window: int, step: int, max_words: int | None, prompt: str) -> None:
+    def __init__(
+        self, *, window: int, step: int | None, max_words: int | None, prompt: str
+    ) -> None:
+        if step is None:
+            step = default_step(window)
         if not 2 <= window <= self.max_window or step < 1:
             raise InputError(
                 f"{self.name}: window must be in [2, {self.max_window}] and step >= 1, "
