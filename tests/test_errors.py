@@ -473,3 +473,31 @@ def test_limits_that_are_not_numbers_of_the_right_kind_are_refused() -> None:
             Reranker("pointwise", backend, **{name: -1})
     kept = Reranker("pointwise", backend, deadline=2.5, max_calls=0, max_tokens=100)
     assert (kept.deadline, kept.max_calls, kept.max_tokens) == (2.5, 0, 100)
+
+
+def test_something_that_is_no_backend_is_refused_when_built() -> None:
+    """An int, a dict or a misspelt keyword's value as the backend raised AttributeError at
+    the first call ('int' object has no attribute 'capabilities' / 'generate')."""
+    from langchain_rankwise import RankwiseRerank
+
+    from rankwise.rewrite import QueryRewriter
+
+    for bad in (5, {"model": "gpt-4o-mini"}):
+        with pytest.raises(InputError, match="backend must be a rankwise backend"):
+            Reranker("listwise", bad)
+        with pytest.raises(InputError, match="backend must be a rankwise backend"):
+            QueryRewriter(bad)
+        with pytest.raises(InputError, match="llm= takes a LangChain chat model"):
+            RankwiseRerank(llm=bad)
+
+
+async def test_a_rewriter_takes_a_question_string_and_a_local_model_name() -> None:
+    from rankwise.rewrite import QueryRewriter
+
+    rewriter = QueryRewriter("default", "keywords")  # nothing loads until it is used
+    assert rewriter._backend is None
+    with pytest.raises(InputError, match="query must be a str, got int"):
+        await rewriter.arewrite(5)
+    with pytest.raises(InputError, match="chat_history must be a str, got list"):
+        await rewriter.arewrite("q", chat_history=["user: hi"])
+    assert rewriter._backend is None

@@ -230,3 +230,26 @@ async def test_two_queries_rerank_concurrently(stub) -> None:
     two = time.perf_counter() - started
     assert [d.id for d in both[0]] == ["d1", "d2"]
     assert two < 1.5 * one, (one, two)
+
+
+async def test_a_chat_model_passed_as_the_backend_is_wrapped(stub) -> None:
+    """Reranker(method, ChatOpenAI(...)) and QueryRewriter(ChatOpenAI(...)) raised
+    AttributeError ('ChatOpenAI' object has no attribute 'capabilities') at the first use."""
+    from langchain_openai import ChatOpenAI
+
+    from rankwise.rewrite import QueryRewriter
+
+    stub.handler = oracle
+    chat = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key="k", max_retries=0)
+    reranker = Reranker("listwise", chat)
+    assert reranker.backend.kind == "langchain"
+    documents = relevance_docs([0.1, 0.9, 0.5, 0.3])
+    ranked = await reranker.arerank("q", documents)
+    assert ranked.ids == ["d1", "d2", "d3", "d0"]
+    assert Reranker(backend=chat).method.name == "listwise"  # wrapped without log-probs
+    rewriter = QueryRewriter(chat, "keywords")
+    assert rewriter.backend.kind == "langchain"
+    assert (await rewriter.arewrite("how long do fleas live")).queries[
+        0
+    ] == "how long do fleas live"
+    assert stub.requests  # the model was asked over HTTP

@@ -8,28 +8,9 @@ from typing import Any
 
 from rankwise.abstain import Abstention
 from rankwise.backends.base import Backend
+from rankwise.backends.resolve import backend_from_llm, is_framework_model
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
-
-
-def backend_from_llm(llm: Any, *, logprobs: bool = False) -> Backend:
-    """Wrap a LangChain chat model or a LlamaIndex LLM as a rankwise backend."""
-    module = type(llm).__module__
-    if module.startswith("langchain") or _is_langchain(llm):
-        from rankwise.backends.langchain import LangChainBackend
-
-        return LangChainBackend(llm, logprobs=logprobs)
-    from rankwise.backends.llamaindex import LlamaIndexBackend
-
-    return LlamaIndexBackend(llm, logprobs=logprobs)
-
-
-def _is_langchain(llm: Any) -> bool:
-    try:
-        from langchain_core.language_models.chat_models import BaseChatModel
-    except ImportError:
-        return False
-    return isinstance(llm, BaseChatModel)
 
 
 def reranker_for(settings: Any, *, loaded: Backend | None = None) -> Reranker:
@@ -130,6 +111,12 @@ def make_reranker(
     if loaded is not None:
         backend = loaded
     elif llm is not None:
+        if not is_framework_model(llm):
+            raise InputError(
+                f"llm= takes a LangChain chat model or a LlamaIndex LLM, got "
+                f"{type(llm).__name__}; pass a rankwise backend or a local model name as "
+                "backend= instead"
+            )
         backend = backend_from_llm(llm, logprobs=llm_logprobs)
     return Reranker(
         method,

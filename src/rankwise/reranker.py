@@ -12,6 +12,7 @@ from rankwise._checks import check_whole, is_real
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import LOCAL_MODEL, Backend
+from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
 from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, InputError
@@ -39,6 +40,8 @@ class Reranker:
             :func:`~rankwise.methods.default_method`. ``RankedList.method`` names the one used.
         backend: a backend instance; a string is a local model (hub id, folder, ``.gguf``
             or ``"default"``); ``None`` uses the embedded SmolLM2 model, loaded on first use.
+            A LangChain chat model or LlamaIndex LLM is wrapped (without log-probs; wrap it
+            in ``LangChainBackend(model, logprobs=True)`` to use them).
         top_n: how many candidates :attr:`RankedList.selected` keeps (all by default).
         score_threshold: keep only candidates scoring at least this (methods with absolute
             scores only: ``pointwise``, or ``pointwise-qlm`` with ``calibrated=True``).
@@ -73,7 +76,7 @@ class Reranker:
     def __init__(
         self,
         method: str | RankingMethod = AUTO,
-        backend: Backend | str | None = None,
+        backend: Backend | str | FrameworkModel | None = None,
         *,
         top_n: int | None = None,
         score_threshold: float | None = None,
@@ -86,6 +89,7 @@ class Reranker:
         **options: Any,
     ) -> None:
         self._auto_note = ""
+        backend = resolve_backend(backend)
         if isinstance(method, RankingMethod):
             if options:
                 raise InputError("pass method options to the method instance, not to Reranker")
@@ -171,10 +175,7 @@ class Reranker:
     def backend(self) -> Backend:
         """The backend, loading the local model on first access when none was given."""
         if self._backend is None:
-            from rankwise.backends.transformers import TransformersBackend
-
-            spec = self._backend_spec if isinstance(self._backend_spec, str) else "default"
-            self._backend = TransformersBackend(spec)
+            self._backend = local_backend(self._backend_spec)
             self._check(self._backend)
         return self._backend
 

@@ -27,7 +27,9 @@ from typing import Literal, get_args
 from rankwise._checks import check_whole
 from rankwise._concurrency import gather_all
 from rankwise.backends.base import Backend
+from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
 from rankwise.errors import InputError
+from rankwise.inputs import normalise_query
 from rankwise.prompts import PromptLibrary, available_prompts, check_fields
 from rankwise.types import Trace, Usage
 
@@ -93,7 +95,9 @@ class QueryRewriter:
     """Rewrite queries with an LLM backend.
 
     Args:
-        backend: any rankwise backend that can generate.
+        backend: any rankwise backend that can generate, a local model name, ``None`` for
+            the embedded model (loaded on first use), or a LangChain chat model or
+            LlamaIndex LLM (wrapped).
         strategies: which strategies to run (one name, or several; each runs once), or
             ``"adaptive"`` to let the model choose.
         include_original: keep the original query first (default).
@@ -103,7 +107,7 @@ class QueryRewriter:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | str | FrameworkModel | None = None,
         strategies: str | Sequence[str] = ("multi_query",),
         *,
         include_original: bool = True,
@@ -116,7 +120,9 @@ class QueryRewriter:
         if unknown:
             raise InputError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
         check_whole("max_tokens", max_tokens, 1)
-        self.backend = backend
+        resolved = resolve_backend(backend)
+        self._backend = None if resolved is None or isinstance(resolved, str) else resolved
+        self._local_name = resolved if isinstance(resolved, str) else None
         self.strategies = tuple(dict.fromkeys(strategies))
         self.include_original = include_original
         self.max_tokens = max_tokens
@@ -127,8 +133,21 @@ class QueryRewriter:
                 fills = {"question"} if name == "rewrite_select" else {"question", "chat_history"}
                 check_fields(self.prompts.get(name), frozenset(fills))
 
+    @property
+    def backend(self) -> Backend:
+        """The backend, loading the local model on first access when none was given."""
+        if self._backend is None:
+            self._backend = local_backend(self._local_name)
+        return self._backend
+
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
         """Rewrite ``question`` with every configured strategy (concurrently)."""
+        question = normalise_query(question)
+        if not isinstance(chat_history, str):
+            raise InputError(
+                f"chat_history must be a str, got {type(chat_history).__name__}; pass the "
+                "earlier turns as text"
+            )
         if not question.strip():
             raise InputError("question is empty; pass the text to rewrite")
         result = RewriteResult([Rewrite(question, "original")] if self.include_original else [])

@@ -1,0 +1,73 @@
+"""What a ``backend=`` argument may be, and how each kind becomes a backend.
+
+A rankwise :class:`~rankwise.backends.base.Backend` is used as it is; a string names a local
+model and ``None`` the embedded one (both loaded on first use); a LangChain chat model or a
+LlamaIndex LLM is wrapped. Anything else is an :class:`~rankwise.errors.InputError` when the
+object is built, not an ``AttributeError`` at the first call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from rankwise.backends.base import Backend
+from rankwise.errors import InputError
+
+FrameworkModel: TypeAlias = Any
+"""A LangChain chat model (``BaseChatModel``) or a LlamaIndex ``LLM``."""
+
+
+def resolve_backend(value: object) -> Backend | str | None:
+    """``value`` as a backend, or as the local model it names (``None``: the embedded one).
+
+    A framework model is wrapped without log-probs; to use the log-probs it returns, wrap it
+    yourself: ``LangChainBackend(chat_model, logprobs=True)``.
+    """
+    if value is None or isinstance(value, str) or isinstance(value, Backend):
+        return value
+    if is_framework_model(value):
+        return backend_from_llm(value)
+    raise InputError(
+        f"backend must be a rankwise backend (OpenAIBackend, TransformersBackend, ...), a local "
+        f"model name, None for the embedded model, or a LangChain chat model or LlamaIndex LLM; "
+        f"got {type(value).__name__}"
+    )
+
+
+def local_backend(name: str | None) -> Backend:
+    """Load the local model ``name`` names (``None`` or ``"default"``: the embedded one)."""
+    from rankwise.backends.transformers import TransformersBackend
+
+    return TransformersBackend(name or "default")
+
+
+def is_framework_model(value: object) -> bool:
+    """Whether ``value`` is a LangChain chat model or a LlamaIndex LLM."""
+    return _is_langchain(value) or _is_llamaindex(value)
+
+
+def backend_from_llm(llm: Any, *, logprobs: bool = False) -> Backend:
+    """Wrap a LangChain chat model or a LlamaIndex LLM as a rankwise backend."""
+    if type(llm).__module__.startswith("langchain") or _is_langchain(llm):
+        from rankwise.backends.langchain import LangChainBackend
+
+        return LangChainBackend(llm, logprobs=logprobs)
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    return LlamaIndexBackend(llm, logprobs=logprobs)
+
+
+def _is_langchain(value: object) -> bool:
+    try:
+        from langchain_core.language_models.chat_models import BaseChatModel
+    except ImportError:
+        return False
+    return isinstance(value, BaseChatModel)
+
+
+def _is_llamaindex(value: object) -> bool:
+    try:
+        from llama_index.core.llms import LLM
+    except ImportError:
+        return False
+    return isinstance(value, LLM)
