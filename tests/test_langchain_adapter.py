@@ -17,6 +17,7 @@ from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
 from rankwise import InputError, OpenAIBackend, Reranker, UnknownMethodError
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
+from tests.stub_server import user_text
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -173,6 +174,37 @@ async def test_retriever_pipeline_and_abstention(store, local_backend) -> None:
     assert await abstaining.ainvoke(query, config={"callbacks": [events]}) == []
     assert any("abstained" in text for text in events.texts)
     assert never.last_result.abstained and len(never.last_result.items) == 5
+
+
+async def test_retriever_takes_the_chat_history_for_a_conversational_rewrite(
+    store, local_backend, stub
+) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from rankwise.rewrite import QueryRewriter
+    from tests.stub_server import Reply, completion
+
+    stub.handler = lambda request: Reply(body=completion("How long does a cat flea live?"))
+    vector_store, _ = store
+    rewriter = QueryRewriter(OpenAIBackend("stub", base_url=stub.base_url), ["conversational"])
+    reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    base = vector_store.as_retriever(search_kwargs={"k": 3})
+    retriever = RankwiseRetriever(base_retriever=base, reranker=reranker, rewrite=rewriter)
+    history = [HumanMessage("how long do fleas live?"), AIMessage("Up to a year.")]
+    got = await retriever.ainvoke("and on cats?", chat_history=history)
+    asked = user_text(stub.requests[0])
+    assert "Human: how long do fleas live?\nAI: Up to a year." in asked
+    assert reranker.last_result.trace.events[-1].data["queries"] == [
+        "and on cats?",
+        "How long does a cat flea live?",
+    ]
+    pool = {
+        d.id
+        for q in ("and on cats?", "How long does a cat flea live?")
+        for d in await base.ainvoke(q)
+    }
+    assert sorted(d.id for d in got) == sorted(pool)
+    assert [d.id for d in retriever.invoke("and on cats?", chat_history="Human: fleas?")]
 
 
 async def test_retriever_fuses_rewrites(store, local_backend) -> None:

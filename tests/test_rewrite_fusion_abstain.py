@@ -20,6 +20,7 @@ from rankwise.abstain import (
 )
 from rankwise.cli import main
 from rankwise.fusion import reciprocal_rank_fusion
+from rankwise.pipeline import RetrievalPipeline
 from rankwise.rewrite import QueryRewriter
 from tests.conftest import DL19
 from tests.oracle import oracle, relevance_docs
@@ -108,6 +109,39 @@ async def test_conversational_rewrite_sees_the_history(rewriter_backend, stub) -
     result = await rewriter.arewrite("and for cat fleas?", chat_history="Human: flea life cycle?")
     assert result.queries == ["How long is the life cycle of a cat flea?"]
     assert "Human: flea life cycle?" in user_text(stub.requests[-1])
+
+
+async def test_without_history_the_conversational_rewrite_says_so(rewriter_backend) -> None:
+    rewriter = QueryRewriter(rewriter_backend, ["conversational"])
+    result = await rewriter.arewrite("and for cat fleas?")
+    assert any("no chat history was given" in e.message for e in result.trace.events)
+    with_history = await rewriter.arewrite("and for cat fleas?", chat_history="Human: fleas?")
+    assert not any("chat history" in e.message for e in with_history.trace.events)
+
+
+async def test_the_pipeline_passes_the_history_to_the_rewriter(rewriter_backend, stub) -> None:
+    """The pipeline (and so both retrievers) called arewrite(query) alone, so a
+    conversational rewrite never saw the conversation."""
+    searched: list[str] = []
+
+    async def retrieve(text: str) -> list[Candidate]:
+        searched.append(text)
+        return [Candidate(id=f"{text}-{i}", text=f"{text} {i}") for i in range(2)]
+
+    rewriter = QueryRewriter(rewriter_backend, ["conversational"])
+    reranker = Reranker("listwise", rewriter_backend)
+    pipeline = RetrievalPipeline(reranker, rewrite=rewriter)
+    history = "Human: how long is the life cycle of a flea?"
+    ranked = await pipeline.arun("and for cat fleas?", retrieve, chat_history=history)
+    assert history in user_text(stub.requests[0])
+    assert searched == ["and for cat fleas?", "How long is the life cycle of a cat flea?"]
+    assert sorted(ranked.ids) == sorted(f"{q}-{i}" for q in searched for i in range(2))
+
+    async def own(text: str) -> list[str]:
+        return [text + " life span"]
+
+    with pytest.raises(InputError, match="chat_history is read only by a QueryRewriter"):
+        await RetrievalPipeline(reranker, rewrite=own).arun("q", retrieve, chat_history=history)
 
 
 def test_reciprocal_rank_fusion_by_hand() -> None:

@@ -38,17 +38,25 @@ class RetrievalPipeline:
         self.rewrite = rewrite
         self.rrf_k = rrf_k
 
-    async def arun(self, query: str, retrieve: Retrieve) -> RankedList:
+    async def arun(self, query: str, retrieve: Retrieve, *, chat_history: str = "") -> RankedList:
         """Retrieve, fuse and rerank for ``query``.
 
         With a :class:`~rankwise.rewrite.QueryRewriter` as ``rewrite``, the result's
-        ``usage`` and ``trace`` include the rewriting calls, so the cost of a query is whole.
+        ``usage`` and ``trace`` include the rewriting calls, so the cost of a query is whole,
+        and ``chat_history`` (the earlier turns, as text) reaches its ``conversational``
+        strategy.
         """
+        if chat_history and not isinstance(self.rewrite, QueryRewriter):
+            raise InputError(
+                "chat_history is read only by a QueryRewriter (its 'conversational' "
+                "strategy); pass rewrite=QueryRewriter(backend, ['conversational']), or "
+                "fold the history into your own rewrite function"
+            )
         queries = [query]
         rewriting: RewriteResult | None = None
         if isinstance(self.rewrite, QueryRewriter):
             started = time.perf_counter()
-            rewriting = await self.rewrite.arewrite(query)
+            rewriting = await self.rewrite.arewrite(query, chat_history=chat_history)
             rewriting.usage.seconds = time.perf_counter() - started
             rewrites = [r.text for r in rewriting.rewrites if r.strategy != "original"]
         elif self.rewrite is not None:

@@ -155,6 +155,12 @@ class QueryRewriter:
         if "adaptive" in strategies:
             strategies.remove("adaptive")
             strategies += [s for s in await self._select(question, result) if s not in strategies]
+        if "conversational" in strategies and not chat_history.strip():
+            result.trace.record(
+                "info",
+                "conversational: no chat history was given, so the question is rephrased on "
+                "its own; pass chat_history= with the earlier turns",
+            )
         outputs = await gather_all(
             self._run(strategy, question, chat_history, result) for strategy in strategies
         )

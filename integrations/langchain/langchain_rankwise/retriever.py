@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -9,6 +10,7 @@ from langchain_core.callbacks import (
     CallbackManagerForRetrieverRun,
 )
 from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage, get_buffer_string
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
@@ -25,6 +27,10 @@ class RankwiseRetriever(BaseRetriever):
 
     When the reranker's abstention rule fires, the result is ``[]`` and the callbacks get a
     text event saying why.
+
+    For a follow-up question, pass the earlier turns to a ``QueryRewriter`` with the
+    ``conversational`` strategy: ``retriever.invoke(question, chat_history=messages)``
+    (a list of LangChain messages, or text).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -34,7 +40,11 @@ class RankwiseRetriever(BaseRetriever):
     rewrite: Rewrite | None = None
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        chat_history: str | Sequence[BaseMessage] = "",
     ) -> list[Document]:
         originals: dict[str, Document] = {}
 
@@ -48,7 +58,9 @@ class RankwiseRetriever(BaseRetriever):
             return candidates
 
         pipeline = RetrievalPipeline(self.reranker.reranker, rewrite=self.rewrite)
-        ranked = await pipeline.arun(query, retrieve)
+        if not isinstance(chat_history, str):
+            chat_history = get_buffer_string(chat_history)
+        ranked = await pipeline.arun(query, retrieve, chat_history=chat_history)
         self.reranker._last = ranked
         if ranked.abstained:
             reason = (
@@ -60,11 +72,15 @@ class RankwiseRetriever(BaseRetriever):
         return selected_documents(ranked, originals)
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        chat_history: str | Sequence[BaseMessage] = "",
     ) -> list[Document]:
         async def run() -> list[Document]:
             return await self._aget_relevant_documents(
-                query, run_manager=_AsyncRunManagerShim(run_manager)
+                query, run_manager=_AsyncRunManagerShim(run_manager), chat_history=chat_history
             )
 
         return run_sync(run())
