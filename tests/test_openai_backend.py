@@ -123,6 +123,26 @@ async def test_malformed_json_is_retried_then_a_typed_error(stub) -> None:
     assert len(stub.requests) == 4
 
 
+async def test_a_refused_request_is_not_reported_as_retried(stub) -> None:
+    """A 400 is not retried, but the error said 'failed after retries'; a server without
+    log-probs (some vLLM and Ollama builds refuse the parameter) got no hint of the fix."""
+
+    def handler(request):
+        if request.get("logprobs"):
+            return Reply(status=400, body={"error": {"message": "logprobs is not supported"}})
+        return Reply(status=403, body={"error": {"message": "model not allowed"}})
+
+    stub.handler = handler
+    with pytest.raises(BackendError, match=r"refused the request .*logprobs=False") as raised:
+        await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS[:2])
+    assert "after retries" not in str(raised.value)
+    assert len(stub.requests) == 2  # one per document, none retried
+    plain = backend_for(stub, logprobs=False)
+    with pytest.raises(BackendError, match=r"failed: PermissionDeniedError") as raised:
+        await Reranker("listwise", plain).arerank("q", DOCS[:2])
+    assert "after retries" not in str(raised.value)
+
+
 async def test_empty_choices_is_retried(stub) -> None:
     answers = iter([Reply(body={"choices": []})])
     stub.handler = lambda request: next(answers, None) or by_stated_relevance(request)

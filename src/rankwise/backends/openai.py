@@ -293,7 +293,16 @@ def _final_error(error: Exception, base_url: str | None) -> BackendError:
         return BackendError(f"{where} rejected the API key: {error}")
     if isinstance(error, openai.NotFoundError):
         return BackendError(f"{where} answered 404: {error}; check the model name and base_url")
-    return BackendError(f"{where} failed after retries: {type(error).__name__}: {error}")
+    if isinstance(error, openai.BadRequestError | openai.UnprocessableEntityError):
+        hint = ""
+        if "logprob" in str(error).lower():
+            hint = (
+                "; the server does not give log-probs, so pass OpenAIBackend(..., "
+                "logprobs=False) and a method that needs none (listwise, setwise, prp-*)"
+            )
+        return BackendError(f"{where} refused the request ({error}){hint}")
+    retried = " after retries" if _is_retryable(error) else ""
+    return BackendError(f"{where} failed{retried}: {type(error).__name__}: {error}")
 
 
 def _check_options(
