@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,8 @@ class Reranker:
                 "labelled queries (`rankwise calibrate`), which learns the scores' scale"
                 + self._auto_note
             )
+        if isinstance(abstain, Calibrator):
+            _warn_if_fitted_for_another(abstain, "method", self.method.name)
         self.top_n = top_n
         self.score_threshold = score_threshold
         self.abstain = abstain
@@ -186,6 +189,8 @@ class Reranker:
         return self._backend
 
     def _check(self, backend: Backend) -> None:
+        if isinstance(self.abstain, Calibrator):
+            _warn_if_fitted_for_another(self.abstain, "model", backend.model_name)
         missing = self.method.missing_capabilities(backend.capabilities)
         if missing:
             usable = methods_supported_by(backend.capabilities)
@@ -374,3 +379,15 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
+
+
+def _warn_if_fitted_for_another(calibrator: Calibrator, what: str, used: str) -> None:
+    """A calibrator learns one method's scores from one model; with others its confidences
+    are off, though nothing fails."""
+    fitted = getattr(calibrator, what)
+    if fitted and fitted != used:
+        warnings.warn(
+            f"the calibrator was fitted for {what} {fitted!r}, and this Reranker uses {used!r}; "
+            "its confidences may be off, so refit it with `rankwise calibrate`",
+            stacklevel=3,
+        )
