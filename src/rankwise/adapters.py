@@ -54,16 +54,12 @@ class AdapterReranker:
     def get(self, settings: Any) -> Reranker:
         """The Reranker for the adapter's current fields."""
         fields = _fields_of(settings)
+        loaded = None
         if self._reranker is not None and self._fields is not None:
             if _same(fields, self._fields):
                 return self._reranker
-        loaded = None
-        if (
-            self._reranker is not None
-            and self._fields is not None
-            and _same(fields[:3], self._fields[:3])
-        ):
-            loaded = self._reranker.loaded_backend
+            if _same(fields[:3], self._fields[:3]):  # the same backend fields
+                loaded = self._reranker.loaded_backend
         reranker = reranker_for(settings, loaded=loaded)
         self._reranker, self._fields = reranker, fields
         return reranker
