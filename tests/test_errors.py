@@ -501,3 +501,27 @@ async def test_a_rewriter_takes_a_question_string_and_a_local_model_name() -> No
     with pytest.raises(InputError, match="chat_history must be a str, got list"):
         await rewriter.arewrite("q", chat_history=["user: hi"])
     assert rewriter._backend is None
+
+
+def test_a_local_path_that_holds_no_model_says_so(tmp_path, monkeypatch) -> None:
+    """An empty folder failed with transformers' tokenizer-conversion ValueError, a missing
+    folder and a JSON file were tried as hub ids, and '~' was not expanded."""
+    from rankwise import ModelNotFoundError
+    from rankwise.backends.transformers import TransformersBackend
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notes = tmp_path / "notes.json"
+    notes.write_text("{}")
+    cases = [
+        (str(empty), "holds no model \\(no config.json\\)"),
+        (str(notes), "is a file but not a .gguf one"),
+        (str(tmp_path / "absent"), "there is no folder"),
+        ("./no/such/model", "there is no folder './no/such/model'"),
+    ]
+    for model, message in cases:
+        with pytest.raises(ModelNotFoundError, match=message):
+            TransformersBackend(model)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match=f"the folder '{empty}' holds no model"):
+        TransformersBackend("~/empty")

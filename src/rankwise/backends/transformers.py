@@ -904,16 +904,32 @@ def _model_source(model: str) -> str:
     return f" at {path} (weights of {changed})"
 
 
+def _check_local_path(model: str, path: Path) -> None:
+    """Name the mistake when ``model`` is a path that holds no model, before transformers
+    tries it as a hub id (an empty folder failed with a tokenizer-conversion ValueError)."""
+    choices = "pass a folder written by save_pretrained, a .gguf file, a hub id or 'default'"
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"the folder {model!r} holds no model (no config.json); {choices}")
+    if path.is_file():
+        raise ModelNotFoundError(f"{model!r} is a file but not a .gguf one; {choices}")
+    looks_like_a_path = path.is_absolute() or model.startswith(("./", "../", ".\\"))
+    if looks_like_a_path and not path.exists():
+        raise ModelNotFoundError(f"there is no folder {model!r}; {choices}")
+
+
 def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any]:
     auto_model = transformers.AutoModelForCausalLM
     auto_tokenizer = transformers.AutoTokenizer
     if model == DEFAULT_MODEL_ALIAS:
         return DEFAULT_MODEL_NAME, *load_gguf(default_gguf_path(), dtype, kwargs)
-    path = Path(model)
+    path = Path(model).expanduser()
+    if model.startswith("~"):
+        model = str(path)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
         return path.stem, *load_gguf(path, dtype, kwargs)
+    _check_local_path(model, path)
     try:
         tokenizer = auto_tokenizer.from_pretrained(model)
         network = auto_model.from_pretrained(model, dtype=dtype, **kwargs)
