@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rankwise import BackendError, BackendUnavailableError, OpenAIBackend, Reranker
+from rankwise import BackendError, BackendUnavailableError, InputError, OpenAIBackend, Reranker
 from tests.stub_server import Reply, StubServer, completion, user_text, yes_no
 
 DOCS = [
@@ -141,6 +141,23 @@ async def test_a_refused_request_is_not_reported_as_retried(stub) -> None:
     with pytest.raises(BackendError, match=r"failed: PermissionDeniedError") as raised:
         await Reranker("listwise", plain).arerank("q", DOCS[:2])
     assert "after retries" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "localhost:11434", "ftp://host/v1", ""])
+def test_a_base_url_without_scheme_or_host_is_refused_when_built(url) -> None:
+    """'127.0.0.1:8080/v1' was taken, then every call failed as 'could not reach'."""
+    with pytest.raises(InputError, match="base_url must be an http:// or https:// URL"):
+        OpenAIBackend("m", base_url=url)
+
+
+async def test_a_404_from_a_base_url_without_v1_says_where_servers_listen(stub) -> None:
+    stub.handler = lambda request: Reply(status=404, body={"error": {"message": "not found"}})
+    bare = OpenAIBackend("m", base_url=stub.base_url.removesuffix("/v1"), max_retries=0)
+    with pytest.raises(BackendError, match=r"answered 404.*serve under /v1"):
+        await Reranker("listwise", bare).arerank("q", DOCS[:2])
+    with pytest.raises(BackendError, match="answered 404") as raised:
+        await Reranker("listwise", backend_for(stub, max_retries=0)).arerank("q", DOCS[:2])
+    assert "/v1)" not in str(raised.value)  # the path is right: the model name is the doubt
 
 
 async def test_empty_choices_is_retried(stub) -> None:

@@ -11,6 +11,7 @@ import datetime
 import email.utils
 import os
 import random
+import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class OpenAIBackend:
         _check_options(
             concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs, max_context
         )
+        if base_url is not None:
+            _check_base_url(base_url)
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if key is None:
             if base_url is None:
@@ -292,7 +295,14 @@ def _final_error(error: Exception, base_url: str | None) -> BackendError:
     if isinstance(error, openai.AuthenticationError):
         return BackendError(f"{where} rejected the API key: {error}")
     if isinstance(error, openai.NotFoundError):
-        return BackendError(f"{where} answered 404: {error}; check the model name and base_url")
+        path_hint = (
+            " (OpenAI-compatible servers serve under /v1)"
+            if base_url and not base_url.rstrip("/").endswith("/v1")
+            else ""
+        )
+        return BackendError(
+            f"{where} answered 404: {error}; check the model name and base_url{path_hint}"
+        )
     if isinstance(error, openai.BadRequestError | openai.UnprocessableEntityError):
         hint = ""
         if "logprob" in str(error).lower():
@@ -303,6 +313,16 @@ def _final_error(error: Exception, base_url: str | None) -> BackendError:
         return BackendError(f"{where} refused the request ({error}){hint}")
     retried = " after retries" if _is_retryable(error) else ""
     return BackendError(f"{where} failed{retried}: {type(error).__name__}: {error}")
+
+
+def _check_base_url(base_url: object) -> None:
+    """A base URL the client can send to: a string with an http(s) scheme and a host."""
+    parsed = urllib.parse.urlsplit(base_url) if isinstance(base_url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InputError(
+            f"base_url must be an http:// or https:// URL with a host, such as "
+            f"http://127.0.0.1:8080/v1; got {base_url!r}"
+        )
 
 
 def _check_options(
