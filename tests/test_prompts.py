@@ -74,3 +74,23 @@ def test_unknown_prompt_lists_the_available_ones() -> None:
     with pytest.raises(PromptNotFoundError, match="pointwise_yes_no"):
         PromptLibrary().get("nope")
     assert "pointwise_qlm" in available_prompts()
+
+
+def test_a_misspelt_override_or_prompts_folder_is_refused(tmp_path, monkeypatch) -> None:
+    """prompts={"pointwise_yesno": ...} and a RANKWISE_PROMPTS_DIR that is not a folder were
+    ignored without a word: the packaged prompt ran in their place."""
+    from rankwise import OpenAIBackend, Reranker
+    from rankwise.rewrite import QueryRewriter
+
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    mine = "Passage: {text}\nQuery: {query}\nRelevant?"
+    with pytest.raises(PromptNotFoundError, match="did you mean 'pointwise_yes_no'"):
+        Reranker("pointwise", backend, prompts={"pointwise_yesno": mine})
+    with pytest.raises(PromptNotFoundError, match="did you mean 'rewrite_keywords'"):
+        QueryRewriter(backend, "keywords", prompts={"rewrite_keyword": "{question}"})
+    # a name the method is told to read, and a template of another method, are fine
+    assert Reranker("pointwise", backend, prompt="mine", prompts={"mine": mine})
+    assert QueryRewriter(backend, "keywords", prompts={"mine": mine, "prp": "{doc1}"})
+    monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path / "absent"))
+    with pytest.raises(PromptNotFoundError, match=r"RANKWISE_PROMPTS_DIR is .*not a folder"):
+        Reranker("pointwise", backend)

@@ -18,6 +18,7 @@ same names.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -144,17 +145,46 @@ class PromptLibrary:
 
     def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
         self._overrides = dict(overrides or {})
+        _prompts_dir()  # a folder that is not there fails now, not by being ignored
+
+    def check_names(self, used: Sequence[str] = (), *, prefix: str = "") -> None:
+        """Refuse an override whose name is neither a packaged template nor one of ``used``
+        (the names its user reads): a misspelt name would be ignored without a word. With
+        ``prefix``, only names that start with it are judged (the rest are another's)."""
+        known = set(available_prompts()) | set(used)
+        for name in self._overrides:
+            if name.startswith(prefix) and name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise PromptNotFoundError(
+                    f"prompts= names a template {name!r} that nothing uses; {hint}the "
+                    f"templates are {', '.join(sorted(known))}"
+                )
 
     def get(self, name: str) -> PromptTemplate:
         """Return the template called ``name``."""
         if name in self._overrides:
             return PromptTemplate.parse(name, self._overrides[name])
-        directory = os.environ.get("RANKWISE_PROMPTS_DIR")
-        if directory:
-            candidate = Path(directory) / f"{name}.txt"
+        directory = _prompts_dir()
+        if directory is not None:
+            candidate = directory / f"{name}.txt"
             if candidate.is_file():
                 return PromptTemplate.parse(name, candidate.read_text(encoding="utf-8"))
         return _packaged(name)
+
+
+def _prompts_dir() -> Path | None:
+    """The folder ``RANKWISE_PROMPTS_DIR`` names, or None when it is unset."""
+    value = os.environ.get("RANKWISE_PROMPTS_DIR")
+    if not value:
+        return None
+    directory = Path(value).expanduser()
+    if not directory.is_dir():
+        raise PromptNotFoundError(
+            f"RANKWISE_PROMPTS_DIR is {value!r}, which is not a folder; point it at a folder "
+            "of <name>.txt templates, or unset it to use the packaged ones"
+        )
+    return directory
 
 
 PASSAGE_FIELDS = frozenset({"text", "passage", "doc1", "doc2"})

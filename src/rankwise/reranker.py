@@ -164,6 +164,7 @@ class Reranker:
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
         prompt = getattr(self.method, "prompt", None)
+        self.prompts.check_names([prompt] if isinstance(prompt, str) else [])
         if isinstance(prompt, str):  # an unknown name or a broken template fails here
             template = self.prompts.get(prompt)
             if self.method.prompt_fields:

@@ -127,6 +127,7 @@ class QueryRewriter:
         self.include_original = include_original
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
+        self.prompts.check_names(prefix="rewrite_")
         packaged = set(available_prompts())
         for name in prompts or {}:  # its own templates; others (a reranker's) are not its to judge
             if name.startswith("rewrite_") and name in packaged:
