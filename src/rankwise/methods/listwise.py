@@ -23,8 +23,8 @@ class ListwiseSlidingWindow(WindowedMethod):
     Windows of ``window`` passages move from the bottom of the list to the top by ``step``
     (10 as in RankGPT; half the window for windows under 20); the last always starts at 0.
     Calls: ``ceil((N - window) / step) + 1`` for N > window, else 1 (sequential within a
-    query). Output is repaired into a permutation (every repair
-    recorded in the trace). Score: ``1 / rank``.
+    query). Output is repaired into a permutation (every repair recorded in the trace).
+    Score: ``1 / rank``.
     """
 
     name = "listwise"
