@@ -51,6 +51,13 @@ class AdapterReranker:
         self._fields: tuple[Any, ...] | None = None
         self._reranker: Reranker | None = None
 
+    def check(self, settings: Any) -> None:
+        """Build the Reranker now, so that a bad ``method``, ``top_n`` or option raises when
+        the adapter is built, not at its first query. With ``llm="settings"`` this waits for
+        the first query, as LlamaIndex's ``Settings.llm`` may be set later."""
+        if not (isinstance(settings.llm, str) and settings.llm == "settings"):
+            self.get(settings)
+
     def get(self, settings: Any) -> Reranker:
         """The Reranker for the adapter's current fields."""
         fields = _fields_of(settings)

@@ -49,12 +49,9 @@ class RankwiseRerank(BaseDocumentCompressor):
     _last: RankedList | None = PrivateAttr(default=None)
 
     def __init__(self, **fields: Any) -> None:
-        """Check the fields now: a bad ``method``, ``top_n`` or option raises here, not at
-        the first query. (With ``llm="settings"`` the check waits for the first query, as
-        ``Settings.llm`` may be set later.)"""
+        """Bad fields raise here (see :meth:`AdapterReranker.check`)."""
         super().__init__(**fields)
-        if not (isinstance(self.llm, str) and self.llm == "settings"):
-            _ = self.reranker
+        self._rerankers.check(self)
 
     @property
     def reranker(self) -> Reranker:
