@@ -56,6 +56,32 @@ def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["calls"] == 12
 
 
+def test_eval_reranks_only_the_queries_the_qrels_judge(tmp_path, capsys) -> None:
+    """A query without judgments was reranked, its calls paid, then left out of every
+    number; --queries 2 could so give a report of fewer than two queries."""
+    records = [json.loads(line) for line in (DL19 / "bm25-top100.jsonl").open()][:3]
+    judged_qid = records[1]["qid"]
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(
+        "".join(
+            line
+            for line in (DL19 / "qrels.txt").open()
+            if line.split()[0] in (judged_qid, records[2]["qid"])
+        )
+    )
+    data = ["--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(qrels)]
+    report_path = tmp_path / "r.json"
+    args = [*data, "--depth", "3", "--queries", "1", "--report", str(report_path)]
+    assert main(["eval", *args, "--method", "pointwise-qlm"]) == 0
+    report = json.loads(report_path.read_text())
+    assert [row["qid"] for row in report["per_query"]] == [judged_qid]  # not records[0]
+    assert report["calls"] == 3  # one judged query at depth 3, nothing spent on the other
+    assert "41 of the 43 queries" in capsys.readouterr().err
+    qrels.write_text("nope 0 d1 1\n")
+    assert main(["eval", *args]) == 2
+    assert "none of the 43 queries" in capsys.readouterr().err
+
+
 def test_rerank_writes_a_trec_run_with_every_document(tmp_path) -> None:
     output = tmp_path / "run.trec"
     code = main(

@@ -19,6 +19,7 @@ from rankwise.backends.dry_run import DryRunBackend
 from rankwise.costs import PriceTable
 from rankwise.errors import InputError, RankwiseError
 from rankwise.evaluate import (
+    Qrels,
     QueryRecord,
     load_qrels,
     load_queries,
@@ -117,7 +118,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
         "on local models, pointwise on APIs with log-probs, else listwise",
     )
     parser.add_argument("--depth", type=_count, default=100, help="candidates reranked per query")
-    parser.add_argument("--queries", type=_count, default=None, help="only the first N queries")
+    parser.add_argument(
+        "--queries",
+        type=_count,
+        default=None,
+        help="only the first N queries (eval, calibrate: of those the qrels judge)",
+    )
     parser.add_argument(
         "--parallel-queries", type=_count, default=4, help="queries reranked at the same time"
     )
@@ -437,10 +443,29 @@ def _check_writable(path: str | Path, what: str) -> Path:
     raise InputError(f"the {what} {str(path)!r} {reason}")
 
 
+def _judged_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]:
+    """The queries the qrels judge, the first ``--queries`` of them, and the qrels. A query
+    without judgments would cost its calls and count for nothing, so it is not reranked."""
+    qrels = load_qrels(args.qrels)
+    records = load_queries(args.data)
+    judged = [record for record in records if record.qid in qrels]
+    if not judged:
+        raise InputError(
+            f"none of the {len(records)} queries in {args.data!r} is judged in "
+            f"{args.qrels!r}; check that both files use the same qids"
+        )
+    if len(judged) < len(records):
+        print(
+            f"rankwise: {len(records) - len(judged)} of the {len(records)} queries in "
+            f"{args.data} are not judged in {args.qrels}; they are skipped, not reranked",
+            file=sys.stderr,
+        )
+    return judged[: args.queries] if args.queries else judged, qrels
+
+
 def _eval(args: argparse.Namespace) -> int:
     _check_eval_outputs(args)
-    records = load_queries(args.data, args.queries)
-    qrels = load_qrels(args.qrels)
+    records, qrels = _judged_records(args)
     results, seconds = _run(args, records)
     report = build_report(args, records, results, qrels, seconds)
     if args.abstention:
@@ -523,8 +548,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from rankwise.abstain import Calibrator
 
     _check_writable(args.out, "calibrator file")
-    records = load_queries(args.data, args.queries)
-    qrels = load_qrels(args.qrels)
+    records, qrels = _judged_records(args)
     results, _ = _run(args, records)
     scores, metrics = _judged(records, results, qrels)
     if len(metrics) < 3:
