@@ -525,3 +525,19 @@ def test_a_local_path_that_holds_no_model_says_so(tmp_path, monkeypatch) -> None
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ModelNotFoundError, match=f"the folder '{empty}' holds no model"):
         TransformersBackend("~/empty")
+
+
+def test_a_framework_document_passed_to_the_core_names_its_adapter() -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from rankwise.inputs import normalise_documents
+
+    with pytest.raises(InputError, match=r"is a Document;.*langchain_rankwise\.RankwiseRerank"):
+        normalise_documents([Document(page_content="fleas")])
+    node = TextNode(text="fleas")
+    for given in (node, NodeWithScore(node=node, score=0.5)):
+        with pytest.raises(InputError, match=r"llama_index\.postprocessor\.rankwise"):
+            normalise_documents([given])
+    with pytest.raises(InputError, match=r"is a int; expected a str, a Candidate or a dict .*key$"):
+        normalise_documents([3])

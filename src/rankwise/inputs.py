@@ -58,8 +58,23 @@ def _to_candidate(document: object, position: int) -> Candidate:
         return _from_mapping(document, position)
     raise InputError(
         f"document {position} is a {type(document).__name__}; expected a str, a Candidate "
-        "or a dict with a 'text' key"
+        "or a dict with a 'text' key" + _framework_hint(document)
     )
+
+
+def _framework_hint(document: object) -> str:
+    """Where a framework's own document object belongs: its adapter keeps the objects."""
+    if hasattr(document, "page_content"):
+        return (
+            " (for LangChain Documents use langchain_rankwise.RankwiseRerank, which returns "
+            "the documents themselves, or pass [d.page_content for d in documents])"
+        )
+    if hasattr(document, "get_content") or hasattr(document, "node"):
+        return (
+            " (for LlamaIndex nodes use llama_index.postprocessor.rankwise.RankwiseRerank, "
+            "which returns the nodes themselves, or pass [n.get_content() for n in nodes])"
+        )
+    return ""
 
 
 def _from_mapping(document: Mapping[str, Any], position: int) -> Candidate:
