@@ -140,3 +140,16 @@ def test_the_agent_tool_answer_refuses_a_top_n_that_is_not_a_count() -> None:
     with pytest.raises(InputError, match=r"top_n must be a whole number or None, got 2\.5"):
         ranked.as_tool_result(top_n=2.5)
     assert len(ranked.as_tool_result(top_n=2)["results"]) == 2
+
+
+def test_a_reranker_shows_what_it_will_do() -> None:
+    from rankwise import OpenAIBackend, Reranker
+
+    assert repr(Reranker(top_n=3)) == (
+        "Reranker('pointwise-qlm', backend='local:default (loads on first use)', top_n=3)"
+    )
+    api = OpenAIBackend("gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
+    shown = repr(Reranker("pointwise", api, score_threshold=0.5, max_calls=10))
+    assert shown == (
+        "Reranker('pointwise', backend='openai:gpt-4o-mini', score_threshold=0.5, max_calls=10)"
+    )

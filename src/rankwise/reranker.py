@@ -331,6 +331,25 @@ class Reranker:
         """Synchronous :meth:`arerank`; safe to call inside a running event loop (Jupyter)."""
         return run_sync(self.arerank(query, documents, top_n=top_n))
 
+    def __repr__(self) -> str:
+        if self._backend is not None:
+            backend = f"{self._backend.kind}:{self._backend.model_name}"
+        else:
+            backend = f"local:{self._backend_spec or 'default'} (loads on first use)"
+        limits = {
+            "top_n": self.top_n,
+            "score_threshold": self.score_threshold,
+            "abstain": self.abstain,
+            "cache": str(self.cache.path) if self.cache is not None else None,
+            "deadline": self.deadline,
+            "max_calls": self.max_calls,
+            "max_tokens": self.max_tokens,
+        }
+        shown = "".join(
+            f", {name}={value!r}" for name, value in limits.items() if value is not None
+        )
+        return f"Reranker({self.method.name!r}, backend={backend!r}{shown})"
+
     async def _rank_nonempty(
         self, query: str, candidates: list[Candidate], context: RankContext
     ) -> MethodResult:
