@@ -82,6 +82,18 @@ def test_eval_reranks_only_the_queries_the_qrels_judge(tmp_path, capsys) -> None
     assert "none of the 43 queries" in capsys.readouterr().err
 
 
+def test_rerank_refuses_a_json_output_name_and_reads_the_suffix_in_any_case(tmp_path, capsys):
+    """--output run.json was written as a TREC run (text, not JSON), and RUN.JSONL too."""
+    args = ["rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "1"]
+    args += ["--depth", "2", "--method", "pointwise-qlm"]
+    assert main([*args, "--output", str(tmp_path / "run.json")]) == 2
+    assert "name it .jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "run.json").exists()
+    assert main([*args, "--output", str(tmp_path / "RUN.JSONL")]) == 0
+    line = json.loads((tmp_path / "RUN.JSONL").read_text().splitlines()[0])
+    assert len(line["items"]) == 2
+
+
 def test_rerank_writes_a_trec_run_with_every_document(tmp_path) -> None:
     output = tmp_path / "run.trec"
     code = main(

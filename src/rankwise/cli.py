@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rerank = commands.add_parser("rerank", help="rerank a JSONL file and write a run")
     _add_run_options(rerank)
-    rerank.add_argument("--output", required=True, help="run.trec or run.jsonl")
+    rerank.add_argument(
+        "--output",
+        required=True,
+        help="run.jsonl (one JSON object per query) or a TREC run (any other name: run.trec)",
+    )
     rerank.set_defaults(handler=_rerank)
 
     evaluate = commands.add_parser("eval", help="rerank and score against qrels")
@@ -565,10 +569,16 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _rerank(args: argparse.Namespace) -> int:
     _check_writable(args.output, "output file")
+    if Path(args.output).suffix.lower() == ".json":
+        raise InputError(
+            f"--output {args.output!r}: a run is written as JSON Lines (one object per query, "
+            "name it .jsonl) or as a TREC run (.trec, .txt or any other name); a .json file "
+            "would hold one of those under a name that says otherwise"
+        )
     records = load_queries(args.data, args.queries)
     results, seconds = _run(args, records)
     output = Path(args.output)
-    if output.suffix == ".jsonl":
+    if output.suffix.lower() == ".jsonl":
         with output.open("w", encoding="utf-8") as handle:
             for record, result in zip(records, results, strict=True):
                 handle.write(json.dumps({"qid": record.qid, **result.model_dump()}) + "\n")
