@@ -136,6 +136,27 @@ def test_demo_prints_before_and_after(capsys) -> None:
     assert f"reranking helped {better} of 2 queries and hurt {worse}" in out
 
 
+def test_demo_on_other_data_does_not_borrow_the_sample_judgments(tmp_path, capsys) -> None:
+    """Given --data without --qrels, the demo judged it with the sample's qrels and printed
+    a mean nDCG@10 of 0.0000 over no query, under 'TREC DL 2019' and 'BM25' headings."""
+    data = tmp_path / "own.jsonl"
+    line = {"qid": "q1", "query": "fleas", "candidates": [{"docid": "a", "text": "cats"}]}
+    data.write_text(
+        json.dumps(
+            {
+                **line,
+                "candidates": [*line["candidates"], {"docid": "b", "text": "fleas live a year"}],
+            }
+        )
+        + "\n"
+    )
+    assert main(["demo", "--data", str(data), "--depth", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "queries from own.jsonl" in out and "TREC DL 2019" not in out
+    assert "input top-5" in out and "BM25" not in out
+    assert "no judgments for these queries" in out and "mean" not in out
+
+
 def test_unreachable_server_is_a_clean_error(capsys) -> None:
     code = main(
         [

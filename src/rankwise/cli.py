@@ -596,27 +596,39 @@ def _sample_data(name: str) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    sample = args.data is None
     args.data = args.data or _sample_data("dl19_sample.jsonl")
-    qrels_path = args.qrels or _sample_data("dl19_sample_qrels.txt")
+    # The sample's judgments fit only the sample: other data is judged by --qrels or not at all.
+    qrels_path = args.qrels or (_sample_data("dl19_sample_qrels.txt") if sample else None)
     records = load_queries(args.data, args.queries)
-    qrels = load_qrels(qrels_path)
+    qrels = load_qrels(qrels_path) if qrels_path else {}
+    source = "TREC DL 2019 queries (BM25)" if sample else f"queries from {Path(args.data).name}"
+    first_stage = "BM25" if sample else "input"
+    where = (
+        "the local model (the first load converts it once)"
+        if args.backend == "local"
+        else f"{args.model} over the API"
+    )
     print(
-        f"rankwise demo: reranking the BM25 top-{args.depth} of {len(records)} TREC DL 2019 "
-        f"queries with method {args.method!r} on the local model (first load converts it once)."
+        f"rankwise demo: reranking the top {args.depth} of {len(records)} {source} with "
+        f"method {args.method!r} on {where}."
     )
     results, seconds = _run(args, records)
     report = build_report(args, records, results, qrels, seconds)
     for record, result in zip(records, results, strict=True):
-        _print_query(record, result, qrels.get(record.qid, {}), args.depth)
+        _print_query(record, result, qrels.get(record.qid, {}), args.depth, first_stage)
     print("\n" + "=" * 78)
-    print(f"{'qid':>10}  {'BM25 nDCG@10':>13}  {'reranked nDCG@10':>17}")
-    for row in report["per_query"]:
-        print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
-    print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
-    print(
-        f"reranking helped {report['queries_improved']} of {report['queries']} queries "
-        f"and hurt {report['queries_worsened']}"
-    )
+    if report["queries"]:
+        print(f"{'qid':>10}  {first_stage + ' nDCG@10':>13}  {'reranked nDCG@10':>17}")
+        for row in report["per_query"]:
+            print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
+        print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
+        print(
+            f"reranking helped {report['queries_improved']} of {report['queries']} queries "
+            f"and hurt {report['queries_worsened']}"
+        )
+    else:
+        print("no judgments for these queries, so no nDCG@10; pass --qrels to score them")
     print(
         f"model {report['model']}, {report['calls']} LLM calls, "
         f"{report['prompt_tokens']} prompt tokens, {seconds:.1f} s"
@@ -625,11 +637,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _print_query(
-    record: QueryRecord, result: RankedList, judged: dict[str, int], depth: int
+    record: QueryRecord, result: RankedList, judged: dict[str, int], depth: int, first_stage: str
 ) -> None:
     print(f"\nquery {record.qid}: {record.query}")
     before = record.documents(depth)[:5]
-    print("  BM25 top-5                                 | reranked top-5")
+    print(f"  {first_stage + ' top-5':38} | reranked top-5")
     for old, new in zip(before, result.items[:5], strict=False):
         left = f"[rel {judged.get(old['id'], '-')}] {old['text'][:30]!s:30}"
         right = f"[rel {judged.get(new.id, '-')}] {new.text[:30]!s:30} ({new.score:.3f})"
