@@ -113,6 +113,14 @@ def test_a_field_changed_after_use_takes_effect(index, local_backend) -> None:
     assert post.last_result.method == "pointwise"
 
 
+def test_reranker_options_go_through_method_options(tmp_path, local_backend) -> None:
+    options = {"cache": str(tmp_path / "c.sqlite"), "deadline": 30, "max_passage_tokens": 64}
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend, method_options=options)
+    reranker = post.reranker
+    assert reranker.deadline == 30 and reranker.method.max_passage_tokens == 64
+    assert str(reranker.cache.path) == options["cache"]
+
+
 def test_bad_fields_are_refused_when_the_postprocessor_is_built(local_backend) -> None:
     with pytest.raises(UnknownMethodError, match="unknown method 'pointwse'"):
         RankwiseRerank(method="pointwse", backend=local_backend)

@@ -44,6 +44,8 @@ class RankwiseRerank(BaseDocumentCompressor):
     score_threshold: float | None = None
     abstain: Abstention | None = None
     method_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the method (``max_passage_tokens=64``) and of the Reranker (``cache``,
+    ``deadline``, ``max_calls``, ``max_tokens``, ``prompts``)."""
 
     _rerankers: AdapterReranker = PrivateAttr(default_factory=AdapterReranker)
     _last: RankedList | None = PrivateAttr(default=None)

@@ -67,7 +67,11 @@ class RankwiseRerank(BaseNodePostprocessor):
     llm_logprobs: bool = Field(default=False, description="The LLM returns log-probs.")
     score_threshold: float | None = Field(default=None, description="Minimum score to keep.")
     abstain: Abstention | None = Field(default=None, description="Abstention rule.")
-    method_options: dict[str, Any] = Field(default_factory=dict)
+    method_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the method (max_passage_tokens=64) and of the Reranker "
+        "(cache, deadline, max_calls, max_tokens, prompts).",
+    )
 
     _rerankers: AdapterReranker = PrivateAttr(default_factory=AdapterReranker)
     _last: RankedList | None = PrivateAttr(default=None)
