@@ -607,7 +607,7 @@ def _demo(args: argparse.Namespace) -> int:
     where = (
         "the local model (the first load converts it once)"
         if args.backend == "local"
-        else f"{args.model} over the API"
+        else f"{args.model or 'the served model'} over the API"
     )
     print(
         f"rankwise demo: reranking the top {args.depth} of {len(records)} {source} with "
