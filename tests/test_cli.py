@@ -209,8 +209,9 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_call(
         assert main([*common, flag, str(path)]) == 2
         assert f"the {what} '{path}' {reason}" in capsys.readouterr().err
     assert stub.requests == []  # refused before any model call
-    assert main([*common, flag, str(tmp_path / "out.json")]) == 0
-    assert (tmp_path / "out.json").stat().st_size > 0 and len(stub.requests) == 9
+    written = tmp_path / ("run.jsonl" if command == "rerank" else "out.json")
+    assert main([*common, flag, str(written)]) == 0
+    assert written.stat().st_size > 0 and len(stub.requests) == 9
 
 
 def test_eval_refuses_an_abstention_or_plot_it_could_not_finish_before_any_call(

@@ -136,7 +136,9 @@ async def test_a_refused_request_is_not_reported_as_retried(stub) -> None:
     with pytest.raises(BackendError, match=r"refused the request .*logprobs=False") as raised:
         await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS[:2])
     assert "after retries" not in str(raised.value)
-    assert len(stub.requests) == 2  # one per document, none retried
+    # The refusal cancels the sibling call, which may be cut off mid-send (an empty body).
+    asked = [user_text(request) for request in stub.requests if request]
+    assert asked and len(asked) == len(set(asked))  # no document asked twice: no retry
     plain = backend_for(stub, logprobs=False)
     with pytest.raises(BackendError, match=r"failed: PermissionDeniedError") as raised:
         await Reranker("listwise", plain).arerank("q", DOCS[:2])
