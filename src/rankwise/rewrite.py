@@ -30,7 +30,7 @@ from rankwise.backends.base import Backend
 from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
 from rankwise.errors import InputError
 from rankwise.inputs import normalise_query
-from rankwise.prompts import PromptLibrary, available_prompts, check_fields
+from rankwise.prompts import PromptLibrary, check_fields
 from rankwise.types import Trace, Usage
 
 Strategy = Literal[
@@ -127,10 +127,9 @@ class QueryRewriter:
         self.include_original = include_original
         self.max_tokens = max_tokens
         self.prompts = PromptLibrary(prompts)
-        self.prompts.check_names(prefix="rewrite_")
-        packaged = set(available_prompts())
+        self.prompts.check_names(prefix="rewrite_")  # every rewrite_* name is a packaged one
         for name in prompts or {}:  # its own templates; others (a reranker's) are not its to judge
-            if name.startswith("rewrite_") and name in packaged:
+            if name.startswith("rewrite_"):
                 fills = {"question"} if name == "rewrite_select" else {"question", "chat_history"}
                 check_fields(self.prompts.get(name), frozenset(fills))
 
