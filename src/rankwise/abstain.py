@@ -261,17 +261,24 @@ class Calibrator:
                 f"the calibrator in {str(path)!r} has {len(calibrator.weights)} weights for "
                 f"n={calibrator.n}; refit it with `rankwise calibrate`"
             )
-        for name, wanted, fitted in (
-            ("method", method, calibrator.method),
-            ("model", model, calibrator.model),
-        ):
-            if wanted is not None and fitted and wanted != fitted:
-                warnings.warn(
-                    f"calibrator {path} was fitted for {name} {fitted!r}, not {wanted!r}; "
-                    "its confidences may be off — refit with `rankwise calibrate`",
-                    stacklevel=2,
-                )
+        for what, used in (("method", method), ("model", model)):
+            if used is not None:
+                calibrator.warn_if_fitted_for_another(what, used, f"calibrator {path}")
         return calibrator
+
+    def warn_if_fitted_for_another(
+        self, what: Literal["method", "model"], used: str, name: str = "the calibrator"
+    ) -> None:
+        """Warn when the calibrator was fitted for another method or model than ``used``: it
+        learnt one method's scores from one model, and with others its confidences are off,
+        though nothing fails. The warning points at the caller of the caller."""
+        fitted = getattr(self, what)
+        if fitted and fitted != used:
+            warnings.warn(
+                f"{name} was fitted for {what} {fitted!r}, and this run uses {used!r}; its "
+                "confidences may be off, so refit it with `rankwise calibrate`",
+                stacklevel=3,
+            )
 
 
 # --------------------------------------------------------------------------- evaluation

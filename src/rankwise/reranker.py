@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,7 +148,7 @@ class Reranker:
                 + self._auto_note
             )
         if isinstance(abstain, Calibrator):
-            _warn_if_fitted_for_another(abstain, "method", self.method.name)
+            abstain.warn_if_fitted_for_another("method", self.method.name)
         self.top_n = top_n
         self.score_threshold = score_threshold
         self.abstain = abstain
@@ -191,7 +190,7 @@ class Reranker:
 
     def _check(self, backend: Backend) -> None:
         if isinstance(self.abstain, Calibrator):
-            _warn_if_fitted_for_another(self.abstain, "model", backend.model_name)
+            self.abstain.warn_if_fitted_for_another("model", backend.model_name)
         missing = self.method.missing_capabilities(backend.capabilities)
         if missing:
             usable = methods_supported_by(backend.capabilities)
@@ -399,15 +398,3 @@ def _ranked_items(
         )
         for rank, position in enumerate(order, start=1)
     ]
-
-
-def _warn_if_fitted_for_another(calibrator: Calibrator, what: str, used: str) -> None:
-    """A calibrator learns one method's scores from one model; with others its confidences
-    are off, though nothing fails."""
-    fitted = getattr(calibrator, what)
-    if fitted and fitted != used:
-        warnings.warn(
-            f"the calibrator was fitted for {what} {fitted!r}, and this Reranker uses {used!r}; "
-            "its confidences may be off, so refit it with `rankwise calibrate`",
-            stacklevel=3,
-        )
