@@ -501,7 +501,8 @@ def _check_eval_outputs(args: argparse.Namespace) -> None:
 
 
 def _judged(records, results, qrels):  # type: ignore[no-untyped-def]
-    pairs = [(r, res) for r, res in zip(records, results, strict=True) if r.qid in qrels]
+    """Each query's scores and nDCG@10; ``records`` are judged ones (``_judged_records``)."""
+    pairs = list(zip(records, results, strict=True))
     scores = [[item.score for item in res.items] for _, res in pairs]
     metrics = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in pairs]
     return scores, metrics
@@ -568,8 +569,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _rerank(args: argparse.Namespace) -> int:
-    _check_writable(args.output, "output file")
-    if Path(args.output).suffix.lower() == ".json":
+    output = _check_writable(args.output, "output file")
+    if output.suffix.lower() == ".json":
         raise InputError(
             f"--output {args.output!r}: a run is written as JSON Lines (one object per query, "
             "name it .jsonl) or as a TREC run (.trec, .txt or any other name); a .json file "
@@ -577,7 +578,6 @@ def _rerank(args: argparse.Namespace) -> int:
         )
     records = load_queries(args.data, args.queries)
     results, seconds = _run(args, records)
-    output = Path(args.output)
     if output.suffix.lower() == ".jsonl":
         with output.open("w", encoding="utf-8") as handle:
             for record, result in zip(records, results, strict=True):
