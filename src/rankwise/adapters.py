@@ -13,17 +13,17 @@ from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 
 
-def reranker_for(settings: Any, *, loaded: Backend | None = None) -> Reranker:
-    """The Reranker an adapter's fields describe: ``method``, ``backend`` or ``llm`` (a
-    framework model, or ``"settings"`` for LlamaIndex's ``Settings.llm``), ``llm_logprobs``,
-    ``top_n``, ``score_threshold``, ``abstain`` and ``method_options``.
+def reranker_for(settings: Any, *, llm: Any, loaded: Backend | None = None) -> Reranker:
+    """The Reranker an adapter's fields describe: ``method``, ``backend``, ``llm_logprobs``,
+    ``top_n``, ``score_threshold``, ``abstain`` and ``method_options``, with ``llm`` the
+    framework model its ``llm`` field stands for (``Settings.llm`` for ``"settings"``).
 
     ``loaded`` is a backend already built from these same backend fields; it is used in their
     place, so that a local model is not loaded again."""
     return make_reranker(
         method=settings.method,
         backend=settings.backend,
-        llm=_framework_llm(settings.llm),
+        llm=llm,
         llm_logprobs=settings.llm_logprobs,
         top_n=settings.top_n,
         score_threshold=settings.score_threshold,
@@ -67,7 +67,7 @@ class AdapterReranker:
                 return self._reranker
             if _same(fields[:3], self._fields[:3]):  # the same backend fields
                 loaded = self._reranker.loaded_backend
-        reranker = reranker_for(settings, loaded=loaded)
+        reranker = reranker_for(settings, llm=fields[1], loaded=loaded)  # llm resolved once
         self._reranker, self._fields = reranker, fields
         return reranker
 
