@@ -329,3 +329,78 @@ def test_calibrate_refuses_an_abstention_rate_of_one_or_more(capsys) -> None:
     assert (
         "argument --abstention-rate: expected a number in [0, 1), got 1" in capsys.readouterr().err
     )
+
+
+def _local_eval(tmp_path, *extra: str) -> list[str]:
+    """An eval on a local model that does not exist: a check that ran after the load would
+    report the missing model instead of what it checks."""
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
+    return [*args, "--depth", "3", "--model", str(tmp_path / "no-such-model"), *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "listwise", "-o", "windw=5"], "bad options for method 'listwise': 'windw'"),
+        (["--method", "listwise", "-o", "window=abc"], "window must be a whole number"),
+        (["--prices", "absent-prices.json"], "could not read the price table absent-prices.json"),
+        (["--abstention", "cv", "--queries", "2"], "needs at least 3; this run has 2"),
+        (
+            ["--abstention", "cv", "--queries", "3", "--method", "listwise"],
+            "--abstention reads the scores, and method 'listwise' gives rank-only scores",
+        ),
+    ],
+)
+def test_eval_checks_options_prices_and_abstention_before_the_model_loads(
+    tmp_path, capsys, extra, message
+) -> None:
+    """A misspelt option was refused only once the local model had loaded; an unreadable
+    price table, too few queries for --abstention cv, or a method whose scores are only
+    ranks, only after every query had been reranked."""
+    assert main(_local_eval(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-such-model" not in err
+
+
+def test_the_local_model_checks_above_do_fail_on_the_missing_model(tmp_path, capsys) -> None:
+    assert main(_local_eval(tmp_path, "--queries", "1")) == 2
+    assert "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--queries", "2"], "calibration needs at least 3 judged queries; this run has 2"),
+        (["--queries", "3", "--method", "first"], "a calibrator reads the scores, and method"),
+    ],
+)
+def test_calibrate_checks_its_queries_and_method_before_the_model_loads(
+    tmp_path, capsys, extra, message
+) -> None:
+    """Both were refused after every query had been reranked (a rank-only method not at
+    all: it wrote a calibrator whose confidence is the same for every query)."""
+    args = _local_eval(tmp_path, "--out", str(tmp_path / "c.json"), *extra)
+    assert main(["calibrate", *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-such-model" not in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_an_api_eval_refuses_a_bad_price_table_or_rank_only_abstention_before_any_call(
+    stub, tmp_path, capsys
+) -> None:
+    from tests.oracle import oracle
+
+    stub.handler = oracle
+    common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "3"]
+    common += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "3", "--backend", "openai"]
+    common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    broken = tmp_path / "prices.json"
+    broken.write_text('{"oracle": {"input": 1}}')
+    assert main([*common, "--method", "pointwise", "--prices", str(broken)]) == 2
+    assert "price table" in capsys.readouterr().err
+    assert main([*common, "--method", "listwise", "--abstention", "cv"]) == 2
+    assert "method 'listwise' gives rank-only scores" in capsys.readouterr().err
+    assert stub.requests == []
+    assert main([*common, "--method", "pointwise", "--abstention", "cv"]) == 0
+    assert len(stub.requests) == 9

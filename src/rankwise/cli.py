@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,13 @@ from rankwise.evaluate import (
     ndcg_at_k,
     write_trec_run,
 )
-from rankwise.methods import AUTO, method_names
+from rankwise.methods import AUTO, RankingMethod, method_names, scoring_method_names
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList, Usage
+
+MIN_LABELLED_QUERIES = 3
+"""Fewest judged queries ``calibrate`` and ``eval --abstention cv`` accept: a calibrator
+fits on at least two reference queries, and each split also holds out a test query."""
 
 DEMO_METHOD = "pointwise-qlm"
 DEMO_QUERIES = 5
@@ -214,8 +219,7 @@ def method_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def make_backend(args: argparse.Namespace) -> Backend:
-    """Build the backend the command-line options describe."""
-    _check_backend_options(args)
+    """Build the backend the command-line options describe (checked by :func:`check_run`)."""
     if args.backend == "openai":
         from rankwise.backends.openai import OpenAIBackend
 
@@ -263,13 +267,53 @@ async def rerank_all(
         progress.close()
 
 
-def _run(args: argparse.Namespace, records: list[QueryRecord]) -> tuple[list[RankedList], float]:
+@dataclass(frozen=True)
+class RunSetup:
+    """What a command checked before any model loads or call is paid for."""
+
+    options: dict[str, Any]
+    """The ``-o KEY=VALUE`` method options."""
+    prices: PriceTable | None
+    """The price table of ``--prices`` or ``RANKWISE_PRICES``, if any."""
+    scores_for: str | None = None
+    """What reads the run's scores (a calibrator, say), so a rank-only method is refused."""
+
+
+def check_run(args: argparse.Namespace, *, scores_for: str | None = None) -> RunSetup:
+    """Refuse what a run could only fail on after loading the model or paying for calls:
+    bad backend options, a method option it does not take, an unreadable price table, and,
+    when ``scores_for`` names what reads the scores, a method whose scores are only ranks.
+    """
+    _check_backend_options(args)
+    options = method_options(args.option)
+    prices = _price_table(args)
+    if args.backend == "local":
+        # Built on the model's name, a Reranker checks the method, its options and prompts
+        # against what a local model can do in milliseconds; loading takes seconds.
+        method = Reranker(args.method, args.model or "default", **options).method
+        _check_scores(method, scores_for)
+    return RunSetup(options, prices, scores_for)
+
+
+def _check_scores(method: RankingMethod, scores_for: str | None) -> None:
+    if scores_for and method.score_kind == "rank":
+        raise InputError(
+            f"{scores_for} reads the scores, and method {method.name!r} gives rank-only "
+            "scores, whose confidence is the same for every query; use a method that "
+            f"scores ({', '.join(scoring_method_names())})"
+        )
+
+
+def _run(
+    args: argparse.Namespace, setup: RunSetup, records: list[QueryRecord]
+) -> tuple[list[RankedList], float]:
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend, cache=args.cache, **method_options(args.option))
+    reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name  # what "auto" stands for, in reports and run tags
 
     async def work() -> list[RankedList]:
         try:
+            _check_scores(reranker.method, setup.scores_for)  # an API's "auto" is known now
             return await rerank_all(reranker, records, args.depth, args.parallel_queries)
         finally:
             await backend.aclose()
@@ -289,6 +333,7 @@ def build_report(
     results: Sequence[RankedList],
     qrels: dict[str, dict[str, int]],
     seconds: float,
+    setup: RunSetup,
 ) -> dict[str, Any]:
     """The eval report: the keys DESIGN.md promises, plus per-query detail."""
     judged = [(r, res) for r, res in zip(records, results, strict=True) if r.qid in qrels]
@@ -297,10 +342,10 @@ def build_report(
     ]
     after = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in judged]
     usage = _total_usage(results)
-    prices = _price_table(args)
+    prices = setup.prices
     return {
         "method": args.method,
-        "options": method_options(args.option),
+        "options": setup.options,
         "model": results[0].model if results else args.model,
         "backend": args.backend,
         "queries": len(judged),
@@ -361,8 +406,9 @@ def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
     args.data = args.data or _sample_data("dl19_sample.jsonl")
     records = load_queries(args.data, args.queries)
+    setup = check_run(args)
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend, **method_options(args.option))
+    reranker = Reranker(args.method, backend, **setup.options)
     args.method = reranker.method.name
 
     async def work() -> list[Usage]:
@@ -377,7 +423,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     fixed = all(b.exact for b in bounds)
     exact_tokens = DryRunBackend(backend).exact_prompt_tokens
     most = Usage.sum(_scaled(usage, b.most) for usage, b in zip(usages, bounds, strict=True))
-    prices = _price_table(args)
+    prices = setup.prices
     prediction = {
         "dry_run": True,
         "method": args.method,
@@ -470,8 +516,15 @@ def _judged_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]
 def _eval(args: argparse.Namespace) -> int:
     _check_eval_outputs(args)
     records, qrels = _judged_records(args)
-    results, seconds = _run(args, records)
-    report = build_report(args, records, results, qrels, seconds)
+    if args.abstention == "cv" and len(records) < MIN_LABELLED_QUERIES:
+        raise InputError(
+            f"--abstention cv splits the judged queries into reference and test sets, 5 "
+            f"times, and needs at least {MIN_LABELLED_QUERIES}; this run has {len(records)}"
+            + (" (raise --queries)" if args.queries else "")
+        )
+    setup = check_run(args, scores_for="--abstention" if args.abstention else None)
+    results, seconds = _run(args, setup, records)
+    report = build_report(args, records, results, qrels, seconds, setup)
     if args.abstention:
         report["abstention"] = abstention_report(args, records, results, qrels)
     summary = {k: v for k, v in report.items() if k != "per_query"}
@@ -554,10 +607,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     _check_writable(args.out, "calibrator file")
     records, qrels = _judged_records(args)
-    results, _ = _run(args, records)
+    if len(records) < MIN_LABELLED_QUERIES:
+        raise InputError(
+            f"calibration needs at least {MIN_LABELLED_QUERIES} judged queries; this run "
+            f"has {len(records)}" + (" (raise --queries)" if args.queries else "")
+        )
+    setup = check_run(args, scores_for="a calibrator")
+    results, _ = _run(args, setup, records)
     scores, metrics = _judged(records, results, qrels)
-    if len(metrics) < 3:
-        raise RankwiseError("calibration needs at least 3 judged queries")
     calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
     calibrator.fit(scores, metrics, abstention_rate=args.abstention_rate)
     calibrator.save(args.out)
@@ -577,7 +634,7 @@ def _rerank(args: argparse.Namespace) -> int:
             "would hold one of those under a name that says otherwise"
         )
     records = load_queries(args.data, args.queries)
-    results, seconds = _run(args, records)
+    results, seconds = _run(args, check_run(args), records)
     if output.suffix.lower() == ".jsonl":
         with output.open("w", encoding="utf-8") as handle:
             for record, result in zip(records, results, strict=True):
@@ -602,6 +659,7 @@ def _demo(args: argparse.Namespace) -> int:
     qrels_path = args.qrels or (_sample_data("dl19_sample_qrels.txt") if sample else None)
     records = load_queries(args.data, args.queries)
     qrels = load_qrels(qrels_path) if qrels_path else {}
+    setup = check_run(args)
     source = "TREC DL 2019 queries (BM25)" if sample else f"queries from {Path(args.data).name}"
     first_stage = "BM25" if sample else "input"
     where = (
@@ -613,8 +671,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"rankwise demo: reranking the top {args.depth} of {len(records)} {source} with "
         f"method {args.method!r} on {where}."
     )
-    results, seconds = _run(args, records)
-    report = build_report(args, records, results, qrels, seconds)
+    results, seconds = _run(args, setup, records)
+    report = build_report(args, records, results, qrels, seconds, setup)
     for record, result in zip(records, results, strict=True):
         _print_query(record, result, qrels.get(record.qid, {}), args.depth, first_stage)
     print("\n" + "=" * 78)

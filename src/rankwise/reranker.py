@@ -23,6 +23,7 @@ from rankwise.methods import (
     build_method,
     default_method,
     methods_supported_by,
+    scoring_method_names,
 )
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary, check_fields
@@ -135,7 +136,7 @@ class Reranker:
         if abstain is not None and self.method.score_kind == "rank":
             raise InputError(
                 f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
-                "abstain with a method that scores (pointwise, pointwise-qlm, prp-allpair, icr)"
+                f"abstain with a method that scores ({', '.join(scoring_method_names())})"
                 + self._auto_note
             )
         if isinstance(abstain, Abstention) and not self.method.absolute_scores:

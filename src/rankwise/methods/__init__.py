@@ -38,6 +38,11 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+def scoring_method_names() -> list[str]:
+    """Methods whose scores say more than the rank: what confidence and abstention read."""
+    return [name for name, cls in METHODS.items() if cls.score_kind != "rank"]
+
+
 WHOLE_NUMBER_OPTIONS: dict[str, int | None] = {
     "max_passage_tokens": 1,
     "max_words": 1,
@@ -125,4 +130,5 @@ __all__ = [
     "default_method",
     "method_names",
     "methods_supported_by",
+    "scoring_method_names",
 ]
