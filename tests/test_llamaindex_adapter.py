@@ -161,6 +161,44 @@ async def test_retriever_and_abstention(index, local_backend) -> None:
     assert never.last_result.abstained
 
 
+async def test_retriever_reads_the_chat_engines_memory_for_a_conversational_rewrite(
+    index, local_backend, stub
+) -> None:
+    """The LlamaIndex retriever had no way to pass earlier turns, so a conversational
+    rewrite in a chat engine always saw an empty history."""
+    from llama_index.core.chat_engine import ContextChatEngine
+    from llama_index.core.memory import ChatMemoryBuffer
+
+    from rankwise import OpenAIBackend
+    from rankwise.rewrite import QueryRewriter
+    from tests.stub_server import Reply, completion, user_text
+
+    stub.handler = lambda request: Reply(body=completion("How long does a cat flea live?"))
+    vector_index, query = index
+    base = vector_index.as_retriever(similarity_top_k=3)
+    rewriter = QueryRewriter(OpenAIBackend("stub", base_url=stub.base_url), ["conversational"])
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    memory = ChatMemoryBuffer.from_defaults()
+    retriever = RankwiseRetriever(base, post, rewrite=rewriter, memory=memory)
+    engine = ContextChatEngine.from_defaults(retriever=retriever, memory=memory, llm=MockLLM())
+
+    await engine.achat(query)
+    assert any("no chat history" in e.message for e in post.last_result.trace.events)
+    await engine.achat("and on cats?")
+    asked = user_text(stub.requests[-1])
+    assert f"user: {query}" in asked and "assistant: " in asked
+    assert "and on cats?" not in asked.split("user: ")[1]
+    searched = post.last_result.trace.events[-1].data["queries"]
+    assert searched == ["and on cats?", "How long does a cat flea live?"]
+    pool = {n.node.node_id for q in searched for n in await base.aretrieve(q)}
+    assert sorted(item.id for item in post.last_result.items) == sorted(pool)
+
+    with pytest.raises(InputError, match="memory is read only by a QueryRewriter"):
+        RankwiseRetriever(base, post, memory=memory)
+    with pytest.raises(InputError, match="memory must be a LlamaIndex memory"):
+        RankwiseRetriever(base, post, rewrite=rewriter, memory=["user: hi"])  # type: ignore[arg-type]
+
+
 async def test_function_tool(index, local_backend) -> None:
     vector_index, query = index
     post = RankwiseRerank(method="pointwise-qlm", backend=local_backend)

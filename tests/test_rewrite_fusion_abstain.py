@@ -396,6 +396,38 @@ async def test_a_rewrite_function_that_returns_one_string_searches_it_once(
         await RetrievalPipeline(reranker, rewrite=not_queries).arun(QUESTION, retrieve)
 
 
+async def test_the_pipeline_searches_each_distinct_query_once(rewriter_backend) -> None:
+    """A rewrite function's repeats (or an echo of the question) were each searched again,
+    so the retriever was paid twice and that list counted twice in the fusion; a blank query
+    reached the retriever before the Reranker refused it."""
+    corpus = relevance_docs([0.2, 0.8, 0.5, 0.1])
+    searched: list[str] = []
+
+    async def retrieve(text: str) -> list[Candidate]:
+        searched.append(text)
+        return [Candidate(**doc) for doc in corpus]
+
+    async def repetitive(query: str) -> list[str]:
+        return ["Flea lifespan", " flea lifespan", query.upper(), "", "flea LIFESPAN", "cats"]
+
+    reranker = Reranker("listwise", rewriter_backend)
+    pipeline = RetrievalPipeline(reranker, rewrite=repetitive)
+    ranked = await pipeline.arun(QUESTION, retrieve)
+    assert searched == [QUESTION, "Flea lifespan", "cats"]
+    assert sorted(ranked.ids) == sorted(doc["id"] for doc in corpus)
+    searches = [e for e in ranked.trace.events if e.message.startswith("searched with")]
+    assert [e.message for e in searches] == ["searched with 3 queries (2 rewrites)"]
+    assert searches[0].data["queries"] == searched
+
+    searched.clear()
+    for blank in ("", "  \n"):
+        with pytest.raises(InputError, match="query is empty"):
+            await pipeline.arun(blank, retrieve)
+    with pytest.raises(InputError, match="query must be a str, got int"):
+        await pipeline.arun(7, retrieve)  # type: ignore[arg-type]
+    assert searched == []
+
+
 async def test_rewriting_counts_its_retries(stub) -> None:
     failures = {"left": 1}
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from rankwise._concurrency import gather_all
 from rankwise.errors import InputError
 from rankwise.fusion import check_rrf_k, reciprocal_rank_fusion
+from rankwise.inputs import normalise_query
 from rankwise.reranker import Reranker
 from rankwise.rewrite import QueryRewriter, RewriteResult
 from rankwise.types import Candidate, RankedList
@@ -46,6 +47,9 @@ class RetrievalPipeline:
         and ``chat_history`` (the earlier turns, as text) reaches its ``conversational``
         strategy.
         """
+        query = normalise_query(query)
+        if not query.strip():
+            raise InputError("query is empty; pass the text to search and rank documents for")
         if chat_history and not isinstance(self.rewrite, QueryRewriter):
             raise InputError(
                 "chat_history is read only by a QueryRewriter (its 'conversational' "
@@ -63,20 +67,34 @@ class RetrievalPipeline:
             rewrites = _as_queries(await self.rewrite(query))
         else:
             rewrites = []
-        queries += [q for q in rewrites if q.strip() and q != query]
+        queries = _distinct(queries + rewrites)
         lists = await gather_all(retrieve(q) for q in queries)
         pool = list(lists[0]) if len(lists) == 1 else reciprocal_rank_fusion(lists, k=self.rrf_k)
         ranked = await self.reranker.arerank(query, pool)
         if rewriting is not None:
             ranked.usage.add(rewriting.usage)
             ranked.trace.events[:0] = rewriting.trace.events
+            calls = f", {rewriting.usage.calls} rewriting calls"
+        else:
+            calls = ""
+        if self.rewrite is not None:
             ranked.trace.record(
                 "info",
-                f"searched with {len(queries)} queries ({len(queries) - 1} rewrites, "
-                f"{rewriting.usage.calls} rewriting calls)",
+                f"searched with {len(queries)} queries ({len(queries) - 1} rewrites{calls})",
                 queries=queries,
             )
         return ranked
+
+
+def _distinct(queries: Sequence[str]) -> list[str]:
+    """The queries in order, without blank ones or repeats (ignoring surrounding spaces and
+    case, as :class:`~rankwise.rewrite.QueryRewriter` does): a query searched twice would be
+    paid for twice and its list would count twice in the fusion."""
+    kept: dict[str, str] = {}
+    for query in queries:
+        if query.strip():
+            kept.setdefault(query.strip().casefold(), query)
+    return list(kept.values())
 
 
 def _as_queries(returned: object) -> list[str]:
