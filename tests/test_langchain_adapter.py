@@ -14,7 +14,13 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
 
-from rankwise import InputError, OpenAIBackend, Reranker, UnknownMethodError
+from rankwise import (
+    BackendUnavailableError,
+    InputError,
+    OpenAIBackend,
+    Reranker,
+    UnknownMethodError,
+)
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import user_text
@@ -237,6 +243,37 @@ async def test_tools_have_typed_schemas_and_work(store, local_backend) -> None:
     assert set(search.args) == {"query", "top_n"}
     found = search.invoke({"query": query, "top_n": 3})
     assert len(found["results"]) == 3 and found["abstained"] is False
+
+
+async def test_an_agents_empty_query_comes_back_to_it_as_the_tool_answer(
+    store, local_backend
+) -> None:
+    """An empty query raised InputError out of the tool, ending the agent's run; a failing
+    backend still raises."""
+    vector_store, _ = store
+    reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    tools = [
+        (rankwise_tool(reranker), {"passages": ["fleas", "cats"]}),
+        (rankwise_tool(reranker, retriever=vector_store.as_retriever()), {}),
+    ]
+    for tool, arguments in tools:
+        answer = await tool.ainvoke({"query": " ", **arguments})
+        assert answer.startswith("the query is empty; call the tool again")
+        call = {
+            "name": tool.name,
+            "args": {"query": "", **arguments},
+            "id": "1",
+            "type": "tool_call",
+        }
+        message = tool.invoke(call)
+        assert message.status == "error" and "the query is empty" in message.content
+
+    broken = RankwiseRerank(
+        method="pointwise",
+        backend=OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", max_retries=0),
+    )
+    with pytest.raises(BackendUnavailableError, match="could not reach"):
+        await rankwise_tool(broken).ainvoke({"query": "q", "passages": ["a"]})
 
 
 async def test_two_queries_rerank_concurrently(stub) -> None:

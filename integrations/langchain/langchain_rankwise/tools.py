@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.tools import StructuredTool
+from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
 from langchain_rankwise._convert import to_candidates
@@ -37,10 +37,16 @@ def rankwise_tool(
 ) -> StructuredTool:
     """A structured tool: with ``retriever``, "search with reranking"; without, "rerank these
     passages for this query". Results are JSON: rank, id, score and text per passage, plus
-    ``abstained`` and ``confidence``."""
+    ``abstained`` and ``confidence``.
+
+    An empty query from the agent comes back to it as the tool's answer, an error message it
+    can act on (a ``ToolException``, with ``handle_tool_error=True``), instead of ending the
+    agent's run; arguments that do not fit the schema are LangChain's validation errors, and
+    a failing backend or a misconfigured reranker still raises."""
     if retriever is None:
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
+            _check_query(query, "rank passages for")
             ranked = await reranker.reranker.arerank(query, passages)
             return ranked.as_tool_result(top_n)
 
@@ -51,9 +57,11 @@ def rankwise_tool(
             description=description
             or "Rank passages by how well they answer a query; returns the best ones first.",
             args_schema=RerankInput,
+            handle_tool_error=True,
         )
 
     async def search(query: str, top_n: int = 3) -> dict[str, Any]:
+        _check_query(query, "search for")
         candidates, _ = to_candidates(await retriever.ainvoke(query))
         ranked = await reranker.reranker.arerank(query, candidates)
         return ranked.as_tool_result(top_n)
@@ -65,4 +73,11 @@ def rankwise_tool(
         description=description
         or "Search the knowledge base and return the most relevant passages, best first.",
         args_schema=SearchInput,
+        handle_tool_error=True,
     )
+
+
+def _check_query(query: str, purpose: str) -> None:
+    """An empty query is the agent's mistake: tell it, as the tool's answer."""
+    if not query.strip():
+        raise ToolException(f"the query is empty; call the tool again with the text to {purpose}")
