@@ -61,6 +61,43 @@ async def test_multi_query_output_is_cleaned(rewriter_backend) -> None:
     assert result.usage.calls == 1
 
 
+def test_list_marks_lead_ins_and_echoes_are_not_queries() -> None:
+    """The embedded model's own multi-query answer: "- 1." (two marks) and "Options:" were
+    kept as queries, and the question echoed with a "?" counted as a rewrite; "e.g." and
+    "3.5" lost their first characters as if they were list marks."""
+    from rankwise.rewrite import clean_lines
+
+    answer = (
+        "1. How long is life cycle of flea?\n2. How long does it take to make a new life "
+        "cycle?\n3. How long does it take to make a new life cycle?\n\nOptions:\n- 1.\n- 2."
+        "\n- 3.\n\nOptions:\n"
+    )
+    assert clean_lines(answer, multi_line=True, original=QUESTION) == [
+        "How long does it take to make a new life cycle?"
+    ]
+    marked = "- e.g. flea eggs\n* 3.5 weeks\na) cat fleas\n**2. dog fleas**\n(1) ticks\n2 - mites"
+    assert clean_lines(marked, multi_line=True) == [
+        "e.g. flea eggs",
+        "3.5 weeks",
+        "cat fleas",
+        "dog fleas",
+        "ticks",
+        "mites",
+    ]
+    assert clean_lines("The answer to this question is:\nFleas live a year.", multi_line=True) == [
+        "Fleas live a year."
+    ]
+    assert clean_lines("**Query:** C++ flea", multi_line=False, original="c flea") == ["C++ flea"]
+
+
+def test_the_sync_rewrite_counts_its_calls_and_seconds(rewriter_backend) -> None:
+    """There was only arewrite(), and its usage said 0 seconds outside the pipeline."""
+    result = QueryRewriter(rewriter_backend, ["multi_query", "keywords"]).rewrite(QUESTION)
+    assert result.queries[0] == QUESTION
+    assert "flea life cycle duration" in result.queries
+    assert result.usage.calls == 2 and result.usage.seconds > 0
+
+
 async def test_one_strategy_name_and_repeated_names_each_run_once(rewriter_backend) -> None:
     """A lone name was read letter by letter ("unknown strategies ['k', 'e', ...]"), and a
     repeated name paid for the same call twice."""

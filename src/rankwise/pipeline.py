@@ -7,7 +7,6 @@ adapter; everything here is async.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rankwise._concurrency import gather_all
@@ -15,7 +14,7 @@ from rankwise.errors import InputError
 from rankwise.fusion import check_rrf_k, reciprocal_rank_fusion
 from rankwise.inputs import normalise_query
 from rankwise.reranker import Reranker
-from rankwise.rewrite import QueryRewriter, RewriteResult
+from rankwise.rewrite import QueryRewriter, RewriteResult, same_query_key
 from rankwise.types import Candidate, RankedList
 
 Retrieve = Callable[[str], Awaitable[Sequence[Candidate]]]
@@ -59,9 +58,7 @@ class RetrievalPipeline:
         queries = [query]
         rewriting: RewriteResult | None = None
         if isinstance(self.rewrite, QueryRewriter):
-            started = time.perf_counter()
             rewriting = await self.rewrite.arewrite(query, chat_history=chat_history)
-            rewriting.usage.seconds = time.perf_counter() - started
             rewrites = [r.text for r in rewriting.rewrites if r.strategy != "original"]
         elif self.rewrite is not None:
             rewrites = _as_queries(await self.rewrite(query))
@@ -87,13 +84,13 @@ class RetrievalPipeline:
 
 
 def _distinct(queries: Sequence[str]) -> list[str]:
-    """The queries in order, without blank ones or repeats (ignoring surrounding spaces and
-    case, as :class:`~rankwise.rewrite.QueryRewriter` does): a query searched twice would be
-    paid for twice and its list would count twice in the fusion."""
+    """The queries in order, without blank ones or repeats (ignoring case, spacing and the
+    punctuation around them, as :class:`~rankwise.rewrite.QueryRewriter` does): a query
+    searched twice would be paid for twice and its list would count twice in the fusion."""
     kept: dict[str, str] = {}
     for query in queries:
-        if query.strip():
-            kept.setdefault(query.strip().casefold(), query)
+        if key := same_query_key(query):
+            kept.setdefault(key, query)
     return list(kept.values())
 
 

@@ -20,12 +20,14 @@ result's ``trace`` says why.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from rankwise._checks import check_whole
 from rankwise._concurrency import gather_all
+from rankwise._sync import run_sync
 from rankwise.backends.base import Backend
 from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
 from rankwise.errors import InputError
@@ -46,7 +48,11 @@ Strategy = Literal[
 STRATEGIES: tuple[str, ...] = tuple(s for s in get_args(Strategy) if s != "original")
 _SELECTABLE = {"GQR": "general", "KWR": "keywords", "PAR": "pseudo_answer", "CCE": "core_content"}
 _MULTI_LINE = {"multi_query", "decompose"}
-_NUMBERING = re.compile(r"^\s*(?:[-*•]+|\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])\s*", re.IGNORECASE)
+_END_PUNCTUATION = " .?!,;:\"'`“”‘’"
+# A list mark: bullets, or "1." / "2)" / "3 -" / "a)" before a space ("e.g." and "3.5" are text).
+_NUMBERING = re.compile(
+    r"^\s*(?:[-*•]+|(?:\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])(?=\s|$))\s*", re.IGNORECASE
+)
 _LABEL = re.compile(
     r"^\s*(?:query|question|sub-question|keywords?|rewritten query|core query|"
     r"standalone question|passage)\s*\d*\s*:\s*",
@@ -80,15 +86,25 @@ def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
     lines = text.splitlines() if multi_line else [" ".join(text.split("\n\n")[0].split())]
-    seen = {original.strip().lower()} if original else set()
+    seen = {same_query_key(original)} if original else set()
     cleaned: list[str] = []
     for line in lines:
-        line = _LABEL.sub("", _NUMBERING.sub("", line.strip())).strip().strip("\"'`“”‘’").strip()
-        if len(line) < 2 or line.lower() in seen:
+        line = line.strip()
+        while (unmarked := _NUMBERING.sub("", line, count=1)) != line:  # "- 1." is two marks
+            line = unmarked
+        line = _LABEL.sub("", line).strip().strip("\"'`“”‘’*").strip()  # quotes, **bold**
+        key = same_query_key(line)
+        if len(line) < 2 or not key or key in seen or line.endswith(":"):  # ":" leads in
             continue
-        seen.add(line.lower())
+        seen.add(key)
         cleaned.append(line)
     return cleaned
+
+
+def same_query_key(text: str) -> str:
+    """What two queries share when they differ only in case, spacing or the punctuation
+    around them (an echo of the question with a "?" added searches for the same thing)."""
+    return " ".join(text.casefold().split()).strip(_END_PUNCTUATION)
 
 
 class QueryRewriter:
@@ -141,7 +157,18 @@ class QueryRewriter:
         return self._backend
 
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
-        """Rewrite ``question`` with every configured strategy (concurrently)."""
+        """Rewrite ``question`` with every configured strategy (concurrently); the result's
+        ``usage`` counts the calls, tokens and seconds, its ``trace`` every fallback."""
+        started = time.perf_counter()
+        result = await self._rewrite(question, chat_history)
+        result.usage.seconds = time.perf_counter() - started
+        return result
+
+    def rewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
+        """Synchronous :meth:`arewrite`; safe to call inside a running event loop (Jupyter)."""
+        return run_sync(self.arewrite(question, chat_history=chat_history))
+
+    async def _rewrite(self, question: str, chat_history: str) -> RewriteResult:
         question = normalise_query(question)
         if not isinstance(chat_history, str):
             raise InputError(
@@ -164,11 +191,11 @@ class QueryRewriter:
         outputs = await gather_all(
             self._run(strategy, question, chat_history, result) for strategy in strategies
         )
-        seen = {r.text.lower() for r in result.rewrites}
+        seen = {same_query_key(r.text) for r in result.rewrites}
         for strategy, texts in zip(strategies, outputs, strict=True):
             for text in texts:
-                if text.lower() not in seen:
-                    seen.add(text.lower())
+                if same_query_key(text) not in seen:
+                    seen.add(same_query_key(text))
                     result.rewrites.append(Rewrite(text, strategy))
         if not result.rewrites:
             result.rewrites.append(Rewrite(question, "original"))
