@@ -226,6 +226,9 @@ def performance_table() -> str:
         first = _load(name)
         if first:
             rows.extend(_first_rows(first, _device_label(first, where)))
+    generation = _load("generation")
+    if generation:
+        rows.extend(_generation_rows(generation))
     api = _load("api_concurrency")
     if api:
         for r in api["rows"]:
@@ -397,6 +400,32 @@ def _host_rows(data: dict[str, Any]) -> list[str]:
         f"ms vs {model['median_remembered_host_ms_per_prompt']} ms; identical rankings "
         f"{model['identical_rankings']}/{model['queries']} | (no target) | — |"
     )
+    return rows
+
+
+def _generation_rows(data: dict[str, Any]) -> list[str]:
+    """Greedy decoding that drops finished prompts against ``model.generate``."""
+    rewriting, listwise = data["rewriting"], data["listwise_queries_at_once"]
+    arms = ("drop finished prompts", "model.generate")
+    rows = []
+    for label, part in (
+        (
+            f"generation: query rewriting, {len(rewriting['strategies'])} strategies in one "
+            f"batch ({rewriting['questions']} q)",
+            rewriting,
+        ),
+        (
+            f"generation: `listwise`, {listwise['parallel']} queries at once, depth "
+            f"{listwise['depth']} ({listwise['rounds']} rounds)",
+            listwise,
+        ),
+    ):
+        new, old = (part["median_seconds"][arm] for arm in arms)
+        rows.append(
+            f"| {label} | finished prompts dropped from the batch {new} s vs `model.generate` "
+            f"{old} s: **{part['speedup']}×**; same text {part['same_output']} | (no target) "
+            "| — |"
+        )
     return rows
 
 

@@ -34,6 +34,7 @@ from rankwise.backends.batching import (
 )
 from rankwise.backends.chat_rendering import ChatRenderer
 from rankwise.backends.chunked_encoding import ChunkedEncoder
+from rankwise.backends.greedy import greedy_decode, plain_greedy, stop_token_ids
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -810,33 +811,54 @@ class TransformersBackend:
         return results
 
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
+        """Greedy answers for a batch: each prompt leaves the batch once it is done (see
+        :mod:`rankwise.backends.greedy`), or, for a model whose generation config asks for
+        more than plain greedy decoding, ``model.generate``."""
         started = time.perf_counter()
-        input_ids, mask, _ = self._padded([request.input_ids for request in requests])
-        limit = max(request.max_tokens for request in requests)
+        input_ids, mask, positions = self._padded([request.input_ids for request in requests])
+        limits = [request.max_tokens for request in requests]
+        config = self.model.generation_config
+        stops = stop_token_ids(config, self.tokenizer.eos_token_id)
         with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=limit,
-                do_sample=False,
-                pad_token_id=self._pad_id,
-            )
-        self.stats.seconds += time.perf_counter() - started
-        new_tokens = output[:, input_ids.shape[1] :]
-        eos = self.tokenizer.eos_token_id
-        results = []
-        for row, request in enumerate(requests):
-            tokens = new_tokens[row, : request.max_tokens].tolist()
-            if eos in tokens:
-                tokens = tokens[: tokens.index(eos)]
-            results.append(
-                Generation(
-                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
-                    prompt_tokens=len(request.input_ids),
-                    completion_tokens=len(tokens),
+            if plain_greedy(config):
+                answers = greedy_decode(
+                    self.model,
+                    input_ids,
+                    mask,
+                    positions,
+                    limits,
+                    stops,
+                    min_new_tokens=config.min_new_tokens or 0,
                 )
+            else:
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max(limits),
+                    do_sample=False,
+                    pad_token_id=self._pad_id,
+                )
+                answers = [
+                    _until_stop(row[input_ids.shape[1] :][:limit].tolist(), stops)
+                    for row, limit in zip(output, limits, strict=True)
+                ]
+        self.stats.seconds += time.perf_counter() - started
+        return [
+            Generation(
+                text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                prompt_tokens=len(request.input_ids),
+                completion_tokens=len(tokens),
             )
-        return results
+            for request, tokens in zip(requests, answers, strict=True)
+        ]
+
+
+def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    """``tokens`` up to the first end-of-text token (what follows it is padding)."""
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:position]
+    return tokens
 
 
 def _check_batching(

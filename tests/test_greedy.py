@@ -1,0 +1,167 @@
+"""Greedy decoding that drops finished prompts, on the real embedded model: the same tokens
+as ``model.generate`` (alone, unpadded), fewer rows computed, and the generation config's
+requests honoured."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from rankwise.backends.greedy import greedy_decode, plain_greedy, stop_token_ids
+from rankwise.prompts import Message
+
+QUESTIONS = [
+    "Name a colour.",
+    "Write a long story about a flea that lives on a cat.",
+    "Say yes.",
+    "List ten animals, one per line.",
+    "Explain how a bicycle works.",
+]
+LIMITS = [3, 40, 12, 25, 1]
+
+
+def _alone(backend, ids: list[int], limit: int) -> list[int]:
+    """What ``model.generate`` writes for one unpadded prompt, up to its end-of-text."""
+    stops = stop_token_ids(backend.model.generation_config, backend.tokenizer.eos_token_id)
+    with torch.inference_mode():
+        output = backend.model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=limit,
+            do_sample=False,
+            pad_token_id=backend._pad_id,
+        )
+    tokens = output[0, len(ids) :].tolist()
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:position]
+    return tokens
+
+
+@contextmanager
+def _rows_per_step(model) -> Iterator[list[int]]:
+    """The batch size of every forward pass of ``model`` while inside."""
+    sizes: list[int] = []
+
+    def record(module, args, kwargs) -> None:
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _generation_config(backend, **changes: object) -> Iterator[None]:
+    config = backend.model.generation_config
+    before = {name: getattr(config, name) for name in changes}
+    for name, value in changes.items():
+        setattr(config, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(config, name, value)
+
+
+async def _batch(backend, limits: list[int]) -> list:
+    return await asyncio.gather(
+        *(
+            backend.generate([Message("user", question)], max_tokens=limit)
+            for question, limit in zip(QUESTIONS, limits, strict=True)
+        )
+    )
+
+
+def _prompt_ids(backend) -> list[list[int]]:
+    return [
+        backend.encode_prompt(backend.chat_prompt([Message("user", question)]))
+        for question in QUESTIONS
+    ]
+
+
+def _each_alone(backend, limits: list[int]) -> list[list[int]]:
+    ids = _prompt_ids(backend)
+    return [_alone(backend, prompt, limit) for prompt, limit in zip(ids, limits, strict=True)]
+
+
+async def test_a_batch_writes_what_each_prompt_writes_alone_and_drops_finished_rows(
+    local_backend,
+) -> None:
+    """``model.generate`` computed every row until the longest answer ended; a finished
+    prompt now leaves the batch, with the same tokens."""
+    assert plain_greedy(local_backend.model.generation_config)
+    with _rows_per_step(local_backend.model) as sizes:
+        answers = await _batch(local_backend, LIMITS)
+    expected = _each_alone(local_backend, LIMITS)
+    for answer, tokens, limit in zip(answers, expected, LIMITS, strict=True):
+        assert answer.completion_tokens == len(tokens) <= limit
+        assert answer.text == local_backend.tokenizer.decode(tokens, skip_special_tokens=True)
+    assert max(a.completion_tokens for a in answers) == 40  # the story runs to its limit
+    assert sizes[0] == len(QUESTIONS)  # one prefill for the whole batch
+    decoding = sizes[1:]
+    assert len(decoding) == 39  # the longest answer's steps after the first token
+    assert decoding == sorted(decoding, reverse=True) and decoding[-1] == 1
+    assert sum(decoding) < len(QUESTIONS) * len(decoding)  # rows were dropped
+
+
+async def test_min_new_tokens_of_the_generation_config_is_honoured(local_backend) -> None:
+    """The first-vs-generate benchmark's full-permutation arm sets ``min_new_tokens``."""
+    limits = [20] * len(QUESTIONS)
+    with _generation_config(local_backend, min_new_tokens=12):
+        answers = await _batch(local_backend, limits)
+        expected = _each_alone(local_backend, limits)
+    assert [a.completion_tokens for a in answers] == [len(tokens) for tokens in expected]
+    assert all(a.completion_tokens >= 12 for a in answers)
+
+
+async def test_a_generation_config_asking_for_more_goes_to_model_generate(local_backend) -> None:
+    """A repetition penalty changes the tokens: such a model keeps ``model.generate``."""
+    limits = [3, 16, 12, 10, 1]
+    with _generation_config(local_backend, repetition_penalty=1.3):
+        assert not plain_greedy(local_backend.model.generation_config)
+        answers = await _batch(local_backend, limits)
+        expected = _each_alone(local_backend, limits)
+    assert [a.completion_tokens for a in answers] == [len(tokens) for tokens in expected]
+    assert [a.text for a in answers] == [
+        local_backend.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in expected
+    ]
+    assert plain_greedy(local_backend.model.generation_config)
+    plain = await _batch(local_backend, limits)
+    assert [a.text for a in plain] != [a.text for a in answers]  # the penalty was applied
+
+
+def test_a_row_that_asks_for_no_tokens_gets_none(local_backend) -> None:
+    ids = _prompt_ids(local_backend)[:2]
+    input_ids, mask, positions = local_backend._padded(ids)
+    stops = stop_token_ids(
+        local_backend.model.generation_config, local_backend.tokenizer.eos_token_id
+    )
+    with torch.inference_mode():
+        answers = greedy_decode(local_backend.model, input_ids, mask, positions, [0, 4], stops)
+    assert answers[0] == [] and answers[1] == _alone(local_backend, ids[1], 4)
+
+
+@pytest.mark.parametrize(
+    ("configured", "tokenizer_eos", "expected"),
+    [(2, 2, {2}), ([7, 9], 2, {2, 7, 9}), (None, 5, {5}), (None, None, set())],
+)
+def test_stop_tokens_come_from_the_config_and_the_tokenizer(configured, tokenizer_eos, expected):
+    from transformers import GenerationConfig
+
+    assert stop_token_ids(GenerationConfig(eos_token_id=configured), tokenizer_eos) == expected
+
+
+def test_only_plain_greedy_configs_skip_model_generate() -> None:
+    from transformers import GenerationConfig
+
+    assert plain_greedy(GenerationConfig(eos_token_id=2, temperature=0.7, top_p=0.9))
+    assert not plain_greedy(GenerationConfig(repetition_penalty=1.05))
+    assert not plain_greedy(GenerationConfig(no_repeat_ngram_size=3))
+    assert not plain_greedy(GenerationConfig(num_beams=4))
