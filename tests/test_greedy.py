@@ -165,3 +165,17 @@ def test_only_plain_greedy_configs_skip_model_generate() -> None:
     assert not plain_greedy(GenerationConfig(repetition_penalty=1.05))
     assert not plain_greedy(GenerationConfig(no_repeat_ngram_size=3))
     assert not plain_greedy(GenerationConfig(num_beams=4))
+
+
+@pytest.mark.parametrize("config", [{}, {"repetition_penalty": 1.3}], ids=["greedy", "generate"])
+async def test_a_generation_nobody_waits_for_stops_decoding(local_backend, config) -> None:
+    """After a deadline, the abandoned answer was decoded to its end on the worker thread,
+    and the next request waited for it (3.4 s at a 150-token answer)."""
+    prompt = [Message("user", "Write a long story about a flea that lives on a cat.")]
+    with _rows_per_step(local_backend.model) as sizes:
+        with _generation_config(local_backend, min_new_tokens=150, **config):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(local_backend.generate(prompt, max_tokens=150), 0.5)
+        after = await local_backend.generate([Message("user", "Say yes.")], max_tokens=1)
+    assert after.completion_tokens == 1
+    assert len(sizes) < 100  # the abandoned answer's steps, then one pass for the next

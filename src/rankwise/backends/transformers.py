@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -34,7 +35,7 @@ from rankwise.backends.batching import (
 )
 from rankwise.backends.chat_rendering import ChatRenderer
 from rankwise.backends.chunked_encoding import ChunkedEncoder
-from rankwise.backends.greedy import greedy_decode, plain_greedy, stop_token_ids
+from rankwise.backends.greedy import AllAbandoned, greedy_decode, plain_greedy, stop_token_ids
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -53,6 +54,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "(install torch first to get the CPU build)"
     ) from error
 from packaging.version import Version
+from transformers import StoppingCriteriaList
 
 if Version(transformers.__version__) < Version("4.56"):  # the local extra's pin
     # 4.56 brought cache layers and dtype= in from_pretrained, both used below.
@@ -165,6 +167,8 @@ class _ContinuationRequest:
 class _GenerateRequest:
     input_ids: list[int]
     max_tokens: int
+    # Set when the caller stops waiting (a deadline, a cancelled task): decoding drops it.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 class TransformersBackend:
@@ -370,7 +374,12 @@ class TransformersBackend:
         assistant_prefix: str = "",
     ) -> Generation:
         ids = self.encode_prompt(self.chat_prompt(messages, assistant_prefix))
-        return await self._generations.submit(_GenerateRequest(ids, max_tokens))
+        request = _GenerateRequest(ids, max_tokens)
+        try:
+            return await self._generations.submit(request)
+        except asyncio.CancelledError:
+            request.abandoned.set()  # a batch decoding it stops spending steps on it
+            raise
 
     async def label_logprobs(
         self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
@@ -829,6 +838,7 @@ class TransformersBackend:
                     limits,
                     stops,
                     min_new_tokens=config.min_new_tokens or 0,
+                    abandoned=[request.abandoned.is_set for request in requests],
                 )
             else:
                 output = self.model.generate(
@@ -837,6 +847,9 @@ class TransformersBackend:
                     max_new_tokens=max(limits),
                     do_sample=False,
                     pad_token_id=self._pad_id,
+                    stopping_criteria=StoppingCriteriaList(
+                        [AllAbandoned([request.abandoned for request in requests])]
+                    ),
                 )
                 answers = [
                     _until_stop(row[input_ids.shape[1] :][:limit].tolist(), stops)
