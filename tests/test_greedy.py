@@ -179,3 +179,26 @@ async def test_a_generation_nobody_waits_for_stops_decoding(local_backend, confi
         after = await local_backend.generate([Message("user", "Say yes.")], max_tokens=1)
     assert after.completion_tokens == 1
     assert len(sizes) < 100  # the abandoned answer's steps, then one pass for the next
+
+
+async def test_a_model_the_loop_cannot_drive_falls_back_to_model_generate(
+    local_backend, monkeypatch, caplog
+) -> None:
+    """A model whose forward pass or cache the greedy loop cannot use (a recurrent or hybrid
+    cache, say) is decoded by ``model.generate``, with one warning."""
+    import rankwise.backends.transformers as transformers_backend
+
+    def cannot(*args: object, **kwargs: object) -> list[list[int]]:
+        raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+
+    monkeypatch.setattr(transformers_backend, "greedy_decode", cannot)
+    monkeypatch.setattr(local_backend, "_greedy_loop", True)
+    limits = [3, 16, 12, 10, 1]
+    with caplog.at_level("WARNING", logger=transformers_backend.__name__):
+        first = await _batch(local_backend, limits)
+        second = await _batch(local_backend, limits)
+    warnings = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(warnings) == 1 and "using model.generate from now on" in warnings[0].getMessage()
+    expected = _each_alone(local_backend, limits)
+    for answers in (first, second):
+        assert [a.completion_tokens for a in answers] == [len(tokens) for tokens in expected]

@@ -104,7 +104,10 @@ def greedy_decode(
     if not active:
         return answers
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=input_ids.device)
-    cache = DynamicCache()
+    try:  # the model's own layer kinds (sliding windows), where this version takes them
+        cache = DynamicCache(config=model.config)
+    except TypeError:
+        cache = DynamicCache()
     keyword = cache_keyword(model)
     output = model(
         input_ids=input_ids,

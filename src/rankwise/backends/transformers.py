@@ -266,6 +266,7 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._pad_id = int(self.tokenizer.pad_token_id)
+        self._greedy_loop = True  # False once the greedy loop failed on this model
         self.encoder = ChunkedEncoder(self.tokenizer)
         self.renderer = ChatRenderer(self.tokenizer)
         self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
@@ -822,25 +823,37 @@ class TransformersBackend:
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
         """Greedy answers for a batch: each prompt leaves the batch once it is done (see
         :mod:`rankwise.backends.greedy`), or, for a model whose generation config asks for
-        more than plain greedy decoding, ``model.generate``."""
+        more than plain greedy decoding or whose cache the loop cannot drive (the first
+        failure says so once), ``model.generate``."""
         started = time.perf_counter()
         input_ids, mask, positions = self._padded([request.input_ids for request in requests])
         limits = [request.max_tokens for request in requests]
         config = self.model.generation_config
         stops = stop_token_ids(config, self.tokenizer.eos_token_id)
+        answers: list[list[int]] | None = None
         with torch.inference_mode():
-            if plain_greedy(config):
-                answers = greedy_decode(
-                    self.model,
-                    input_ids,
-                    mask,
-                    positions,
-                    limits,
-                    stops,
-                    min_new_tokens=config.min_new_tokens or 0,
-                    abandoned=[request.abandoned.is_set for request in requests],
-                )
-            else:
+            if self._greedy_loop and plain_greedy(config):
+                try:
+                    answers = greedy_decode(
+                        self.model,
+                        input_ids,
+                        mask,
+                        positions,
+                        limits,
+                        stops,
+                        min_new_tokens=config.min_new_tokens or 0,
+                        abandoned=[request.abandoned.is_set for request in requests],
+                    )
+                except (TypeError, ValueError, AttributeError, NotImplementedError) as error:
+                    self._greedy_loop = False
+                    logger.warning(
+                        "%s cannot be decoded with rankwise's greedy loop (%s: %s); "
+                        "using model.generate from now on",
+                        self.model_name,
+                        type(error).__name__,
+                        error,
+                    )
+            if answers is None:
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=mask,
