@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from rankwise import CapabilityError, OpenAIBackend, Reranker
+from rankwise import CapabilityError, InputError, OpenAIBackend, Reranker
 from rankwise.methods import method_names
 from tests.oracle import oracle, prose, relevance_docs
 from tests.stub_server import Reply, completion
@@ -98,6 +98,33 @@ async def test_answers_that_say_nothing_fall_back_without_raising(stub, method) 
     assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
     assert ranked.trace.fallbacks, "an unreadable answer must be recorded in the trace"
     assert ranked.ids == [d["id"] for d in docs]  # no information: the input order stands
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "room"),
+    [("setwise", {}, 32), ("prp-heapsort", {"answer_tokens": 16}, 16), ("prp-sliding", {}, 8)],
+)
+async def test_an_answer_that_names_the_passage_after_a_sentence_is_read(
+    stub, method, options, room
+) -> None:
+    """Chat models often answer "The most relevant passage to the given query is Passage B";
+    setwise left room for 8 tokens, which cut the label off, so every answer was unreadable
+    (the embedded model over llama.cpp: 71 of 81). PRP's prompt ends "Output Passage A or
+    Passage B:" and keeps 8, with ``answer_tokens`` for a model that needs more."""
+
+    def verbose(request) -> Reply:
+        words = "The most relevant passage to the given query is Passage B.".split()
+        return Reply(body=completion(" ".join(words[: request["max_tokens"]])))
+
+    stub.handler = verbose
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
+    ranked = await Reranker(method, api_backend(stub), **options).arerank("q", docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert {request["max_tokens"] for request in stub.requests} == {room}
+    unreadable = sum(e.data.get("unreadable", 0) for e in ranked.trace.events)
+    assert unreadable == (len(stub.requests) if room < 10 else 0)
+    with pytest.raises(InputError, match="answer_tokens"):
+        Reranker(method, api_backend(stub), answer_tokens=0)
 
 
 @pytest.mark.parametrize("method", LOCAL_ONLY)

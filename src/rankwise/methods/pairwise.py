@@ -4,7 +4,8 @@ Every comparison asks both orders, (a, b) and (b, a); a wins only when both answ
 otherwise it is a tie. Local models read the answer after the chat template plus
 `` Passage:`` (as llm-rankers does): in scoring mode (the default there) by comparing the
 log-probs of " A" and " B", in generation mode from one greedy token. Chat APIs generate a
-short reply that is parsed ("Passage A/B", else a bare letter). Unreadable answers count as
+reply of up to ``answer_tokens`` (8; more for a model that writes a sentence before the label)
+that is parsed ("Passage A/B", else a bare letter). Unreadable answers count as
 ties and are summed up in the trace.
 """
 
@@ -14,6 +15,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Literal
 
+from rankwise._checks import check_whole
 from rankwise._concurrency import gather_all
 from rankwise.context import RankContext
 from rankwise.errors import InputError
@@ -47,8 +49,10 @@ class Comparator:
         mode: Mode,
         max_passage_tokens: int | None,
         labels: str = LABELS,
+        answer_tokens: int = 8,
     ) -> None:
         self.query = query
+        self.answer_tokens = answer_tokens
         self.context = context
         self.template = context.prompts.get(prompt)
         self.texts = [context.truncate(c.text, max_passage_tokens) for c in candidates]
@@ -82,7 +86,7 @@ class Comparator:
             token = generated.text.strip().upper()
             choice = labels.index(token) if len(token) == 1 and token in labels else None
         else:
-            generated = await self.context.generate(messages, max_tokens=8)
+            generated = await self.context.generate(messages, max_tokens=self.answer_tokens)
             choice = parse_choice(generated.text, labels)
         if choice is None:
             self.unreadable += 1
@@ -123,6 +127,9 @@ class Comparator:
 class _PairwiseMethod(RankingMethod):
     requires = ("chat",)
     prompt_fields = frozenset({"query", "doc1", "doc2", "label", "passage"})
+    default_answer_tokens = 8
+    """Room for a generated answer (APIs): PRP's prompt ends "Output Passage A or Passage
+    B:", so models start with the label."""
 
     def __init__(
         self,
@@ -132,7 +139,11 @@ class _PairwiseMethod(RankingMethod):
         prompt: str = "prp",
         top_k: int = 10,
         ties: Ties = "first-stage",
+        answer_tokens: int | None = None,
     ) -> None:
+        if answer_tokens is not None:
+            check_whole("answer_tokens", answer_tokens, 1)
+        self.answer_tokens = answer_tokens or self.default_answer_tokens
         if mode not in ("auto", "score", "generate"):
             raise InputError(f"mode must be 'auto', 'score' or 'generate', got {mode!r}")
         if ties not in ("first-stage", "published"):
@@ -164,6 +175,7 @@ class _PairwiseMethod(RankingMethod):
             mode=self.mode,
             max_passage_tokens=self.max_passage_tokens,
             labels=self.labels,
+            answer_tokens=self.answer_tokens,
         )
 
 

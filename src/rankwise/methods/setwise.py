@@ -21,7 +21,8 @@ class SetwiseHeapsort(_PairwiseMethod):
     if a child wins, it swaps with the parent and the step recurses into it. Local models
     use likelihood mode (the label with the highest log-prob after " Passage:");
     ``mode="generate"`` reads one greedy token after " Passage:", as llm-rankers does; APIs
-    generate a short answer. An unreadable answer picks the candidate earliest in the first
+    generate an answer of up to ``answer_tokens`` (32) and read its first "Passage X". An
+    unreadable answer picks the candidate earliest in the first
     stage, so a model that says nothing useful leaves the input order unchanged
     (``ties="published"`` keeps the parent instead, as the published code does, which
     shuffles such a list through the heap). Calls: about N/c + k·log_c N, depending on the
@@ -32,6 +33,11 @@ class SetwiseHeapsort(_PairwiseMethod):
     name = "setwise"
     score_kind = "rank"
     labels = LETTERS
+    default_answer_tokens = 32
+    """Its prompt ends "Output only the passage label of the most relevant passage:", and
+    chat models often answer with a sentence first ("The most relevant passage to the given
+    query is Passage D"), which 8 tokens cut before the label (the published API code sets
+    no limit). A model that answers with the label alone stops there and pays no more."""
     prompt_fields = frozenset({"query", "label", "passage"})
 
     def __init__(
@@ -43,6 +49,7 @@ class SetwiseHeapsort(_PairwiseMethod):
         prompt: str = "setwise",
         top_k: int = 10,
         ties: Ties = "first-stage",
+        answer_tokens: int | None = None,
     ) -> None:
         if not 1 <= children < len(LETTERS):
             raise InputError(f"children must be between 1 and 25, got {children}")
@@ -52,6 +59,7 @@ class SetwiseHeapsort(_PairwiseMethod):
             prompt=prompt,
             top_k=top_k,
             ties=ties,
+            answer_tokens=answer_tokens,
         )
         self.children = children
 
