@@ -35,7 +35,6 @@ from rankwise.backends.batching import (
 )
 from rankwise.backends.chat_rendering import ChatRenderer
 from rankwise.backends.chunked_encoding import ChunkedEncoder
-from rankwise.backends.greedy import AllAbandoned, greedy_decode, plain_greedy, stop_token_ids
 from rankwise.backends.model_files import (
     DEFAULT_MODEL_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -67,6 +66,7 @@ from transformers.cache_utils import DynamicLayer
 # These need torch: imported once the check above has passed.
 from rankwise.backends.cuda_graphs import GraphedForward
 from rankwise.backends.gguf_conversion import load_gguf
+from rankwise.backends.greedy import AllAbandoned, greedy_decode, plain_greedy, stop_token_ids
 from rankwise.backends.kv_cache import cache_keyword, returned_cache
 from rankwise.backends.packed_attention import (
     SEGMENTS_KEYWORD,
