@@ -1,17 +1,24 @@
-"""Local generation when concurrent prompts end at different times: the backend's greedy
-decoding, which drops each prompt from the batch once it is done, against
-``model.generate``, which computes every prompt until the longest answer ends. Side by side
-in one run, arms interleaved (taking turns at going first), same prompts:
+"""Local generation: how the prompts' pass is run and when finished prompts leave the
+batch. Three arms, side by side in one run, taking turns at going first, same prompts:
 
-- the query rewriter with every strategy for one DL19 question (seven prompts in one
+- ``rankwise``: the backend's default. On a CPU the prompts' pass is one packed row (no
+  padding); decoding drops each prompt from the batch once it is done.
+- ``padded prefill``: the same decoding after a left-padded pass over the prompts (what
+  the backend does where packing is off, as on a GPU).
+- ``model.generate``: a left-padded batch decoded by ``model.generate``, which computes
+  every prompt until the longest answer ends.
+
+Two workloads:
+
+- the query rewriter with every strategy for one DL19 question (seven short prompts in one
   batch; the pseudo-answer may write 256 tokens, the others 64);
 - listwise (RankGPT) reranking of several DL19 queries at once (``--parallel`` queries,
-  one window each at depth 20), whose answers stop at different lengths.
+  one window each at depth 20): long prompts of unequal length, short answers.
 
     python bench/generation.py --queries 4 --parallel 4 --rounds 4
 
 Reports median seconds per question (rewriting) and per round of queries (listwise), the
-ratio, tokens generated and whether both arms wrote the same text. Writes
+ratios, tokens generated and whether every arm wrote the same text. Writes
 ``bench/results/generation.json``.
 """
 
@@ -31,28 +38,30 @@ from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
 from rankwise.rewrite import STRATEGIES, QueryRewriter
 
-ARMS = ("drop finished prompts", "model.generate")
+ARMS = ("rankwise", "padded prefill", "model.generate")
 
 
 @contextmanager
-def arm(name: str) -> Iterator[None]:
-    """Run inside with the given decoding: the default, or every batch through
-    ``model.generate`` (the decoding before prompts left the batch)."""
-    if name == ARMS[0]:
-        yield
-        return
+def arm(name: str, backend: TransformersBackend) -> Iterator[None]:
+    """Run inside with the given arm's prefill and decoding."""
+    packs = backend.pack_prompts
     plain_greedy = transformers_backend.plain_greedy
-    transformers_backend.plain_greedy = lambda config: False
+    if name != ARMS[0]:
+        backend.pack_prompts = False
+    if name == ARMS[2]:
+        transformers_backend.plain_greedy = lambda config: False
     try:
         yield
     finally:
+        backend.pack_prompts = packs
         transformers_backend.plain_greedy = plain_greedy
 
 
 def alternated(number: int) -> tuple[str, ...]:
-    """The arms in turn order: the first arm goes first on even turns, second on odd ones,
-    so neither always runs on a machine the other has just warmed."""
-    return ARMS if number % 2 == 0 else ARMS[::-1]
+    """The arms in turn order, rotated each turn, so that no arm always runs on a machine
+    another has just warmed."""
+    shift = number % len(ARMS)
+    return ARMS[shift:] + ARMS[:shift]
 
 
 async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
@@ -79,7 +88,7 @@ async def main() -> None:
     }
     for number, record in enumerate(records[: args.queries]):
         for name in alternated(number):
-            with arm(name):
+            with arm(name, backend):
                 seconds, result = await timed(lambda q=record.query: rewriter.arewrite(q))
             rewriting[name]["s"].append(seconds)
             rewriting[name]["tokens"].append(result.usage.completion_tokens)
@@ -100,7 +109,7 @@ async def main() -> None:
                     *(listwise.arerank(r.query, r.documents(args.depth)) for r in batch)
                 )
 
-            with arm(name):
+            with arm(name, backend):
                 seconds, results = await timed(together)
             tokens = sum(r.usage.completion_tokens for r in results)
             ranking[name]["s"].append(seconds)
@@ -113,19 +122,22 @@ async def main() -> None:
             )
 
     def summary(rows: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
-        new, old = (median(rows[a]["s"]) for a in ARMS)
+        new, padded, generate = (median(rows[a]["s"]) for a in ARMS)
+        outputs = [rows[a]["out"] for a in ARMS]
         return {
             "median_seconds": {a: round(median(rows[a]["s"]), 3) for a in ARMS},
             "seconds": {a: [round(s, 3) for s in rows[a]["s"]] for a in ARMS},
             "generated_tokens": {a: rows[a]["tokens"] for a in ARMS},
-            "speedup": round(old / new, 2),
-            "same_output": rows[ARMS[0]]["out"] == rows[ARMS[1]]["out"],
+            "speedup_vs_generate": round(generate / new, 2),
+            "speedup_vs_padded_prefill": round(padded / new, 2),
+            "same_output": all(output == outputs[0] for output in outputs),
         }
 
     payload = {
         "benchmark": "generation",
         "model": backend.model_name,
         "dtype": "float32",
+        "packed_prefill": backend.pack_prompts,
         "rewriting": {
             "strategies": list(STRATEGIES),
             "questions": args.queries,
@@ -143,7 +155,8 @@ async def main() -> None:
     for name in ("rewriting", "listwise_queries_at_once"):
         part = payload[name]
         print(
-            f"{name}: {part['median_seconds']} -> {part['speedup']}x, "
+            f"{name}: {part['median_seconds']} -> {part['speedup_vs_generate']}x vs "
+            f"model.generate, {part['speedup_vs_padded_prefill']}x vs padded prefill, "
             f"same output: {part['same_output']}"
         )
     print(f"wrote {write_json('generation', payload)}")

@@ -66,7 +66,16 @@ from transformers.cache_utils import DynamicLayer
 # These need torch: imported once the check above has passed.
 from rankwise.backends.cuda_graphs import GraphedForward
 from rankwise.backends.gguf_conversion import load_gguf
-from rankwise.backends.greedy import AllAbandoned, greedy_decode, plain_greedy, stop_token_ids
+from rankwise.backends.greedy import (
+    AllAbandoned,
+    Prefilled,
+    greedy_decode,
+    new_cache,
+    padded_prefill,
+    plain_greedy,
+    stop_token_ids,
+    unpacked_prefill,
+)
 from rankwise.backends.kv_cache import cache_keyword, returned_cache
 from rankwise.backends.packed_attention import (
     SEGMENTS_KEYWORD,
@@ -212,9 +221,11 @@ class TransformersBackend:
             length, so a burst (all-pairs PRP) pads little beyond its first two batches.
             ``None``: off on a CPU, where padding costs compute, on for an accelerator, where
             the host's prompt work would otherwise wait for the device and the device for it.
-        pack_prompts: run a label-scoring or query-likelihood batch as one row of prompts
-            laid end to end, each attending only to itself and the shared prefix, instead of
-            padding every prompt to the longest (see :mod:`rankwise.backends.packed_attention`).
+        pack_prompts: run a label-scoring or query-likelihood batch, and the prompts' pass
+            of a generation batch, as one row of prompts laid end to end, each attending only
+            to itself and the shared prefix, instead of padding every prompt to the longest
+            (see :mod:`rankwise.backends.packed_attention`; a generation batch then decodes
+            as a padded batch, :mod:`rankwise.backends.greedy`).
             ``None``: on a CPU, off on an accelerator. Used only where the model's attention
             allows it and a packed pass, checked at load, scores as padded passes do.
         cuda_graphs: replay padded passes (label scoring, query likelihood) as CUDA graphs,
@@ -572,13 +583,15 @@ class TransformersBackend:
                 **{SEGMENTS_KEYWORD: row.segments},
             )
 
-    def _count_packed(self, row: PackedRow, started: float) -> None:
-        """Count a packed pass that began at ``started`` in the batch statistics."""
+    def _count_packed(self, row: PackedRow, started: float | None = None) -> None:
+        """Count a packed pass in the batch statistics, with its time since ``started``
+        where given (a generation counts its time once, decoding included)."""
         self.stats.batches += 1
         self.stats.requests += len(row.segments)
         self.stats.real_tokens += len(row.input_ids)
         self.stats.padded_tokens += len(row.input_ids)
-        self.stats.seconds += time.perf_counter() - started
+        if started is not None:
+            self.stats.seconds += time.perf_counter() - started
 
     def _packing_is_exact(self) -> bool:
         """Whether a packed pass gives this model's logits for two short prompts run alone
@@ -820,13 +833,28 @@ class TransformersBackend:
             results.append(ContinuationLogprobs(values, prompt_tokens=len(request.input_ids)))
         return results
 
+    def _prefill(self, sequences: list[list[int]]) -> Prefilled:
+        """The prompts' pass before decoding: one packed row where prompts are packed (no
+        padding, and each prompt's attention on the fused causal path), else a left-padded
+        batch. Call inside ``torch.inference_mode()``."""
+        if self.pack_prompts and len(sequences) > 1 and all(sequences):
+            row = PackedRow.of(sequences)
+            output = self._packed_forward(row, new_cache(self.model))
+            prefilled = unpacked_prefill(
+                self.model, output.logits[0], returned_cache(output), row.segments
+            )
+            if prefilled is not None:
+                self._count_packed(row)
+                return prefilled
+        return padded_prefill(self.model, *self._padded(sequences))
+
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
         """Greedy answers for a batch: each prompt leaves the batch once it is done (see
         :mod:`rankwise.backends.greedy`), or, for a model whose generation config asks for
         more than plain greedy decoding or whose cache the loop cannot drive (the first
         failure says so once), ``model.generate``."""
         started = time.perf_counter()
-        input_ids, mask, positions = self._padded([request.input_ids for request in requests])
+        sequences = [request.input_ids for request in requests]
         limits = [request.max_tokens for request in requests]
         config = self.model.generation_config
         stops = stop_token_ids(config, self.tokenizer.eos_token_id)
@@ -836,9 +864,7 @@ class TransformersBackend:
                 try:
                     answers = greedy_decode(
                         self.model,
-                        input_ids,
-                        mask,
-                        positions,
+                        self._prefill(sequences),
                         limits,
                         stops,
                         min_new_tokens=config.min_new_tokens or 0,
@@ -854,6 +880,7 @@ class TransformersBackend:
                         error,
                     )
             if answers is None:
+                input_ids, mask, _ = self._padded(sequences)
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=mask,
