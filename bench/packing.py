@@ -1,29 +1,102 @@
 """Packed against padded label and query-likelihood batches on the CPU, side by side.
 
-    python bench/packing.py --queries 3 --depth 20
+    python bench/packing.py --queries 3 --depth 20 --parallel 4 --rounds 3
 
 Two backends with the embedded model that differ only in ``pack_prompts`` (the CPU's
 default, on: a batch's prompts laid end to end in one row, no padding computed; off: each
 prompt padded to the longest of its batch), for ``pointwise-qlm`` (the demo's default:
 query likelihood, log-probs of the query's tokens after each passage) and ``pointwise``
-(yes/no label), query by query, arms interleaved. Reports seconds per query, the share of
-computed positions that were padding in the padded arm, and whether both arms ranked
-identically. Writes ``bench/results/packing.json``.
+(yes/no label), query by query, arms taking turns at going first. Reports seconds per
+query, the share of computed positions that were padding in the padded arm, and whether
+both arms ranked identically.
+
+Then long prompts: FIRST over ``--parallel`` queries at once (one 20-passage window each,
+about 2,000 tokens after a shared prefix), ``--rounds`` rounds, three arms taking turns:
+rankwise's default (each long prompt in a packed row of its own, on the fused causal kernel
+after the prefix), the packing used before (all prompts in one row, an explicit mask for
+the prefix), and padded. Reports median seconds per round and whether the rankings are the
+same. Writes ``bench/results/packing.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from _common import dl19, machine, median, time_rerank, write_json
 
+import rankwise.backends.packed_attention as packed_attention
 from rankwise import Reranker
 from rankwise.backends.transformers import TransformersBackend
 from rankwise.evaluate import QueryRecord
 
 METHODS = ("pointwise-qlm", "pointwise")
+ARMS = ("packed", "padded")
+LONG_ARMS = ("rankwise", "one row, explicit mask", "padded")
+
+
+@contextmanager
+def packing_before(on: bool) -> Iterator[None]:
+    """Inside (when ``on``), a batch's long prompts share one packed row and attend to a
+    shared prefix through an explicit mask: the packing before long prompts got rows of
+    their own and the causal kernel."""
+    shortest, alone = packed_attention.CAUSAL_MIN_LENGTH, packed_attention.ALONE_TOKENS
+    if on:
+        packed_attention.CAUSAL_MIN_LENGTH = packed_attention.ALONE_TOKENS = 2**62
+    try:
+        yield
+    finally:
+        packed_attention.CAUSAL_MIN_LENGTH, packed_attention.ALONE_TOKENS = shortest, alone
+
+
+def turns(number: int, arms: tuple[str, ...]) -> tuple[str, ...]:
+    """``arms`` rotated by ``number``, so that no arm always goes first."""
+    shift = number % len(arms)
+    return arms[shift:] + arms[:shift]
+
+
+async def long_prompts(
+    arms: dict[str, TransformersBackend], records: list[QueryRecord], parallel: int, rounds: int
+) -> dict[str, Any]:
+    """FIRST over ``parallel`` queries at once, by arm: seconds per round, rankings."""
+    backends = {
+        LONG_ARMS[0]: arms["packed"],
+        LONG_ARMS[1]: arms["packed"],
+        LONG_ARMS[2]: arms["padded"],
+    }
+    before = LONG_ARMS[1]
+    seconds: dict[str, list[float]] = {arm: [] for arm in LONG_ARMS}
+    rankings: dict[str, list[list[str]]] = {arm: [] for arm in LONG_ARMS}
+    for number in range(rounds):
+        batch = records[number * parallel : (number + 1) * parallel]
+        for arm in turns(number, LONG_ARMS):
+            backend = backends[arm]
+            backend.clear_prefix_cache()
+            first = Reranker("first", backend, window=20)
+            with packing_before(arm == before):
+                started = time.perf_counter()
+                ranked = await asyncio.gather(
+                    *(first.arerank(r.query, r.documents(20)) for r in batch)
+                )
+                seconds[arm].append(time.perf_counter() - started)
+            rankings[arm].extend(r.ids for r in ranked)
+            print(f"first, {parallel} at once, round {number} {arm:22} {seconds[arm][-1]:6.2f} s")
+    medians = {arm: round(median(seconds[arm]), 3) for arm in LONG_ARMS}
+    return {
+        "method": "first",
+        "window": 20,
+        "parallel": parallel,
+        "rounds": rounds,
+        "median_seconds_per_round": medians,
+        "seconds": {arm: [round(s, 3) for s in seconds[arm]] for arm in LONG_ARMS},
+        "speedup_vs_one_row_explicit_mask": round(medians[before] / medians[LONG_ARMS[0]], 2),
+        "speedup_vs_padded": round(medians[LONG_ARMS[2]] / medians[LONG_ARMS[0]], 2),
+        "same_rankings": all(rankings[arm] == rankings[LONG_ARMS[0]] for arm in LONG_ARMS),
+    }
 
 
 async def timed(
@@ -42,8 +115,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=3)
     parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=4, help="FIRST queries at once")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of FIRST queries")
     args = parser.parse_args()
-    records, _ = dl19(args.queries + 1)
+    records, _ = dl19(max(args.queries + 1, args.parallel * args.rounds))
     arms = {
         "packed": TransformersBackend("default"),
         "padded": TransformersBackend("default", pack_prompts=False),
@@ -58,9 +133,10 @@ async def main() -> None:
         for backend in arms.values():  # warm-up, unreported
             await timed(backend, method, records[-1], args.depth)
         rows = []
-        for record in records[: args.queries]:
+        for number, record in enumerate(records[: args.queries]):
             runs = {}
-            for name, backend in arms.items():
+            for name in turns(number, ARMS):
+                backend = arms[name]
                 backend.clear_prefix_cache()
                 runs[name] = await timed(backend, method, record, args.depth)
             rows.append(
@@ -93,6 +169,14 @@ async def main() -> None:
             f"{summary['identical_rankings']}/{len(rows)}",
             flush=True,
         )
+    long = await long_prompts(arms, records, args.parallel, args.rounds)
+    results["long_prompts"] = long
+    print(
+        f"first, {args.parallel} at once: {long['median_seconds_per_round']} s per round, "
+        f"{long['speedup_vs_one_row_explicit_mask']}x vs one row with an explicit mask, "
+        f"{long['speedup_vs_padded']}x "
+        f"vs padded, same rankings {long['same_rankings']}"
+    )
     results["machine"] = machine()
     print(f"wrote {write_json('packing', results)}")
 

@@ -198,6 +198,17 @@ def performance_table() -> str:
                 f"{m['median_padded_padding']:.0%} of the padded positions); identical rankings "
                 f"{m['identical_rankings']}/{m['queries']} | (no target) | — |"
             )
+        long = packing.get("long_prompts")
+        if long:
+            seconds = long["median_seconds_per_round"]
+            rows.append(
+                f"| packing: `first`, {long['parallel']} queries at once, window "
+                f"{long['window']} ({long['rounds']} rounds) | rankwise {seconds['rankwise']} s "
+                f"vs all in one row with an explicit mask {seconds['one row, explicit mask']} s "
+                f"(**{long['speedup_vs_one_row_explicit_mask']}×**) vs padded "
+                f"{seconds['padded']} s (**{long['speedup_vs_padded']}×**); same rankings "
+                f"{long['same_rankings']} | (no target) | — |"
+            )
     graphs = _load("cuda_graphs_cuda")
     if graphs:
         rows.extend(_graph_rows(graphs, _device_label(graphs, "cuda")))

@@ -162,9 +162,9 @@ def _packed_prefill(backend, ids: list[list[int]]):
     row = PackedRow.of(ids)
     with torch.inference_mode():
         output = backend._packed_forward(row, new_cache(backend.model))
-        return unpacked_prefill(
-            backend.model, output.logits[0], returned_cache(output), row.segments
-        )
+        layers = returned_cache(output).layers
+        states = [(layer.keys, layer.values) for layer in layers]
+        return unpacked_prefill(backend.model, output.logits[0], [(states, row.segments)])
 
 
 def test_a_packed_prefill_lays_out_the_states_a_padded_one_computes(local_backend) -> None:
@@ -174,7 +174,6 @@ def test_a_packed_prefill_lays_out_the_states_a_padded_one_computes(local_backen
     ids = _prompt_ids(local_backend)
     assert len({len(prompt) for prompt in ids}) > 1  # padding would be needed
     packed = _packed_prefill(local_backend, ids)
-    assert packed is not None
     with torch.inference_mode():
         padded = padded_prefill(local_backend.model, *local_backend._padded(ids))
     assert torch.equal(packed.mask, padded.mask)
@@ -199,6 +198,33 @@ def test_a_packed_prefill_lays_out_the_states_a_padded_one_computes(local_backen
     with torch.inference_mode():
         answers = greedy_decode(local_backend.model, packed, LIMITS, stops)
     assert answers == _each_alone(local_backend, LIMITS)
+
+
+async def test_a_prefill_in_several_rows_writes_what_each_prompt_writes_alone(
+    local_backend, monkeypatch
+) -> None:
+    """Long prompts are prefilled in packed rows of their own; the states of all rows make
+    one padded batch, and the answers are each prompt's own."""
+    from rankwise.backends import packed_attention
+
+    lengths = sorted(len(ids) for ids in _prompt_ids(local_backend))
+    monkeypatch.setattr(packed_attention, "ALONE_TOKENS", lengths[len(lengths) // 2])
+    passes: list[int] = []
+    packed_forward = local_backend._packed_forward
+
+    def counted(row, *args, **kwargs):
+        passes.append(len(row.segments))
+        return packed_forward(row, *args, **kwargs)
+
+    monkeypatch.setattr(local_backend, "_packed_forward", counted)
+    with _rows_per_step(local_backend.model) as sizes:
+        answers = await _batch(local_backend, LIMITS)
+    assert len(passes) >= 2 and sum(passes) == len(QUESTIONS)
+    assert sizes[len(passes)] == len(QUESTIONS) - 1  # decoding: one batch (less "Say yes.")
+    expected = _each_alone(local_backend, LIMITS)
+    assert [a.text for a in answers] == [
+        local_backend.tokenizer.decode(tokens, skip_special_tokens=True) for tokens in expected
+    ]
 
 
 async def test_generation_prefills_prompts_as_one_packed_row_on_a_cpu(local_backend) -> None:

@@ -10,12 +10,13 @@ seven prompts (one 256-token pseudo-answer among 64-token rewrites) decodes abou
 1.8 times as fast; the tokens are the same as ``model.generate``'s.
 
 The prompts' own pass (the prefill) comes first, as a left-padded batch
-(:func:`padded_prefill`) or, on a CPU, from one packed row of the prompts laid end to end,
-whose key/value states :func:`unpacked_prefill` then lays out as a left-padded batch for
-decoding. Packing matters for long prompts of unequal length: padding there makes the
-model attend with an explicit mask, which on a CPU cannot use the fused causal kernel. The
-pass over three listwise windows of 1,900 to 2,550 tokens took 21.8 s padded and 12.4 s
-packed; listwise over four DL19 queries at once runs 1.25 times as fast
+(:func:`padded_prefill`) or, on a CPU, as packed rows of the prompts laid end to end (see
+``rankwise.backends.packed_attention``), whose key/value states :func:`unpacked_prefill`
+then lays out as a left-padded batch for decoding. Packing matters for long prompts of
+unequal length: padding there makes the model attend with an explicit mask, which on a CPU
+cannot use the fused causal kernel. The pass over three listwise windows of 1,900 to 2,550
+tokens took 21.8 s padded and 12.4 s packed; with each long prompt in a row of its own,
+listwise over four DL19 queries at once runs 1.42 times as fast as after a padded pass
 (``bench/generation.py``).
 
 It covers plain greedy decoding (with ``min_new_tokens``). A model whose generation config
@@ -32,7 +33,6 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache, StoppingCriteria
-from transformers.cache_utils import DynamicLayer
 
 from rankwise.backends.kv_cache import cache_keyword
 
@@ -130,37 +130,44 @@ def padded_prefill(
     return Prefilled(output.logits[:, -1], cache, attention_mask, positions[:, -1] + 1)
 
 
-def unpacked_prefill(
-    model: Any, logits: torch.Tensor, cache: Any, segments: Sequence[tuple[int, int]]
-) -> Prefilled | None:
-    """The left-padded batch of the prompts of one packed row.
+LayerStates = Sequence[tuple[torch.Tensor, torch.Tensor]]
+"""A pass's key and value tensors, ``(1, heads, positions, dim)``, one pair per layer."""
 
-    ``logits`` holds each prompt's last-position logits, ``cache`` the row's key/value
-    states (batch of one) and ``segments`` each prompt's ``(start, length)`` in the row,
-    every prompt numbered from position 0. Each prompt's states move to their own row,
-    right-aligned, as a padded pass would have left them. ``None`` when the cache is not
-    plain growing layers, which cannot be laid out this way.
+
+def unpacked_prefill(
+    model: Any,
+    logits: torch.Tensor,
+    passes: Sequence[tuple[LayerStates, Sequence[tuple[int, int]]]],
+) -> Prefilled:
+    """The left-padded batch of the prompts of one or more packed rows.
+
+    ``logits`` holds each prompt's last-position logits, in order; ``passes`` each row's
+    key/value states (batch of one) with each prompt's ``(start, length)`` in that row,
+    every prompt numbered from position 0. Each prompt's states move to their own batch
+    row, right-aligned, as a padded pass would have left them.
     """
-    layers = list(getattr(cache, "layers", []))
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    lengths = [length for _, length in segments]
+    lengths = [length for _, segments in passes for _, length in segments]
     width = max(lengths)
-    data = []
-    for layer in layers:
+    batch_data = []
+    for layer in range(len(passes[0][0])):
         pair = []
-        for packed in (layer.keys, layer.values):
-            heads, size = packed.shape[1], packed.shape[3]
-            batch = packed.new_zeros((len(segments), heads, width, size))
-            for row, (start, length) in enumerate(segments):
-                batch[row, :, width - length :] = packed[0, :, start : start + length]
+        for kind in (0, 1):  # keys, values
+            first = passes[0][0][layer][kind]
+            heads, size = first.shape[1], first.shape[3]
+            batch = first.new_zeros((len(lengths), heads, width, size))
+            row = 0
+            for states, segments in passes:
+                packed = states[layer][kind]
+                for start, length in segments:
+                    batch[row, :, width - length :] = packed[0, :, start : start + length]
+                    row += 1
             pair.append(batch)
-        data.append((pair[0], pair[1]))
-    mask = torch.zeros((len(segments), width), dtype=torch.long, device=logits.device)
+        batch_data.append((pair[0], pair[1]))
+    mask = torch.zeros((len(lengths), width), dtype=torch.long, device=logits.device)
     for row, length in enumerate(lengths):
         mask[row, width - length :] = 1
     following = torch.tensor(lengths, dtype=torch.long, device=logits.device)
-    return Prefilled(logits, new_cache(model, data), mask, following)
+    return Prefilled(logits, new_cache(model, batch_data), mask, following)
 
 
 def greedy_decode(

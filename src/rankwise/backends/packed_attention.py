@@ -10,9 +10,21 @@ logits of each prompt's last token; query likelihood those of the positions that
 each prompt's query tokens (``bench/packing.py``: 1.29x as fast as padded on DL19).
 
 Attention runs prompt by prompt with ``scaled_dot_product_attention``: causal within the
-prompt, plus every position of the shared prefix. It is registered with ``transformers``
+prompt, plus every position of the shared prefix. A long prompt after a prefix runs on the
+fused causal kernel too, with the prefix's positions given placeholder queries whose output
+is dropped: on a CPU an explicit mask takes a path about twice as slow per position (a
+2,000-token prompt after a 40-token prefix: 68 ms per layer masked, 39 ms causal), and the
+result is the same. It is registered with ``transformers``
 as the attention function ``"rankwise_packed"`` and switched on for a packed pass only
 (:func:`packed_attention_on`), so every other call runs as the model was loaded.
+
+A long prompt (:data:`ALONE_TOKENS` or more) runs in a row of its own (:func:`packed_rows`):
+on a CPU a pass over several thousand positions runs slower per position than one over two
+thousand, as its activations no longer stay in the caches. Three 2,000-token FIRST prompts
+took 12.0 s in one row and 10.9 s one by one. Short prompts keep sharing one row; splitting
+them was slower in every measured case (20 pointwise prompts at depth 20: 3.40 s per query
+in one row, 3.66 s in rows of 1,024 tokens). With both changes, FIRST over four DL19
+queries at once takes 14.6 s against 18.7 s (``bench/packing.py``).
 
 On a GPU a small model's pass is bound by kernel launches, and one attention call per
 prompt per layer adds launches, so the local backend packs on CPUs only (see
@@ -36,6 +48,16 @@ SEGMENTS_KEYWORD = "rankwise_segments"
 """The forward keyword that carries each prompt's ``(start, length)`` in the packed row."""
 
 _MAX_MASKS = 4096
+
+ALONE_TOKENS = 1024
+"""A prompt this long or longer runs in a packed row of its own."""
+
+CAUSAL_MIN_LENGTH = 256
+"""Shortest prompt after a prefix that runs on the causal kernel with placeholder queries;
+below it the masked path costs no more."""
+
+CAUSAL_MAX_PREFIX_SHARE = 2.0
+"""Longest prefix, as a multiple of the prompt's length, worth that many placeholders."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,28 @@ class PackedRow:
         return [start + length - 1 for start, length in self.segments]
 
 
+def packed_rows(
+    suffixes: Sequence[Sequence[int]], offset: int = 0, alone_tokens: int | None = None
+) -> list[PackedRow]:
+    """``suffixes`` in order, as packed rows: each of at least ``alone_tokens`` (default
+    :data:`ALONE_TOKENS`) tokens in a row of its own, the shorter ones between them
+    together; each numbered from ``offset``."""
+    alone_tokens = ALONE_TOKENS if alone_tokens is None else alone_tokens
+    rows: list[PackedRow] = []
+    group: list[Sequence[int]] = []
+    for suffix in suffixes:
+        if len(suffix) < alone_tokens:
+            group.append(suffix)
+            continue
+        if group:
+            rows.append(PackedRow.of(group, offset))
+            group = []
+        rows.append(PackedRow.of([suffix], offset))
+    if group:
+        rows.append(PackedRow.of(group, offset))
+    return rows
+
+
 _masks: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
@@ -81,6 +125,32 @@ def _prefix_causal_mask(length: int, prefix: int, device: torch.device) -> torch
         mask = mask.tril(diagonal=prefix)
         _masks[key] = mask
     return mask
+
+
+def _after_prefix(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    prefix: int,
+    scaling: float | None,
+    grouped: bool,
+) -> torch.Tensor:
+    """Attention of a prompt's ``queries`` to all ``prefix`` leading keys and, causally, to
+    its own. A long prompt runs causal attention over the whole sequence with a zero query
+    at each prefix position (each real query then sees exactly the prefix and its own
+    earlier positions) and drops those rows; a short one uses an explicit mask."""
+    length = queries.shape[2]
+    if length >= CAUSAL_MIN_LENGTH and prefix <= CAUSAL_MAX_PREFIX_SHARE * length:
+        shape = (*queries.shape[:2], prefix, queries.shape[3])
+        placed = torch.cat([queries.new_zeros(shape), queries], dim=2)
+        output = torch.nn.functional.scaled_dot_product_attention(
+            placed, keys, values, is_causal=True, scale=scaling, enable_gqa=grouped
+        )
+        return output[:, :, prefix:]
+    mask = _prefix_causal_mask(length, prefix, queries.device)
+    return torch.nn.functional.scaled_dot_product_attention(
+        queries, keys, values, attn_mask=mask, scale=scaling, enable_gqa=grouped
+    )
 
 
 def packed_attention(
@@ -105,10 +175,7 @@ def packed_attention(
         if prefix:
             keys = torch.cat([key[:, :, :prefix], key[:, :, own]], dim=2)
             values = torch.cat([value[:, :, :prefix], value[:, :, own]], dim=2)
-            mask = _prefix_causal_mask(length, prefix, query.device)
-            output = torch.nn.functional.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=mask, scale=scaling, enable_gqa=grouped
-            )
+            output = _after_prefix(queries, keys, values, prefix, scaling, grouped)
         else:
             output = torch.nn.functional.scaled_dot_product_attention(
                 queries,

@@ -82,6 +82,7 @@ from rankwise.backends.packed_attention import (
     PackedRow,
     can_pack,
     packed_attention_on,
+    packed_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -549,22 +550,35 @@ class TransformersBackend:
         return self._forward(sequences, keep=1)[:, -1, :]
 
     def _packed_last_logits(self, sequences: list[list[int]], shared: int) -> Any:
-        """Next-token logits after each sequence, from one packed row of their own tokens
+        """Next-token logits after each sequence, from packed rows of their own tokens
         after the ``shared`` leading tokens (run once, from the prefix store where kept)."""
         started = time.perf_counter()
-        row = PackedRow.of([ids[shared:] for ids in sequences], offset=shared)
+        logits = []
         with torch.inference_mode():
             cache = None
             if shared:
                 _, cache = self._prefix_pass(sequences[0][:shared])
                 self.stats.reused_tokens += shared * (len(sequences) - 1)
-            output = self._packed_forward(row, cache)
-            if shared and len(sequences) <= ONE_BY_ONE_MAX_BATCH:  # as in `_last_logits`
-                starts = [shared + start for start, _ in row.segments]
-                rows = [0] * len(starts)
-                self._store_rows(sequences, shared, returned_cache(output), rows, starts)
-        self._count_packed(row, started)
-        return output.logits[0].float()
+            done = 0
+            for row in packed_rows([ids[shared:] for ids in sequences], offset=shared):
+                output = self._packed_forward(row, cache)
+                count = len(row.segments)
+                if shared and len(sequences) <= ONE_BY_ONE_MAX_BATCH:  # as in `_last_logits`
+                    starts = [shared + start for start, _ in row.segments]
+                    self._store_rows(
+                        sequences[done : done + count],
+                        shared,
+                        returned_cache(output),
+                        [0] * count,
+                        starts,
+                    )
+                if cache is not None:  # the next row starts after the prefix again
+                    cache.crop(-len(row.input_ids))
+                logits.append(output.logits[0].float())
+                self._count_packed(row)
+                done += count
+        self.stats.seconds += time.perf_counter() - started
+        return torch.cat(logits)
 
     def _packed_forward(
         self, row: PackedRow, cache: Any = None, keep: Sequence[int] | None = None
@@ -583,15 +597,13 @@ class TransformersBackend:
                 **{SEGMENTS_KEYWORD: row.segments},
             )
 
-    def _count_packed(self, row: PackedRow, started: float | None = None) -> None:
-        """Count a packed pass in the batch statistics, with its time since ``started``
-        where given (a generation counts its time once, decoding included)."""
+    def _count_packed(self, row: PackedRow) -> None:
+        """Count a packed pass in the batch statistics (its time is counted by the caller,
+        once for all the batch's passes)."""
         self.stats.batches += 1
         self.stats.requests += len(row.segments)
         self.stats.real_tokens += len(row.input_ids)
         self.stats.padded_tokens += len(row.input_ids)
-        if started is not None:
-            self.stats.seconds += time.perf_counter() - started
 
     def _packing_is_exact(self) -> bool:
         """Whether a packed pass gives this model's logits for two short prompts run alone
@@ -807,24 +819,30 @@ class TransformersBackend:
     def _packed_continuations(
         self, requests: list[_ContinuationRequest]
     ) -> list[ContinuationLogprobs]:
-        """Continuation log-probs from one packed row: the logits at the positions that
+        """Continuation log-probs from packed rows: the logits at the positions that
         predict each prompt's continuation tokens, and nothing computed for padding."""
         started = time.perf_counter()
         sequences = [request.input_ids for request in requests]
         counts = [request.continuation_length for request in requests]
-        row = PackedRow.of(sequences)
-        keep: list[int] = []
-        targets: list[int] = []
-        for (start, length), count, ids in zip(row.segments, counts, sequences, strict=True):
-            first = length - count  # the first continuation token, predicted from first - 1
-            keep.extend(range(start + first - 1, start + length - 1))
-            targets.extend(ids[first:])
+        picked: list[float] = []
+        done = 0
         with torch.inference_mode():
-            logits = self._packed_forward(row, keep=keep).logits[0]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            index = torch.tensor(targets, device=logprobs.device)
-            picked = logprobs[torch.arange(len(targets), device=logprobs.device), index].tolist()
-        self._count_packed(row, started)
+            for row in packed_rows(sequences):
+                keep: list[int] = []
+                targets: list[int] = []
+                members = zip(row.segments, counts[done:], sequences[done:], strict=False)
+                for (start, length), count, ids in members:
+                    first = length - count  # first continuation token, predicted from first - 1
+                    keep.extend(range(start + first - 1, start + length - 1))
+                    targets.extend(ids[first:])
+                logits = self._packed_forward(row, keep=keep).logits[0]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                index = torch.tensor(targets, device=logprobs.device)
+                positions = torch.arange(len(targets), device=logprobs.device)
+                picked.extend(logprobs[positions, index].tolist())
+                self._count_packed(row)
+                done += len(row.segments)
+        self.stats.seconds += time.perf_counter() - started
         results = []
         offset = 0
         for request, count in zip(requests, counts, strict=True):
@@ -834,18 +852,22 @@ class TransformersBackend:
         return results
 
     def _prefill(self, sequences: list[list[int]]) -> Prefilled:
-        """The prompts' pass before decoding: one packed row where prompts are packed (no
+        """The prompts' pass before decoding: packed rows where prompts are packed (no
         padding, and each prompt's attention on the fused causal path), else a left-padded
         batch. Call inside ``torch.inference_mode()``."""
         if self.pack_prompts and len(sequences) > 1 and all(sequences):
-            row = PackedRow.of(sequences)
-            output = self._packed_forward(row, new_cache(self.model))
-            prefilled = unpacked_prefill(
-                self.model, output.logits[0], returned_cache(output), row.segments
-            )
-            if prefilled is not None:
+            passes = []
+            logits = []
+            for row in packed_rows(sequences):
+                output = self._packed_forward(row, new_cache(self.model))
+                layers = self._plain_layers(returned_cache(output))
+                if not layers:  # a cache that cannot be laid out again
+                    break
+                passes.append(([(layer.keys, layer.values) for layer in layers], row.segments))
+                logits.append(output.logits[0])
                 self._count_packed(row)
-                return prefilled
+            else:
+                return unpacked_prefill(self.model, torch.cat(logits), passes)
         return padded_prefill(self.model, *self._padded(sequences))
 
     def _run_generate(self, requests: list[_GenerateRequest]) -> list[Generation]:
