@@ -726,9 +726,8 @@ class TransformersBackend:
         reused = self._usable(min(hit.length, len(prefix) - 1), len(prefix)) if hit else 0
         past = None
         if hit and reused:
-            past = transformers.DynamicCache(
-                ddp_cache_data=[(k[:, :, :reused], v[:, :, :reused]) for k, v in hit.states],
-                config=self.model.config,
+            past = new_cache(
+                self.model, [(k[:, :, :reused], v[:, :, :reused]) for k, v in hit.states]
             )
         output = self.model(
             input_ids=torch.tensor([prefix[reused:]], device=self._device),
