@@ -104,6 +104,13 @@ def left_padded(sequences: list[list[int]], pad: int, device: Any) -> tuple[Any,
     return ids, mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def turns(number: int, arms: tuple[str, ...]) -> tuple[str, ...]:
+    """``arms`` rotated by ``number``: the order of turn ``number``, so that over the turns
+    no arm always goes first, on a machine another arm has just warmed."""
+    shift = number % len(arms)
+    return arms[shift:] + arms[:shift]
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _common import dl19, machine, median, write_json
+from _common import dl19, machine, median, turns, write_json
 
 import rankwise.backends.transformers as transformers_backend
 from rankwise import Reranker
@@ -57,13 +57,6 @@ def arm(name: str, backend: TransformersBackend) -> Iterator[None]:
         transformers_backend.plain_greedy = plain_greedy
 
 
-def alternated(number: int) -> tuple[str, ...]:
-    """The arms in turn order, rotated each turn, so that no arm always runs on a machine
-    another has just warmed."""
-    shift = number % len(ARMS)
-    return ARMS[shift:] + ARMS[:shift]
-
-
 async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = await work()
@@ -87,7 +80,7 @@ async def main() -> None:
         a: {"s": [], "tokens": [], "out": []} for a in ARMS
     }
     for number, record in enumerate(records[: args.queries]):
-        for name in alternated(number):
+        for name in turns(number, ARMS):
             with arm(name, backend):
                 seconds, result = await timed(lambda q=record.query: rewriter.arewrite(q))
             rewriting[name]["s"].append(seconds)
@@ -102,7 +95,7 @@ async def main() -> None:
     ranking: dict[str, dict[str, list[Any]]] = {a: {"s": [], "tokens": [], "out": []} for a in ARMS}
     for round_number in range(args.rounds):
         batch = records[round_number * args.parallel : (round_number + 1) * args.parallel]
-        for name in alternated(round_number):
+        for name in turns(round_number, ARMS):
 
             async def together(batch: list = batch) -> list:
                 return await asyncio.gather(

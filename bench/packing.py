@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _common import dl19, machine, median, time_rerank, write_json
+from _common import dl19, machine, median, time_rerank, turns, write_json
 
 import rankwise.backends.packed_attention as packed_attention
 from rankwise import Reranker
@@ -51,12 +51,6 @@ def packing_before(on: bool) -> Iterator[None]:
         yield
     finally:
         packed_attention.CAUSAL_MIN_LENGTH, packed_attention.ALONE_TOKENS = shortest, alone
-
-
-def turns(number: int, arms: tuple[str, ...]) -> tuple[str, ...]:
-    """``arms`` rotated by ``number``, so that no arm always goes first."""
-    shift = number % len(arms)
-    return arms[shift:] + arms[:shift]
 
 
 async def long_prompts(
