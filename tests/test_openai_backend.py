@@ -196,11 +196,8 @@ async def test_concurrency_is_bounded_and_real(stub) -> None:
     stub.handler = lambda request: Reply(body=yes_no(0.5), delay=0.2)
     backend = backend_for(stub, concurrency=4)
     docs = [f"doc {i}" for i in range(12)]
-    started = time.perf_counter()
     ranked = await Reranker("pointwise", backend).arerank("q", docs)
-    elapsed = time.perf_counter() - started
-    assert stub.max_in_flight == 4
-    assert elapsed < 12 * 0.2 / 2  # far below the sequential 2.4 s
+    assert stub.max_in_flight == 4  # four at once, never more
     assert len(ranked) == 12
 
 
