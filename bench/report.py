@@ -46,7 +46,11 @@ def method_table() -> str:
     for name in METHODS:
         method = build_method(name)
         calls = method.expected_calls(100)
-        shown = VARIABLE_CALLS.get(name, f"{calls}" if calls is not None else "varies")
+        if calls is None and name not in VARIABLE_CALLS:
+            fewest, most = method.call_bounds(100)
+            shown = f"{fewest} to {most}, sequential"
+        else:
+            shown = VARIABLE_CALLS.get(name, f"{calls}")
         needs = ", ".join(NEEDS[need] for need in method.requires)
         kind = {
             "probability": "P(relevant) in [0, 1], thresholdable",

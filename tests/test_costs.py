@@ -21,7 +21,6 @@ from tests.oracle import oracle, relevance_docs
     [
         ("pointwise", 10, 10),
         ("prp-allpair", 5, 20),
-        ("prp-sliding", 5, 2 * (4 + 3 + 2 + 1)),
         ("listwise", 25, 2),
         ("listwise-full", 25, 1),
         ("first", 25, 2),
@@ -39,6 +38,22 @@ async def test_dry_run_predicts_the_calls_a_real_rerank_makes(stub, method, n, c
     assert predicted.completion_tokens >= calls
     actual = await reranker.arerank("which passage is relevant?", docs)
     assert actual.usage.calls == predicted.calls == len(stub.requests)
+    await backend.aclose()
+
+
+async def test_dry_run_of_prp_sliding_predicts_its_fewest_calls(stub) -> None:
+    """The dry run's model prefers no passage, so no pass after the first swaps anything and
+    every later comparison is one already answered."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, backoff=0.01, timeout=5)
+    reranker = Reranker("prp-sliding", backend)
+    docs = relevance_docs([(7 * i % 12) / 12 for i in range(12)])
+    predicted = await reranker.aestimate("which passage is relevant?", docs)
+    fewest, most = reranker.call_bounds(docs)
+    assert predicted.calls == fewest == 2 * 11
+    assert most == 2 * sum(11 - i for i in range(10))
+    actual = await reranker.arerank("which passage is relevant?", docs)
+    assert fewest < actual.usage.calls == len(stub.requests) < most
     await backend.aclose()
 
 

@@ -358,6 +358,7 @@ def build_report(
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cache_hits": usage.cache_hits,
+        "reused_answers": usage.reused_answers,
         "retries": usage.retries,
         "fallbacks": sum(len(res.trace.fallbacks) for res in results),
         **_cost_entry(prices, results[0].model if results else args.model, usage),
@@ -372,6 +373,7 @@ def build_report(
                 "prompt_tokens": res.usage.prompt_tokens,
                 "completion_tokens": res.usage.completion_tokens,
                 "cache_hits": res.usage.cache_hits,
+                "reused_answers": res.usage.reused_answers,
                 "seconds": round(res.usage.seconds, 3),
                 **_cost_entry(prices, res.model, res.usage, warn=False),
             }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rankwise.backends.base import (
     AttentionScan,
@@ -25,10 +27,20 @@ class BudgetExhausted(Exception):
     """Raised inside a rerank when its call budget is spent (handled by the Reranker)."""
 
 
+class _Abandoned(Exception):
+    """The first asking of a prompt was cancelled; a later asking sends it itself."""
+
+
 class RankContext:
     """Wraps a backend for one rerank: usage accounting, the trace, and the response cache.
 
     A cache hit costs no LLM call: it counts in ``usage.cache_hits``, not ``usage.calls``.
+
+    A prompt asked again within one rerank (with the same decoding parameters) is answered
+    by its first asking, also while that one is still in flight, and counts in
+    ``usage.reused_answers``. Answers are greedy, so asking again would give the same answer
+    at the cost of a call: PRP-Sliding's later passes compare many of the neighbours the
+    pass before compared, and heapsort meets pairs again while it sifts.
 
     Budgets (``max_calls``, ``max_tokens``) are checked before each call against what is
     spent *and* what is in flight, so methods whose calls run concurrently (pointwise,
@@ -57,6 +69,7 @@ class RankContext:
         self.budget_stopped = False
         self._calls_in_flight = 0
         self._tokens_in_flight = 0
+        self._answers: dict[str, asyncio.Future[Any]] = {}
 
     def checkpoint(self, order: list[int] | Callable[[], list[int] | None]) -> None:
         """Record the best order known so far, or a function that gives it when asked
@@ -122,6 +135,35 @@ class RankContext:
         cls: type[Result],
         call: Callable[[], Awaitable[Result]],
     ) -> Result:
+        asked = json.dumps([operation, request], sort_keys=True, default=str)
+        while (first := self._answers.get(asked)) is not None:
+            try:
+                answer: Result = await asyncio.shield(first)
+            except _Abandoned:
+                continue  # its first asking was cancelled: ask it here, unless another did
+            self.usage.reused_answers += 1
+            return answer
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._answers[asked] = future
+        try:
+            answer = await self._ask(operation, request, cls, call)
+        except BaseException as error:
+            del self._answers[asked]
+            abandoned = not isinstance(error, Exception)  # cancelled, or the process stops
+            future.set_exception(_Abandoned() if abandoned else error)
+            future.exception()  # retrieved here, so nobody waiting is not an error
+            raise
+        future.set_result(answer)
+        return answer
+
+    async def _ask(
+        self,
+        operation: str,
+        request: dict[str, object],
+        cls: type[Result],
+        call: Callable[[], Awaitable[Result]],
+    ) -> Result:
+        """Answer from the response cache, or make the call and count it."""
         key = None
         if self.cache is not None:
             identity = getattr(self.backend, "cache_identity", self.backend.model_name)

@@ -50,12 +50,16 @@ class RankedCandidate(Candidate):
 
 
 class Usage(BaseModel):
-    """What a rerank cost: LLM calls, tokens, cache hits and wall-clock seconds."""
+    """What a rerank cost: LLM calls, tokens, cache hits and wall-clock seconds.
+
+    ``reused_answers`` counts prompts asked again within one rerank and answered by their
+    first asking, without a call (they are in neither ``calls`` nor the tokens)."""
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hits: int = 0
+    reused_answers: int = 0
     retries: int = 0
     seconds: float = 0.0
 
@@ -65,6 +69,7 @@ class Usage(BaseModel):
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cache_hits += other.cache_hits
+        self.reused_answers += other.reused_answers
         self.retries += other.retries
         self.seconds += other.seconds
 

@@ -5,8 +5,9 @@ prompts they would send; the dry-run backend counts their tokens with the wrappe
 tokenizer (or its documented estimate) and answers neutrally: equal label log-probs, an
 empty generation, zero continuation log-probs, uniform attention. Call counts are therefore
 exact for methods whose call pattern does not depend on the answers (pointwise, all-pairs,
-sliding windows, FIRST, ICR); for heapsort and setwise they follow the path of a model
-that prefers no passage (``Reranker.call_bounds`` gives the fewest and the most).
+sliding windows, FIRST, ICR); for heapsort, setwise and PRP-Sliding they follow the path of
+a model that prefers no passage (``Reranker.call_bounds`` gives the fewest and the most).
+A prompt asked again on that path is answered without a call, as in a real rerank.
 Completion tokens are the requested maximum, an upper bound.
 """
 

@@ -22,7 +22,10 @@ class MethodResult:
 
 
 class CallBounds(NamedTuple):
-    """The fewest and the most LLM calls a rerank can make, whatever the model answers."""
+    """The fewest and the most LLM calls a rerank can make, whatever the model answers.
+
+    A prompt asked twice in one rerank is answered once, so a list that holds the same
+    passage text twice may take fewer calls than ``fewest``."""
 
     fewest: int
     most: int

@@ -65,3 +65,19 @@ def heap_groups(size: int, k: int, children: int, *, descend: bool) -> list[int]
         return sizes
     sorting.close()
     raise RuntimeError("heap_top_k waited on something other than its picker")
+
+
+def heap_new_groups(size: int, children: int) -> list[int]:
+    """Sizes of the groups :func:`heap_top_k` asks for ``size`` items that no answers can
+    make repeat a comparison: the first group of each sift-down while the heap is built.
+
+    The builder sifts the roots from the last parent up to 0, and a sift-down only moves
+    items within the root's subtree, so when root ``r`` is sifted it still holds item ``r``,
+    which no group has held before. Every later group may repeat pairs already compared;
+    answers reused within a rerank cost no call, so these groups bound the calls from below.
+    """
+    return [
+        1 + min(children, size - (children * root + 1))
+        for root in range(size // children, -1, -1)
+        if children * root + 1 < size
+    ]

@@ -26,7 +26,7 @@ from rankwise.methods.base import (
     order_by_scores,
     rank_scores,
 )
-from rankwise.methods.heap import heap_groups, heap_top_k
+from rankwise.methods.heap import heap_groups, heap_new_groups, heap_top_k
 from rankwise.parsing import parse_choice
 from rankwise.types import Candidate
 
@@ -222,12 +222,11 @@ class PairwiseHeapsort(_PairwiseMethod):
 
     def call_bounds(self, n: int) -> CallBounds:
         """A sift-down step compares the parent with each child in turn, both orders each:
-        2·(group size − 1) calls; the steps asked are bounded by :func:`heap_groups`."""
-
-        def calls(descend: bool) -> int:
-            return sum(2 * (size - 1) for size in heap_groups(n, self.top_k, 2, descend=descend))
-
-        return CallBounds(calls(descend=False), calls(descend=True))
+        2·(group size − 1) calls. The most follows the longest path (:func:`heap_groups`);
+        the fewest counts the groups that cannot repeat a comparison (:func:`heap_new_groups`),
+        since a pair met again is answered by its first asking."""
+        most = sum(2 * (size - 1) for size in heap_groups(n, self.top_k, 2, descend=True))
+        return CallBounds(sum(2 * (size - 1) for size in heap_new_groups(n, 2)), most)
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext
@@ -250,14 +249,21 @@ class PairwiseHeapsort(_PairwiseMethod):
 
 class PairwiseSliding(_PairwiseMethod):
     """PRP-Sliding-K: ``top_k`` bubble passes from the bottom up, swapping neighbours on a
-    consistent win. Calls: 2·Σ_{i<K}(N−1−i) with K = min(top_k, N−1). Score: 1/rank."""
+    consistent win. Comparisons: Σ_{i<K}(N−1−i) with K = min(top_k, N−1), two prompts each.
+    A pair a later pass meets again (neighbours no swap parted) is answered by its first
+    asking, so the calls run from 2·(N−1), when no pass swaps anything after the first, to
+    2·Σ_{i<K}(N−1−i). Score: 1/rank."""
 
     name = "prp-sliding"
     score_kind = "rank"
 
-    def expected_calls(self, n: int) -> int:
+    def call_bounds(self, n: int) -> CallBounds:
+        """The first pass compares N−1 different pairs; every later comparison may repeat
+        one already answered, or be new."""
         passes = min(self.top_k, n - 1)
-        return 2 * sum(n - 1 - i for i in range(passes))
+        if passes < 1:
+            return CallBounds(0, 0)
+        return CallBounds(2 * (n - 1), 2 * sum(n - 1 - i for i in range(passes)))
 
     async def rank(
         self, query: str, candidates: Sequence[Candidate], context: RankContext

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rankwise.context import RankContext
 from rankwise.errors import InputError
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
-from rankwise.methods.heap import heap_groups, heap_top_k
+from rankwise.methods.heap import heap_groups, heap_new_groups, heap_top_k
 from rankwise.methods.pairwise import Mode, Ties, _PairwiseMethod
 from rankwise.parsing import LETTERS
 from rankwise.types import Candidate
@@ -64,9 +64,11 @@ class SetwiseHeapsort(_PairwiseMethod):
         self.children = children
 
     def call_bounds(self, n: int) -> CallBounds:
-        """One call per sift-down step, whatever the group's size (see :func:`heap_groups`)."""
+        """One call per sift-down step, whatever the group's size. The most follows the
+        longest path (:func:`heap_groups`); the fewest counts the groups that cannot repeat
+        (:func:`heap_new_groups`), since a group asked again is answered by its first asking."""
         return CallBounds(
-            len(heap_groups(n, self.top_k, self.children, descend=False)),
+            len(heap_new_groups(n, self.children)),
             len(heap_groups(n, self.top_k, self.children, descend=True)),
         )
 
