@@ -244,6 +244,10 @@ def performance_table() -> str:
     generation = _load("generation")
     if generation:
         rows.extend(_generation_rows(generation))
+    for name in ("reused_answers", "reused_answers_judge", "reused_answers_api"):
+        reused = _load(name)
+        if reused:
+            rows.extend(_reused_rows(reused))
     api = _load("api_concurrency")
     if api:
         for r in api["rows"]:
@@ -449,6 +453,27 @@ def _generation_rows(data: dict[str, Any]) -> list[str]:
             f"(**{part['speedup_vs_padded_prefill']}×**) vs `model.generate` "
             f"{seconds['model.generate']} s (**{part['speedup_vs_generate']}×**); same text "
             f"{part['same_output']} | (no target) | — |"
+        )
+    return rows
+
+
+def _reused_rows(data: dict[str, Any]) -> list[str]:
+    """Answers reused within a rerank against every prompt asked again."""
+    judge = {
+        "local": f"{data['model']} (local)",
+        "api": f"{data['model']} over llama.cpp",
+        "judge": "a judge answering from the NIST judgments (loopback stub)",
+    }[data.get("backend", "local")]
+    rows = []
+    for method, row in data["methods"].items():
+        reused, asked = row["arms"]["reused"], row["arms"]["asked again"]
+        rows.append(
+            f"| reused_answers: `{method}` depth {data['depth']} ({data['queries']} q), "
+            f"{judge} | reused {reused['seconds_per_query']} s/q, "
+            f"{reused['calls_per_query']:g} calls vs asked again {asked['seconds_per_query']} "
+            f"s/q, {asked['calls_per_query']:g} calls: **{row['speedup']}×** time, "
+            f"{row['calls_ratio']}× calls; same rankings {row['same_rankings']} | "
+            "(no target) | — |"
         )
     return rows
 

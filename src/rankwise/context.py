@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -69,7 +70,7 @@ class RankContext:
         self.budget_stopped = False
         self._calls_in_flight = 0
         self._tokens_in_flight = 0
-        self._answers: dict[str, asyncio.Future[Any]] = {}
+        self._answers: dict[bytes, asyncio.Future[Any]] = {}
 
     def checkpoint(self, order: list[int] | Callable[[], list[int] | None]) -> None:
         """Record the best order known so far, or a function that gives it when asked
@@ -135,7 +136,8 @@ class RankContext:
         cls: type[Result],
         call: Callable[[], Awaitable[Result]],
     ) -> Result:
-        asked = json.dumps([operation, request], sort_keys=True, default=str)
+        text = json.dumps([operation, request], sort_keys=True, default=str)
+        asked = hashlib.sha256(text.encode("utf-8")).digest()  # small: all-pairs keeps 9,900
         while (first := self._answers.get(asked)) is not None:
             try:
                 answer: Result = await asyncio.shield(first)
