@@ -81,15 +81,15 @@ def qrels_judge(judged: dict, latency: float):  # type: ignore[no-untyped-def]
 
 @contextmanager
 def arm(name: str) -> Iterator[None]:
-    """Within ``asked again``, every prompt goes past the reuse to the response cache and
-    the model (``RankContext._ask``), as it did before answers were reused."""
-    reusing = RankContext._cached
+    """Within ``asked again``, every prompt goes past the reuse (``RankContext._reused``)
+    to the response cache and the model, as it did before answers were reused."""
+    reusing = RankContext._reused
     if name == ARMS[1]:
-        RankContext._cached = RankContext._ask  # type: ignore[method-assign]
+        RankContext._reused = lambda self, key, ask: ask()  # type: ignore[method-assign]
     try:
         yield
     finally:
-        RankContext._cached = reusing  # type: ignore[method-assign]
+        RankContext._reused = reusing  # type: ignore[method-assign]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

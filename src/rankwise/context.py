@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -70,7 +68,7 @@ class RankContext:
         self.budget_stopped = False
         self._calls_in_flight = 0
         self._tokens_in_flight = 0
-        self._answers: dict[bytes, asyncio.Future[Any]] = {}
+        self._answers: dict[str, asyncio.Future[Any]] = {}
 
     def checkpoint(self, order: list[int] | Callable[[], list[int] | None]) -> None:
         """Record the best order known so far, or a function that gives it when asked
@@ -136,9 +134,13 @@ class RankContext:
         cls: type[Result],
         call: Callable[[], Awaitable[Result]],
     ) -> Result:
-        text = json.dumps([operation, request], sort_keys=True, default=str)
-        asked = hashlib.sha256(text.encode("utf-8")).digest()  # small: all-pairs keeps 9,900
-        while (first := self._answers.get(asked)) is not None:
+        identity = getattr(self.backend, "cache_identity", self.backend.model_name)
+        key = ResponseCache.key(self.backend.kind, identity, operation, request)
+        return await self._reused(key, lambda: self._ask(key, operation, request, cls, call))
+
+    async def _reused(self, key: str, ask: Callable[[], Awaitable[Result]]) -> Result:
+        """The answer of the first asking of ``key`` in this rerank, or ``ask()``'s."""
+        while (first := self._answers.get(key)) is not None:
             try:
                 answer: Result = await asyncio.shield(first)
             except _Abandoned:
@@ -146,11 +148,11 @@ class RankContext:
             self.usage.reused_answers += 1
             return answer
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._answers[asked] = future
+        self._answers[key] = future
         try:
-            answer = await self._ask(operation, request, cls, call)
+            answer = await ask()
         except BaseException as error:
-            del self._answers[asked]
+            del self._answers[key]
             abandoned = not isinstance(error, Exception)  # cancelled, or the process stops
             future.set_exception(_Abandoned() if abandoned else error)
             future.exception()  # retrieved here, so nobody waiting is not an error
@@ -160,16 +162,14 @@ class RankContext:
 
     async def _ask(
         self,
+        key: str,
         operation: str,
         request: dict[str, object],
         cls: type[Result],
         call: Callable[[], Awaitable[Result]],
     ) -> Result:
         """Answer from the response cache, or make the call and count it."""
-        key = None
         if self.cache is not None:
-            identity = getattr(self.backend, "cache_identity", self.backend.model_name)
-            key = self.cache.key(self.backend.kind, identity, operation, request)
             hit = self.cache.get(key, cls)
             if hit is not None:
                 self.usage.cache_hits += 1
@@ -179,7 +179,7 @@ class RankContext:
             result = await call()
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)
-        if self.cache is not None and key is not None:
+        if self.cache is not None:
             self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
         return result
 
