@@ -1,13 +1,16 @@
 """The converted-model cache: one copy per transformers major version, written once by
 processes that start together, converted again when it is damaged (not when the caller's
-options are at fault), and the caller's model options honoured on every load."""
+options are at fault), and the caller's model options honoured on every load.
+
+The conversion tests load a small real GGUF model written from the embedded one
+(``tests/tiny_gguf.py``): the same code path, at about a second a load instead of 20 to 30 s.
+Every test that uses ``local_backend`` loads the embedded model itself through this cache."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,14 @@ from rankwise.backends.model_files import (
     installed_transformers_major,
     is_complete,
 )
+from tests.tiny_gguf import VOCAB, tiny_parameter_count, write_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """A small GGUF model (2 layers, 1,024 tokens) with the embedded model's metadata."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    return write_tiny_gguf(default_gguf_path(), folder / "tiny-smollm2.gguf")
 
 
 def test_each_transformers_major_version_gets_its_own_folder(tmp_path, monkeypatch) -> None:
@@ -49,32 +60,34 @@ def _damage(folder: Path, part: str) -> None:
 
 @pytest.mark.parametrize("part", ["config", "weights"])
 def test_an_unloadable_cached_copy_is_converted_again(
-    local_backend, dl19, tmp_path, monkeypatch, caplog, part
+    tiny_gguf, dl19, tmp_path, monkeypatch, caplog, part
 ) -> None:
     from rankwise.backends.transformers import TransformersBackend
 
-    shipped = converted_model_dir(default_gguf_path())
-    assert is_complete(shipped), "the session's backend converts the model first"
     monkeypatch.setenv("RANKWISE_CACHE_DIR", str(tmp_path))
-    folder = converted_model_dir(default_gguf_path())
-    shutil.copytree(shipped, folder)
+    record = dl19[0]
+    documents = record.documents(5)
+    first = TransformersBackend(str(tiny_gguf))  # converts into the empty cache
+    before = Reranker("pointwise-qlm", first).rerank(record.query, documents)
+    del first  # its weights may be mapped from the file damaged below
+    folder = converted_model_dir(tiny_gguf)
+    assert is_complete(folder)
+    size = (folder / "model.safetensors").stat().st_size
     _damage(folder, part)
     with pytest.raises(Exception):  # noqa: B017 - whichever error this part gives
         transformers.AutoModelForCausalLM.from_pretrained(folder)
 
     with caplog.at_level(logging.WARNING, logger="rankwise.backends.gguf_conversion"):
-        backend = TransformersBackend("default", model_kwargs={"attn_implementation": "eager"})
+        backend = TransformersBackend(str(tiny_gguf), model_kwargs={"attn_implementation": "eager"})
     assert any("converting" in record.getMessage() for record in caplog.records)
     assert backend.model.config._attn_implementation == "eager"  # kwargs on a converting load
     assert is_complete(folder)
     json.loads((folder / "config.json").read_text())
-    assert (folder / "model.safetensors").stat().st_size > 100_000_000
+    assert (folder / "model.safetensors").stat().st_size == size
     transformers.AutoModelForCausalLM.from_pretrained(folder)  # the new copy loads
 
-    record = dl19[0]
-    documents = record.documents(5)
-    again = Reranker("pointwise", backend).rerank(record.query, documents)
-    before = Reranker("pointwise", local_backend).rerank(record.query, documents)
+    again = Reranker("pointwise-qlm", backend).rerank(record.query, documents)
+    assert sorted(again.ids) == sorted(document["id"] for document in documents)
     assert again.ids == before.ids
     for new, old in zip(again.items, before.items, strict=True):
         assert new.score == pytest.approx(old.score, abs=1e-4)
@@ -84,15 +97,15 @@ _LOAD_AND_REPORT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 from rankwise.backends.transformers import TransformersBackend
-backend = TransformersBackend("default")
+backend = TransformersBackend(sys.argv[1])
 print(backend.model.num_parameters())
 """
 
 
-def _start_loading(cache: Path) -> subprocess.Popen[str]:
+def _start_loading(cache: Path, gguf: Path) -> subprocess.Popen[str]:
     environment = {**os.environ, "RANKWISE_CACHE_DIR": str(cache)}
     return subprocess.Popen(
-        [sys.executable, "-c", _LOAD_AND_REPORT],
+        [sys.executable, "-c", _LOAD_AND_REPORT, str(gguf)],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -100,18 +113,17 @@ def _start_loading(cache: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_processes_that_start_together_convert_once(tmp_path) -> None:
-    """Two processes load the default model into an empty cache at the same time: one
-    converts, the other waits for the lock and loads that copy."""
-    processes = [_start_loading(tmp_path) for _ in range(2)]
+def test_processes_that_start_together_convert_once(tiny_gguf, tmp_path) -> None:
+    """Two processes load a GGUF model into an empty cache at the same time: one converts,
+    the other waits for the lock and loads that copy."""
+    processes = [_start_loading(tmp_path, tiny_gguf) for _ in range(2)]
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-2000:]
-        assert int(stdout.strip().splitlines()[-1]) > 100_000_000
+        assert int(stdout.strip().splitlines()[-1]) == tiny_parameter_count()
     conversions = sum(stderr.count("to safetensors in") for _, stderr in outputs)
     assert conversions == 1, [stderr[-1000:] for _, stderr in outputs]
-    folder = converted_model_dir(default_gguf_path())
-    folder = tmp_path / "models" / folder.name
+    folder = tmp_path / "models" / converted_model_dir(tiny_gguf).name
     assert is_complete(folder)
     left = sorted(path.name for path in folder.parent.iterdir())
     assert left == [folder.name, f"{folder.name}.lock"], left  # no staging copy left
@@ -127,7 +139,7 @@ def test_processes_that_start_together_convert_once(tmp_path) -> None:
     ids=["no-options", "options", "options-without-temp-folder"],
 )
 def test_an_unwritable_cache_still_loads(
-    tmp_path, monkeypatch, caplog, options, temp_writable, conversions
+    tiny_gguf, tmp_path, monkeypatch, caplog, options, temp_writable, conversions
 ) -> None:
     """A cache the process may not write to costs a conversion per load, not the load. Model
     options are applied to a copy staged in a temporary folder, so the GGUF file is
@@ -153,13 +165,14 @@ def test_an_unwritable_cache_still_loads(
         transformers.AutoModelForCausalLM, "from_pretrained", counting_from_pretrained
     )
     with caplog.at_level(logging.WARNING, logger="rankwise.backends.gguf_conversion"):
-        tokenizer, model = load_gguf(default_gguf_path(), torch.float32, dict(options))
+        tokenizer, model = load_gguf(tiny_gguf, torch.float32, dict(options))
     messages = [record.getMessage() for record in caplog.records]
     assert any("could not cache" in message for message in messages), messages
-    assert gguf_loads == [default_gguf_path().name] * conversions, gguf_loads
+    assert gguf_loads == [tiny_gguf.name] * conversions, gguf_loads
     assert any("could not stage" in message for message in messages) != temp_writable
-    assert tokenizer.encode("Yes", add_special_tokens=False) == [10539]
-    assert model.num_parameters() > 100_000_000
+    assert len(tokenizer) == VOCAB
+    assert tokenizer.encode("Fleas", add_special_tokens=False) == [54, 290, 292]
+    assert model.num_parameters() == tiny_parameter_count()
     assert model.dtype == torch.float32
     if options:
         assert model.config._attn_implementation == "eager"
