@@ -467,11 +467,12 @@ def _reused_rows(data: dict[str, Any]) -> list[str]:
     rows = []
     for method, row in data["methods"].items():
         reused, asked = row["arms"]["reused"], row["arms"]["asked again"]
+        calls = [round(arm["calls_per_query"], 1) for arm in (reused, asked)]
         rows.append(
             f"| reused_answers: `{method}` depth {data['depth']} ({data['queries']} q), "
             f"{judge} | reused {reused['seconds_per_query']} s/q, "
-            f"{reused['calls_per_query']:g} calls vs asked again {asked['seconds_per_query']} "
-            f"s/q, {asked['calls_per_query']:g} calls: **{row['speedup']}×** time, "
+            f"{calls[0]:g} calls vs asked again {asked['seconds_per_query']} "
+            f"s/q, {calls[1]:g} calls: **{row['speedup']}×** time, "
             f"{row['calls_ratio']}× calls; same rankings {row['same_rankings']} | "
             "(no target) | — |"
         )

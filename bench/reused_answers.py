@@ -12,7 +12,7 @@ the other arm kept of the same prompts. Methods: ``prp-sliding`` (K = 10), ``prp
 ``setwise`` (top 10), each over the first ``--depth`` BM25 candidates.
 
     python bench/reused_answers.py --queries 4 --depth 20
-    python bench/reused_answers.py --queries 4 --depth 20 --backend api
+    python bench/reused_answers.py --queries 3 --depth 20 --backend api --methods prp-sliding
 
 ``--backend api`` asks the same model over a llama.cpp server on 127.0.0.1 (needs
 ``llama-cpp-python[server]``), where a call is an HTTP request as to a hosted API; the
@@ -116,7 +116,7 @@ async def compare(
 ) -> dict[str, Any]:
     """Both arms over every method and query, on ``backend``."""
     rows: dict[str, Any] = {}
-    for method in METHODS:
+    for method in args.methods:
         reranker = Reranker(method, backend, top_k=10)
         await reranker.arerank(records[0].query, records[0].documents(3))  # load and warm
         seen: dict[str, dict[str, list[Any]]] = {a: {} for a in ARMS}
@@ -175,6 +175,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--backend", choices=("local", "api", "judge"), default="local")
     parser.add_argument("--latency", type=float, default=0.05, help="judge: seconds per call")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     name = "reused_answers" if args.backend == "local" else f"reused_answers_{args.backend}"
