@@ -57,10 +57,15 @@ KEY_CHARS = 60
 def judgments_by_text(records: list[QueryRecord], qrels: dict[str, dict[str, int]]) -> dict:
     """Each candidate's NIST judgment (0 when unjudged), keyed by its text's beginning."""
     return {
-        (record.query, " ".join(c["text"].split())[:KEY_CHARS]): qrels[record.qid].get(c["id"], 0)
+        (record.query, _text_key(c["text"])): qrels[record.qid].get(c["id"], 0)
         for record in records
         for c in record.documents(None)
     }
+
+
+def _text_key(text: str) -> str:
+    """A passage's first characters, whitespace collapsed, as a prompt and a record show it."""
+    return " ".join(text.split())[:KEY_CHARS]
 
 
 def qrels_judge(judged: dict, latency: float):  # type: ignore[no-untyped-def]
@@ -69,11 +74,10 @@ def qrels_judge(judged: dict, latency: float):  # type: ignore[no-untyped-def]
     def answer(request: dict[str, Any]) -> Reply:
         text = user_text(request)
         query = next(q for q, _ in judged if q in text)
-        labels = [
-            judged.get((query, " ".join(passage.split())[:KEY_CHARS]), 0)
-            for _, passage in PASSAGE.findall(text)
-        ]
-        best = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[labels.index(max(labels))] if labels else "A"
+        shown = PASSAGE.findall(text)  # (label, passage), in the order shown
+        best = "A"
+        if shown:  # the first of the highest judged
+            best = max(shown, key=lambda item: judged.get((query, _text_key(item[1])), 0))[0]
         return Reply(body=completion(f"Passage {best}"), delay=latency)
 
     return answer

@@ -11,6 +11,7 @@ weights, quantised to Q8_0 so that loading it de-quantises as the real file does
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,7 @@ _DERIVED = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.archi
 
 def tiny_parameter_count() -> int:
     """Parameters of the model this module writes (embeddings tied to the output)."""
-    head = HIDDEN // HEADS
-    attention = HIDDEN * HIDDEN * 2 + HIDDEN * KV_HEADS * head * 2
-    block = attention + 3 * HIDDEN * FEED_FORWARD + 2 * HIDDEN
-    return VOCAB * HIDDEN + LAYERS * block + HIDDEN
+    return sum(math.prod(shape) for _, shape in _tensor_shapes())
 
 
 def write_tiny_gguf(source: Path, target: Path, seed: int = 0) -> Path:
@@ -58,8 +56,9 @@ def write_tiny_gguf(source: Path, target: Path, seed: int = 0) -> Path:
             writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=element)
         else:
             writer.add_key_value(key, value, element)
+    rng = np.random.default_rng(seed)
     for name, shape in _tensor_shapes():
-        data, kind = _weights(shape, np.random.default_rng([seed, len(name)]))
+        data, kind = _weights(shape, rng)
         writer.add_tensor(name, data, raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
