@@ -40,7 +40,9 @@ For pointwise and PRP all-pairs on DL19 (same queries, same model, side by side 
 
 Pointwise is measured twice: in float32 (the default) and in bfloat16, where CPUs with
 matrix units (AMX) run wide matrix products much faster than narrow ones, so batching
-gains more.
+gains more. ``--parts`` runs some of the three parts only (``pointwise``, ``prp-allpair``,
+``bfloat16``), and ``--name`` writes the result under another name, so that a run on
+another machine, or of one part, leaves the committed file alone.
 
 On a GPU a query takes a fraction of a second, so ``--repeats N`` times every arm N times
 per query and keeps the median.
@@ -48,7 +50,7 @@ per query and keeps the median.
 Also reported: padding waste (share of computed positions that were padding) and effective
 tokens per second (real prompt tokens / forward seconds). Writes
 ``bench/results/local_throughput.json`` (``local_throughput_cuda.json`` with
-``--device cuda``).
+``--device cuda``, ``NAME.json`` with ``--name NAME``).
 """
 
 from __future__ import annotations
@@ -387,6 +389,9 @@ def make_arms(dtype: DType, device: str) -> dict[str, TransformersBackend]:
     return arms
 
 
+PARTS = ("pointwise", "prp-allpair", "bfloat16")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=3)
@@ -397,31 +402,53 @@ async def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--repeats", type=int, default=1, help="runs per arm and query")
+    parser.add_argument(
+        "--parts",
+        type=parts_option,
+        default=PARTS,
+        help="comma-separated parts to run: pointwise (float32, with the many-queries arm), "
+        "prp-allpair (float32), bfloat16 (pointwise); all by default. PRP all-pairs is the "
+        "slow part: about 7 to 17 minutes per query on a 2-core CPU",
+    )
+    parser.add_argument(
+        "--name",
+        help="result file name under bench/results/, without .json (default "
+        "local_throughput, or local_throughput_cuda with --device cuda)",
+    )
     args = parser.parse_args()
     records, _ = dl19(max(args.queries, args.bf16_queries))
     bf16_records, records = records[: args.bf16_queries], records[: args.queries]
     arms = make_arms("float32", args.device)
-    bf16_arms = make_arms("bfloat16", args.device)
+    bf16_arms = make_arms("bfloat16", args.device) if "bfloat16" in args.parts else {}
     batched = arms["batched"]
     for backend in [*arms.values(), *bf16_arms.values()]:  # warm-up at full size, unreported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
-    for backend in arms.values():  # only float32 runs all-pairs
-        await timed_rerank(backend, "prp-allpair", records[-1], 5)
+    if "prp-allpair" in args.parts:
+        for backend in arms.values():  # only float32 runs all-pairs
+            await timed_rerank(backend, "prp-allpair", records[-1], 5)
+    methods = []
+    if "pointwise" in args.parts:
+        methods.append(await compare("pointwise", arms, records, args.depth, args.repeats))
+    if "prp-allpair" in args.parts:
+        pairwise = records[: args.pairwise_queries]
+        methods.append(await compare("prp-allpair", arms, pairwise, args.depth, args.repeats))
+    if "bfloat16" in args.parts:
+        methods.append(
+            await compare("pointwise", bf16_arms, bf16_records, args.depth, args.repeats)
+        )
     results: dict[str, Any] = {
         "benchmark": "local_throughput",
         "model": batched.model_name,
-        "dtypes": ["float32", "bfloat16"],
+        "dtypes": list(dict.fromkeys(row["dtype"] for row in methods)),
         "device": args.device,
         "max_batch": batched._labels.max_batch,
         "max_passage_tokens": 128,
-        "methods": [
-            await compare("pointwise", arms, records, args.depth, args.repeats),
-            await compare(
-                "prp-allpair", arms, records[: args.pairwise_queries], args.depth, args.repeats
-            ),
-            await compare("pointwise", bf16_arms, bf16_records, args.depth, args.repeats),
-        ],
-        "many_queries": await many_queries(batched, records, args.depth, args.repeats),
+        "methods": methods,
+        **(
+            {"many_queries": await many_queries(batched, records, args.depth, args.repeats)}
+            if "pointwise" in args.parts
+            else {}
+        ),
         "machine": machine(),
     }
     for row in results["methods"]:
@@ -439,7 +466,20 @@ async def main() -> None:
                 else ""
             )
         )
-    print(f"wrote {write_json(result_name('local_throughput', args.device), results)}")
+    name = args.name or result_name("local_throughput", args.device)
+    print(f"wrote {write_json(name, results)}")
+
+
+def parts_option(text: str) -> tuple[str, ...]:
+    """``--parts``: names from :data:`PARTS`, comma-separated, or an error naming them."""
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(PARTS)}"
+        )
+    return parts
 
 
 if __name__ == "__main__":

@@ -188,7 +188,11 @@ def performance_table() -> str:
         "| benchmark | measured (medians, side by side in one run) | target | result |",
         "|---|---|---|---|",
     ]
-    for name, where in (("local_throughput", ""), ("local_throughput_cuda", "cuda")):
+    for name, where in (
+        ("local_throughput", ""),
+        ("local_throughput_no_amx", "cpu"),
+        ("local_throughput_cuda", "cuda"),
+    ):
         local = _load(name)
         if local:
             rows.extend(_local_rows(local, _device_label(local, where)))
@@ -313,10 +317,15 @@ def libraries_table() -> str:
 
 
 def _device_label(data: dict[str, Any], where: str) -> str:
-    """`` on NVIDIA H100 80GB HBM3`` for a GPU run, nothing for the CPU."""
+    """`` on NVIDIA H100 80GB HBM3`` for a GPU run, `` on AMD EPYC (no AMX)`` for a second
+    CPU's run, nothing for the main CPU file."""
     if not where:
         return ""
-    return f" on {data['machine']['gpu']}"
+    machine = data["machine"]
+    if where == "cpu":
+        amx = any(feature.startswith("amx") for feature in machine["cpu_features"])
+        return f" on {machine['cpu_model']}{'' if amx else ' (no AMX)'}"
+    return f" on {machine['gpu']}"
 
 
 def _local_rows(local: dict[str, Any], where: str) -> list[str]:
