@@ -13,14 +13,18 @@ the other arm kept of the same prompts. Methods: ``prp-sliding`` (K = 10), ``prp
 
     python bench/reused_answers.py --queries 4 --depth 20
     python bench/reused_answers.py --queries 3 --depth 20 --backend api --methods prp-sliding
+    python bench/reused_answers.py --queries 3 --depth 20 --backend api --update \
+        --methods prp-heapsort setwise
 
 ``--backend api`` asks the same model over a llama.cpp server on 127.0.0.1 (needs
 ``llama-cpp-python[server]``), where a call is an HTTP request as to a hosted API; the
-result goes to ``reused_answers_api.json``. The embedded model rarely prefers a passage in
-both orders, so PRP's passes swap little there. ``--backend judge`` asks a strong judge
-instead: a loopback stub that answers from the NIST judgments (the passage judged more
-relevant; on equal judgments the first shown, so the two orders disagree and it is a tie),
-with ``--latency`` seconds per call; the result goes to ``reused_answers_judge.json``.
+result goes to ``reused_answers_api.json``, and ``--update`` adds the methods run to that
+file instead of replacing it (each added method records the machine and date that measured
+it). The embedded model rarely prefers a passage in both orders, so PRP's passes swap little
+there. ``--backend judge`` asks a strong judge instead: a loopback stub that answers from
+the NIST judgments (the passage judged more relevant; on equal judgments the first shown,
+so the two orders disagree and it is a tie), with ``--latency`` seconds per call; the
+result goes to ``reused_answers_judge.json``.
 
 Reports, per method and arm, median seconds per query, calls and reused answers per query,
 nDCG@10, and whether the rankings matched. Writes ``bench/results/reused_answers.json``.
@@ -30,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from _common import ROOT, dl19, machine, median, time_rerank, turns, write_json
+from _common import RESULTS, ROOT, dl19, machine, median, time_rerank, turns, write_json
 
 sys.path.insert(0, str(ROOT))
 
@@ -182,10 +187,42 @@ def main() -> None:
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all"
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="add the methods run to the existing result file of this backend (same model, "
+        "queries and depth), replacing any run again, instead of writing a new file",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args))
     name = "reused_answers" if args.backend == "local" else f"reused_answers_{args.backend}"
+    earlier = load_earlier(name) if args.update else None  # fails before the long run
+    result = asyncio.run(run(args))
+    if earlier is not None:
+        result = updated(earlier, result)
     print(f"wrote {write_json(name, result)}")
+
+
+def load_earlier(name: str) -> dict[str, Any]:
+    """The committed result ``--update`` adds to, or a clear error when there is none."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"--update: {path} does not exist; run once without --update")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def updated(earlier: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """``earlier`` with ``result``'s methods added or replaced, each added method carrying
+    the machine (and date) that measured it; the two runs must match in what they compare."""
+    for key in ("backend", "model", "queries", "depth"):
+        if earlier.get(key) != result[key]:
+            raise SystemExit(
+                f"--update: the earlier run has {key} {earlier.get(key)!r} and this one "
+                f"{result[key]!r}; run with the same options, or without --update"
+            )
+    methods = dict(earlier["methods"])
+    for method, row in result["methods"].items():
+        methods[method] = {**row, "machine": result["machine"]}
+    return {**earlier, "methods": methods}
 
 
 if __name__ == "__main__":
