@@ -195,7 +195,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     name = "reused_answers" if args.backend == "local" else f"reused_answers_{args.backend}"
-    earlier = load_earlier(name) if args.update else None  # fails before the long run
+    earlier = None
+    if args.update:  # checked before the long run
+        earlier = load_earlier(name)
+        _check_same(
+            earlier, {"backend": args.backend, "queries": args.queries, "depth": args.depth}
+        )
     result = asyncio.run(run(args))
     if earlier is not None:
         result = updated(earlier, result)
@@ -213,16 +218,20 @@ def load_earlier(name: str) -> dict[str, Any]:
 def updated(earlier: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """``earlier`` with ``result``'s methods added or replaced, each added method carrying
     the machine (and date) that measured it; the two runs must match in what they compare."""
-    for key in ("backend", "model", "queries", "depth"):
-        if earlier.get(key) != result[key]:
-            raise SystemExit(
-                f"--update: the earlier run has {key} {earlier.get(key)!r} and this one "
-                f"{result[key]!r}; run with the same options, or without --update"
-            )
+    _check_same(earlier, {key: result[key] for key in ("backend", "model", "queries", "depth")})
     methods = dict(earlier["methods"])
     for method, row in result["methods"].items():
         methods[method] = {**row, "machine": result["machine"]}
     return {**earlier, "methods": methods}
+
+
+def _check_same(earlier: dict[str, Any], now: dict[str, Any]) -> None:
+    for key, value in now.items():
+        if earlier.get(key) != value:
+            raise SystemExit(
+                f"--update: the earlier run has {key} {earlier.get(key)!r} and this one "
+                f"{value!r}; run with the same options, or without --update"
+            )
 
 
 if __name__ == "__main__":
