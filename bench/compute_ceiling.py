@@ -192,6 +192,11 @@ async def main() -> None:
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--name",
+        help="result file name under bench/results/, without .json (default "
+        "compute_ceiling, or compute_ceiling_cuda with --device cuda)",
+    )
     args = parser.parse_args()
     records, _ = dl19(args.queries)
     full = TransformersBackend("default", device=args.device)  # float32: collects the prompts too
@@ -210,7 +215,8 @@ async def main() -> None:
         "rows": rows,
         "machine": machine(),
     }
-    print(f"wrote {write_json(result_name('compute_ceiling', args.device), payload)}")
+    name = args.name or result_name("compute_ceiling", args.device)
+    print(f"wrote {write_json(name, payload)}")
 
 
 if __name__ == "__main__":

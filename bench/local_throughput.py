@@ -408,7 +408,7 @@ async def main() -> None:
         default=PARTS,
         help="comma-separated parts to run: pointwise (float32, with the many-queries arm), "
         "prp-allpair (float32), bfloat16 (pointwise); all by default. PRP all-pairs is the "
-        "slow part: about 7 to 17 minutes per query on a 2-core CPU",
+        "slow part: about 10 to 20 minutes per query on a 2-core CPU",
     )
     parser.add_argument(
         "--name",

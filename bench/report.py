@@ -220,9 +220,10 @@ def performance_table() -> str:
     graphs = _load("cuda_graphs_cuda")
     if graphs:
         rows.extend(_graph_rows(graphs, _device_label(graphs, "cuda")))
-    ceiling = _load("compute_ceiling")
-    if ceiling:
-        rows.extend(_ceiling_rows(ceiling))
+    for name, where in (("compute_ceiling", ""), ("compute_ceiling_no_amx", "cpu")):
+        ceiling = _load(name)
+        if ceiling:
+            rows.extend(_ceiling_rows(ceiling, _device_label(ceiling, where)))
     host = _load("host_work")
     if host:
         rows.extend(_host_rows(host))
@@ -394,11 +395,11 @@ def _graph_rows(data: dict[str, Any], where: str) -> list[str]:
     return rows
 
 
-def _ceiling_rows(data: dict[str, Any]) -> list[str]:
+def _ceiling_rows(data: dict[str, Any], where: str) -> list[str]:
     rows = []
     for r in data["rows"]:
         rows.append(
-            f"| compute_ceiling: `{data['method']}` {r['dtype']} depth {data['depth']} "
+            f"| compute_ceiling{where}: `{data['method']}` {r['dtype']} depth {data['depth']} "
             f"({data['queries']} q, {r['prompts']} prompts), plain `model(...)` | one prompt at "
             f"a time {r['one_at_a_time_gflops']} GFLOP/s ({r['one_at_a_time_share_of_peak']:.0%}"
             f" of the {r['peak_gflops']} GFLOP/s matrix-multiply peak), batches of "

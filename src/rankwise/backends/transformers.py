@@ -198,7 +198,7 @@ class TransformersBackend:
         dtype: weights and compute type. ``float32`` by default: on the embedded model,
             bfloat16 reorders near-tied scores (see the README's measurements). On a CPU with
             matrix units (AMX), bfloat16 ran pointwise 2.2-2.5x as fast as float32, and
-            1.9x on one with AVX-512 bfloat16 instructions only
+            1.6-1.9x on one with AVX-512 bfloat16 instructions only
             (``bench/local_throughput.py`` measures both).
         max_batch: most prompts in one forward pass. ``None``: 32 on a CPU, 16 on an
             accelerator (see :func:`device_defaults`).
