@@ -418,9 +418,10 @@ async def main() -> None:
     args = parser.parse_args()
     records, _ = dl19(max(args.queries, args.bf16_queries))
     bf16_records, records = records[: args.bf16_queries], records[: args.queries]
-    arms = make_arms("float32", args.device)
+    float32 = {"pointwise", "prp-allpair"} & set(args.parts)  # the parts that need it
+    arms = make_arms("float32", args.device) if float32 else {}
     bf16_arms = make_arms("bfloat16", args.device) if "bfloat16" in args.parts else {}
-    batched = arms["batched"]
+    batched = (arms or bf16_arms)["batched"]  # the model and batch size, alike in both
     for backend in [*arms.values(), *bf16_arms.values()]:  # warm-up at full size, unreported
         await timed_rerank(backend, "pointwise", records[-1], args.depth)
     if "prp-allpair" in args.parts:
