@@ -47,20 +47,23 @@ def against_first_stage(scores: dict[str, float], first_stage: dict[str, float])
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import torch
-
+    """What the numbers were measured on (without the torch fields where torch is not
+    installed, as in ``.venv-libs``)."""
     model, features = _cpu_info()
-    found = {
+    found: dict[str, Any] = {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": model,
         "cpu_features": features,
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+    try:
+        import torch
+    except ImportError:
+        return found
+    found["torch_threads"] = torch.get_num_threads()
+    found["torch"] = torch.__version__
     if torch.cuda.is_available():
         found["gpu"] = torch.cuda.get_device_name()
     return found

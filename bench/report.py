@@ -259,18 +259,26 @@ def performance_table() -> str:
             rows.append(
                 f"| api_concurrency: `{r['method']}` over {r['candidates']} ({r['calls']} calls, "
                 f"{api['latency_s'] * 1000:.0f} ms each) | {r['rankwise_seconds']} s vs ideal "
-                f"{r['ideal_seconds']} s: **{r['ratio_to_ideal']}×**; one call at a time "
+                f"{r['ideal_seconds']} s: **{r['ratio_to_ideal']}×**"
+                + (
+                    f" (whole waves of {api['concurrency']}: {r['whole_waves_seconds']} s)"
+                    if "whole_waves_seconds" in r and r["whole_waves_seconds"] != r["ideal_seconds"]
+                    else ""
+                )
+                + "; one call at a time "
                 f"{r['one_at_a_time_seconds']} s | ≤ 1.3× ideal | "
                 f"{_met(r['ratio_to_ideal'] <= 1.3)} |"
             )
     libs = _load("vs_libraries")
     if libs:
         for v in libs["verdicts"]:
+            paired = v.get("median_paired_speedup")
             rows.append(
                 f"| vs_libraries: {v['library']} | {v['library_ndcg@10']} nDCG@10, "
                 f"{v['library_median_s']} s/q vs {v['rankwise_fastest_at_least_as_good']} "
-                f"{v['rankwise_median_s']} s/q | as good and faster | "
-                f"{_met(v['at_least_as_good_and_faster'])} |"
+                f"{v['rankwise_median_s']} s/q"
+                + (f" (paired, same query and round: **{paired}×**)" if paired else "")
+                + f" | as good and faster | {_met(v['at_least_as_good_and_faster'])} |"
             )
     return "\n".join(rows)
 
@@ -280,9 +288,17 @@ def libraries_table() -> str:
     libs = _load("vs_libraries")
     if not libs:
         return "_Run `./run bench vs_libraries` to fill this table._"
+    repeats = libs.get("repeats", 1)
     rows = [
         f"TREC DL19, {libs['queries']} queries, BM25 top-{libs['depth']}, "
-        f"{libs['words_per_passage']} words per passage, {libs['model']}.",
+        f"{libs['words_per_passage']} words per passage, {libs['model']}"
+        + (f"; measured{_device_label(libs, 'cpu')}" if "machine" in libs else "")
+        + (
+            f"; every query ranked by each system in turn (rotating order) {repeats} times, "
+            "the server's prompt cache cleared before each, times the median of all runs."
+            if repeats > 1
+            else "."
+        ),
         "",
         "| system | version | nDCG@10 | calls/query | median s/query | returned | failed queries |",
         "|---|---|---|---|---|---|---|",

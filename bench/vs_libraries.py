@@ -17,6 +17,17 @@ for every system. A system that cannot run, or fails on a query, is recorded wit
 in the JSON, never skipped silently. A system that returns only some candidates is scored
 on what it returned (what its user gets). Writes ``bench/results/vs_libraries.json``.
 
+Timing is side by side: each query is ranked by every system in turn, in an order that
+rotates from one query (and repeat) to the next, ``--repeats`` times (default 3), and a
+system's time is the median over all its queries and repeats. Before each timed ranking the
+server's prompt cache is cleared (an uncounted one-token request with a short prompt): the
+llama.cpp server keeps the key/value states of the last prompt and reuses their longest
+common prefix, so a system that follows one with the same prompt (rankwise ``listwise`` and
+``RankGPTRanker`` send identical requests) would take 0.1 s instead of 5 s. The verdict for
+each library is read from the paired ratios (its time over rankwise's, same query and
+repeat) as well as from the medians; quality is from the first repeat, and the rankings of
+later repeats are compared with it.
+
 The libraries pin versions (``litellm`` needs ``openai<3``) that differ from rankwise's test
 environment, so this runs in its own environment; see bench/README.md.
 """
@@ -32,13 +43,14 @@ import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
 
-from _common import dl19, median, write_json
+from _common import dl19, machine, median, turns, write_json
 
 from rankwise import Reranker
 from rankwise.backends.openai import OpenAIBackend
@@ -57,6 +69,7 @@ class CountingProxy:
         self.requests = 0
         self.completion_tokens = 0
         self.last_answer = ""
+        self.last_body: bytes | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -70,6 +83,19 @@ class CountingProxy:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def clear_prompt_cache(self) -> None:
+        """Replace the server's cached prompt with a short one (not counted): the llama.cpp
+        server reuses the key/value states of the longest prefix a request shares with the
+        last prompt it ran, which would let a system ride on the one timed before it."""
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        request = urllib.request.Request(
+            f"{self.upstream}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=600) as reply:
+            reply.read()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -99,6 +125,7 @@ class CountingProxy:
                 if self.command == "POST":
                     with proxy._lock:
                         proxy.requests += 1
+                        proxy.last_body = body
                         try:
                             reply = json.loads(payload)
                             usage = reply.get("usage") or {}
@@ -238,58 +265,151 @@ def cut_words(docs: list[dict[str, Any]], words: int) -> list[dict[str, str]]:
     return [{"id": d["id"], "text": " ".join(d["text"].split()[:words])} for d in docs]
 
 
-def run_system(
-    name: str,
-    build: Callable[[str, int], Ranker],
+@dataclass
+class Run:
+    """One timed ranking of one query by one system."""
+
+    seconds: float
+    ids: list[str]
+    calls: int
+    error: str | None
+
+
+def time_system(
+    name: str, rank: Ranker, proxy: CountingProxy, query: str, docs: list[dict[str, str]]
+) -> Run:
+    """Clear the server's prompt cache, then time one ranking (a failure is kept, not raised)."""
+    proxy.clear_prompt_cache()
+    before = proxy.requests
+    started = time.perf_counter()
+    error = None
+    try:
+        ids = rank(query, docs)
+    except Exception as failure:
+        error = traceback.format_exception_only(type(failure), failure)[-1].strip()[:500]
+        print(f"{name}: failed: {error[:200]}", flush=True)
+        ids = []
+    return Run(time.perf_counter() - started, ids, proxy.requests - before, error)
+
+
+def measure(
+    rankers: dict[str, Ranker],
     proxy: CountingProxy,
     records: list[QueryRecord],
     qrels: dict[str, dict[str, int]],
     depth: int,
     words: int,
+    repeats: int,
+) -> tuple[dict[str, dict[str, list[Run]]], dict[str, str]]:
+    """Every system's runs per query (``repeats`` rounds, each query ranked by all systems
+    in an order that rotates), and each system's last answer on the first query."""
+    runs: dict[str, dict[str, list[Run]]] = {n: {r.qid: [] for r in records} for n in rankers}
+    answers: dict[str, str] = {}
+    for repeat in range(repeats if rankers else 0):
+        for position, record in enumerate(records):
+            docs = cut_words(record.documents(depth), words)
+            for name in turns(repeat * len(records) + position, tuple(rankers)):
+                run = time_system(name, rankers[name], proxy, record.query, docs)
+                runs[name][record.qid].append(run)
+                if repeat == 0 and position == 0:
+                    answers[name] = proxy.last_answer[:400]
+                print(
+                    f"{name:48} {record.qid:>8} #{repeat}  "
+                    f"nDCG@10 {ndcg_at_k(run.ids, qrels[record.qid]):.4f}  "
+                    f"{run.seconds:6.1f} s  {run.calls} call(s)  "
+                    f"returned {len(run.ids)}/{len(docs)}",
+                    flush=True,
+                )
+    return runs, answers
+
+
+def system_row(
+    name: str,
+    runs: dict[str, list[Run]],
+    records: list[QueryRecord],
+    qrels: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {"system": name}
-    try:
-        rank = build(proxy.base_url, depth)
-    except Exception as error:  # the library cannot run here: say why
-        row["error"] = f"{type(error).__name__}: {error}"
-        print(f"{name}: cannot run: {row['error']}", flush=True)
-        return row
-    ndcgs, seconds, calls, returned, errors = [], [], [], [], []
-    for record in records:
-        docs = cut_words(record.documents(depth), words)
-        before = proxy.requests
-        started = time.perf_counter()
-        try:
-            ids = rank(record.query, docs)
-        except Exception as error:
-            detail = traceback.format_exception_only(type(error), error)[-1].strip()
-            errors.append({"qid": record.qid, "error": detail[:500]})
-            print(f"{name} {record.qid}: failed: {detail[:200]}", flush=True)
-            ids = []
-        seconds.append(time.perf_counter() - started)
-        if record is records[0]:
-            row["first_query_last_answer"] = proxy.last_answer[:400]
-        calls.append(proxy.requests - before)
-        returned.append(len(ids))
-        ndcgs.append(ndcg_at_k(ids, qrels[record.qid]))
-        print(
-            f"{name:30} {record.qid:>8}  nDCG@10 {ndcgs[-1]:.4f}  {seconds[-1]:6.1f} s  "
-            f"{calls[-1]} call(s)  returned {len(ids)}/{len(docs)}",
-            flush=True,
-        )
-    row.update(
-        {
-            "ndcg@10": round(mean(ndcgs), 4),
-            "per_query_ndcg@10": [round(x, 4) for x in ndcgs],
-            "median_seconds_per_query": round(median(seconds), 2),
-            "seconds_per_query": [round(s, 2) for s in seconds],
-            "calls_per_query": round(mean(calls), 2),
-            "returned_per_query": returned,
-            "failed_queries": len(errors),
-            "errors": errors,
-        }
+    """A system's quality (first repeat), times (medians over queries and repeats), calls,
+    documents returned and failures."""
+    first = [runs[r.qid][0] for r in records]
+    ndcgs = [ndcg_at_k(run.ids, qrels[r.qid]) for r, run in zip(records, first, strict=True)]
+    every = [run.seconds for r in records for run in runs[r.qid]]
+    errors = [
+        {"qid": r.qid, "repeat": i, "error": run.error}
+        for r in records
+        for i, run in enumerate(runs[r.qid])
+        if run.error
+    ]
+    return {
+        "system": name,
+        "ndcg@10": round(mean(ndcgs), 4),
+        "per_query_ndcg@10": [round(x, 4) for x in ndcgs],
+        "median_seconds_per_query": round(median(every), 2),
+        "seconds_per_query": [round(median([x.seconds for x in runs[r.qid]]), 2) for r in records],
+        "seconds_per_run": {r.qid: [round(x.seconds, 2) for x in runs[r.qid]] for r in records},
+        "same_ranking_every_repeat": sum(
+            all(x.ids == runs[r.qid][0].ids for x in runs[r.qid]) for r in records
+        ),
+        "calls_per_query": round(mean([run.calls for run in first]), 2),
+        "returned_per_query": [len(run.ids) for run in first],
+        "failed_queries": len({e["qid"] for e in errors}),
+        "errors": errors,
+    }
+
+
+def paired_speedup(theirs: dict[str, list[Run]], ours: dict[str, list[Run]]) -> float:
+    """Median over queries and repeats of the library's time over rankwise's, each pair
+    measured in the same round."""
+    return median(
+        [
+            other.seconds / own.seconds
+            for qid, runs in theirs.items()
+            for other, own in zip(runs, ours[qid], strict=True)
+        ]
     )
-    return row
+
+
+def compare(
+    rows: list[dict[str, Any]], runs: dict[str, dict[str, list[Run]]]
+) -> list[dict[str, Any]]:
+    """For each library that ran every query: rankwise's best quality, and the fastest
+    rankwise system at least as good, with its median time and paired speed-up."""
+    ours = [r for r in rows if r["system"].startswith("rankwise") and "ndcg@10" in r]
+    theirs = [
+        r
+        for r in rows
+        if not r["system"].startswith(("rankwise", "BM25"))
+        and "ndcg@10" in r
+        and not r["failed_queries"]
+    ]
+    verdicts: list[dict[str, Any]] = []
+    for other in theirs if ours else []:
+        best_quality = max(ours, key=lambda r: r["ndcg@10"])
+        same_or_better = [r for r in ours if r["ndcg@10"] >= other["ndcg@10"]]
+        fastest = min(same_or_better, key=lambda r: r["median_seconds_per_query"], default=None)
+        paired = (
+            round(paired_speedup(runs[other["system"]], runs[fastest["system"]]), 3)
+            if fastest
+            else None
+        )
+        verdicts.append(
+            {
+                "library": other["system"],
+                "library_ndcg@10": other["ndcg@10"],
+                "library_median_s": other["median_seconds_per_query"],
+                "rankwise_best_quality": best_quality["system"],
+                "rankwise_fastest_at_least_as_good": fastest["system"] if fastest else None,
+                "rankwise_median_s": fastest["median_seconds_per_query"] if fastest else None,
+                "median_paired_speedup": paired,
+                "at_least_as_good_and_faster": bool(
+                    fastest
+                    and paired is not None
+                    and paired > 1
+                    and fastest["median_seconds_per_query"] < other["median_seconds_per_query"]
+                ),
+            }
+        )
+    return verdicts
 
 
 def main() -> None:
@@ -297,8 +417,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--words", type=int, default=64, help="words kept per passage")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over every query")
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     records, qrels = dl19(None)
     records = [r for r in records if r.qid in qrels][: args.queries]
     rows: list[dict[str, Any]] = []
@@ -314,40 +437,29 @@ def main() -> None:
             rows.append(
                 {"system": "BM25 (input order)", "ndcg@10": round(bm25, 4), "calls_per_query": 0}
             )
+            rankers: dict[str, Ranker] = {}
+            errors: dict[str, str] = {}
             for name in args.systems:
-                _, package, build = SYSTEMS[name]
-                row = run_system(name, build, proxy, records, qrels, args.depth, args.words)
+                try:
+                    rankers[name] = SYSTEMS[name][2](proxy.base_url, args.depth)
+                except Exception as error:  # the library cannot run here: say why
+                    errors[name] = f"{type(error).__name__}: {error}"
+                    print(f"{name}: cannot run: {errors[name]}", flush=True)
+            runs, answers = measure(
+                rankers, proxy, records, qrels, args.depth, args.words, args.repeats
+            )
+            for name in args.systems:
+                package = SYSTEMS[name][1]
+                if name in errors:
+                    row: dict[str, Any] = {"system": name, "error": errors[name]}
+                else:
+                    row = system_row(name, runs[name], records, qrels)
+                    row["first_query_last_answer"] = answers[name]
                 row["version"] = package_version(package) if package else None
                 rows.append(row)
         finally:
             proxy.close()
-    ours = [r for r in rows if r["system"].startswith("rankwise") and "ndcg@10" in r]
-    theirs = [
-        r
-        for r in rows
-        if not r["system"].startswith(("rankwise", "BM25"))
-        and "ndcg@10" in r
-        and not r["failed_queries"]
-    ]
-    verdicts = []
-    for other in theirs if ours else []:
-        best_quality = max(ours, key=lambda r: r["ndcg@10"])
-        same_or_better = [r for r in ours if r["ndcg@10"] >= other["ndcg@10"]]
-        fastest = min(same_or_better, key=lambda r: r["median_seconds_per_query"], default=None)
-        verdicts.append(
-            {
-                "library": other["system"],
-                "library_ndcg@10": other["ndcg@10"],
-                "library_median_s": other["median_seconds_per_query"],
-                "rankwise_best_quality": best_quality["system"],
-                "rankwise_fastest_at_least_as_good": fastest["system"] if fastest else None,
-                "rankwise_median_s": fastest["median_seconds_per_query"] if fastest else None,
-                "at_least_as_good_and_faster": bool(
-                    fastest
-                    and fastest["median_seconds_per_query"] < other["median_seconds_per_query"]
-                ),
-            }
-        )
+    verdicts = compare(rows, runs)
     payload = {
         "benchmark": "vs_libraries",
         "model": "SmolLM2-135M-Instruct (GGUF) on llama-cpp-python server, 127.0.0.1",
@@ -356,6 +468,8 @@ def main() -> None:
         "qids": [r.qid for r in records],
         "depth": args.depth,
         "words_per_passage": args.words,
+        "repeats": args.repeats,
+        "machine": machine(),
         "rows": rows,
         "verdicts": verdicts,
     }
