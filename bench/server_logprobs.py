@@ -47,13 +47,17 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=64, help="words kept per passage")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     records, qrels = dl19(None)
     records = [r for r in records if r.qid in qrels][: args.queries]
     rows = []
     with serve_gguf(n_ctx=8192) as url:
         proxy = CountingProxy(url)
         try:
-            first = rankwise_system("first", proxy.base_url, args.depth, window=args.depth)
+            first = rankwise_system(
+                "first", proxy.base_url, args.depth, window=args.depth, step=args.depth
+            )
             for record in records:
                 first(record.query, cut_words(record.documents(args.depth), args.words))
                 assert proxy.last_body is not None
