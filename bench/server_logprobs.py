@@ -16,28 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import urllib.request
 from typing import Any
 
 from _common import dl19, machine, median, turns, write_json
-from vs_libraries import CountingProxy, cut_words, package_version, rankwise_system
+from vs_libraries import (
+    CountingProxy,
+    chat_completion,
+    cut_words,
+    package_version,
+    rankwise_system,
+)
 
 from rankwise.llamacpp import serve_gguf
 
 ARMS = ("with log-probs", "without log-probs")
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[float, int]:
+def timed(url: str, body: dict[str, Any]) -> tuple[float, int]:
     """Seconds one chat completion took, and its prompt tokens."""
-    request = urllib.request.Request(
-        f"{url}/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as reply:
-        usage = json.loads(reply.read())["usage"]
-    return time.perf_counter() - started, int(usage["prompt_tokens"])
+    reply = chat_completion(url, body)
+    return time.perf_counter() - started, int(reply["usage"]["prompt_tokens"])
 
 
 def main() -> None:
@@ -70,7 +69,7 @@ def main() -> None:
                 for repeat in range(args.repeats):
                     for arm in turns(repeat, ARMS):
                         proxy.clear_prompt_cache()
-                        elapsed, prompt_tokens = post(url, bodies[arm])
+                        elapsed, prompt_tokens = timed(url, bodies[arm])
                         seconds[arm].append(round(elapsed, 3))
                 with_, without = (median(seconds[arm]) for arm in ARMS)
                 row = {

@@ -61,6 +61,18 @@ MODEL = "smollm2"
 Ranker = Callable[[str, list[dict[str, str]]], list[str]]
 
 
+def chat_completion(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to ``url``'s ``/chat/completions`` directly (not through a proxy) and
+    return the decoded reply."""
+    request = urllib.request.Request(
+        f"{url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        return json.loads(reply.read())
+
+
 class CountingProxy:
     """A loopback HTTP proxy in front of the server that counts the requests it forwards."""
 
@@ -89,13 +101,7 @@ class CountingProxy:
         server reuses the key/value states of the longest prefix a request shares with the
         last prompt it ran, which would let a system ride on the one timed before it."""
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-        request = urllib.request.Request(
-            f"{self.upstream}/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=600) as reply:
-            reply.read()
+        chat_completion(self.upstream, body)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
