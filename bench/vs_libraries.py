@@ -317,8 +317,8 @@ def measure(
             for name in turns(repeat * len(records) + position, tuple(rankers)):
                 run = time_system(name, rankers[name], proxy, record.query, docs)
                 runs[name][record.qid].append(run)
-                if repeat == 0 and position == 0:
-                    answers[name] = proxy.last_answer[:400]
+                if repeat == 0 and position == 0:  # none where it sent nothing
+                    answers[name] = proxy.last_answer[:400] if run.calls else ""
                 print(
                     f"{name:48} {record.qid:>8} #{repeat}  "
                     f"nDCG@10 {ndcg_at_k(run.ids, qrels[record.qid]):.4f}  "
