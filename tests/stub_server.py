@@ -25,6 +25,7 @@ class Reply:
     body: bytes | dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    content_type: str = "application/json"
 
 
 def completion(
@@ -69,6 +70,34 @@ def completion(
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def streamed(body: dict[str, Any], *, usage: bool = True) -> Reply:
+    """``body`` (a chat.completion) sent as a server-sent-event stream of chat.completion.chunk
+    objects: one chunk per log-prob entry (or one for the whole text), then the usage chunk
+    (when ``usage``) and ``[DONE]``."""
+    choice = body["choices"][0]
+    entries = (choice.get("logprobs") or {}).get("content") or []
+    base = {"id": body["id"], "object": "chat.completion.chunk", "created": 0, "model": "stub"}
+    pieces = [(entry["token"], {"content": [entry]}) for entry in entries] or [
+        (choice["message"]["content"], None)
+    ]
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None}]}]
+    for text, logprobs in pieces:
+        delta = {"index": 0, "delta": {"content": text}, "logprobs": logprobs}
+        chunks.append({**base, "choices": [delta]})
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append({**base, "choices": [], "usage": body["usage"]})
+    return sse(chunks)
+
+
+def sse(chunks: list[dict[str, Any]] | list[bytes]) -> Reply:
+    """A reply streaming ``chunks`` (objects, or raw lines sent as they are) as server-sent
+    events, ended by ``data: [DONE]``."""
+    lines = [c if isinstance(c, bytes) else json.dumps(c).encode() for c in chunks]
+    raw = b"".join(b"data: " + line + b"\n\n" for line in [*lines, b"[DONE]"])
+    return Reply(body=raw, content_type="text/event-stream")
 
 
 def yes_no(p_yes: float, **kwargs: Any) -> dict[str, Any]:
@@ -132,7 +161,7 @@ class StubServer:
                     body = reply.body
                     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                     self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", reply.content_type)
                     self.send_header("content-length", str(len(raw)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)

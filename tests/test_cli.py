@@ -295,6 +295,7 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, m
         (["--concurrency", "4"], "--concurrency", "only applies to --backend openai"),
         (["--timeout", "5", "--api-key", "k"], "--api-key, --timeout", "drop them"),
         (["--base-url", "http://127.0.0.1:9/v1"], "--base-url", "--backend local; drop it"),
+        (["--stream-logprobs"], "--stream-logprobs", "--backend local; drop it"),
         (
             ["--backend", "openai", "--model", "m", "--dtype", "bfloat16"],
             "--dtype",

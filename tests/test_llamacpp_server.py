@@ -45,6 +45,31 @@ async def test_pointwise_through_the_real_server(llama_server, dl19, local_backe
         assert abs(item.score - local_scores[item.id]) < 0.15, (item.id, item.score)
 
 
+@pytest.mark.parametrize("method", ["pointwise", "first"])
+async def test_streamed_logprobs_rank_as_whole_replies_do(llama_server, dl19, method) -> None:
+    """The server sends the same log-probs in a stream (where it skips those of the prompt),
+    but no usage: completion tokens are counted from the stream, prompt tokens estimated."""
+    record = dl19[1]
+    docs = record.documents(5)
+    runs = {}
+    for stream in (False, True):
+        backend = OpenAIBackend(
+            "smollm2", base_url=llama_server, timeout=120, stream_logprobs=stream
+        )
+        runs[stream] = await Reranker(method, backend).arerank(record.query, docs)
+        await backend.aclose()
+    whole, streamed = runs[False], runs[True]
+    assert streamed.ids == whole.ids
+    assert sorted(streamed.ids) == sorted(d["id"] for d in docs)
+    assert [i.score for i in streamed.items] == pytest.approx(
+        [i.score for i in whole.items], abs=1e-3
+    )
+    assert len(streamed.trace.fallbacks) == len(whole.trace.fallbacks)
+    assert streamed.usage.calls == whole.usage.calls
+    assert streamed.usage.completion_tokens == whole.usage.completion_tokens
+    assert 0.5 < streamed.usage.prompt_tokens / whole.usage.prompt_tokens < 2
+
+
 def test_cli_eval_against_the_server(llama_server, tmp_path) -> None:
     report_path = tmp_path / "r.json"
     code = main(

@@ -11,7 +11,15 @@ import time
 import pytest
 
 from rankwise import BackendError, BackendUnavailableError, InputError, OpenAIBackend, Reranker
-from tests.stub_server import Reply, StubServer, completion, user_text, yes_no
+from tests.stub_server import (
+    Reply,
+    StubServer,
+    completion,
+    sse,
+    streamed,
+    user_text,
+    yes_no,
+)
 
 DOCS = [
     {"id": "low", "text": "relevance 0.10"},
@@ -40,6 +48,79 @@ async def test_pointwise_reads_yes_no_logprobs(stub) -> None:
     assert ranked.usage.completion_tokens == 3
     sent = stub.requests[0]
     assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0.0
+
+
+def streamed_when_asked(request) -> Reply:
+    reply = by_stated_relevance(request)
+    return streamed(reply.body) if request.get("stream") else reply
+
+
+async def test_streamed_logprobs_score_as_a_whole_reply_does(stub) -> None:
+    stub.handler = streamed_when_asked
+    whole = await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS)
+    assert not any(request.get("stream") for request in stub.requests)
+    stub.requests.clear()
+    backend = backend_for(stub, stream_logprobs=True)
+    ranked = await Reranker("pointwise", backend).arerank("q", DOCS)
+    assert ranked.ids == whole.ids == ["high", "mid", "low"]
+    assert [i.score for i in ranked.items] == pytest.approx([i.score for i in whole.items])
+    assert ranked.trace.fallbacks == []
+    # Usage from the stream's last chunk, as the server reported it.
+    assert ranked.usage.calls == 3 and ranked.usage.prompt_tokens == 60
+    assert ranked.usage.completion_tokens == 3
+    assert len(stub.requests) == 3
+    for sent in stub.requests:
+        assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+        assert sent["logprobs"] is True and sent["max_tokens"] == 1
+
+
+async def test_a_stream_without_usage_counts_its_tokens_and_estimates_the_prompt(stub) -> None:
+    stub.handler = lambda request: streamed(by_stated_relevance(request).body, usage=False)
+    reranker = Reranker("pointwise", backend_for(stub, stream_logprobs=True))
+    ranked = await reranker.arerank("q", DOCS)
+    assert ranked.ids == ["high", "mid", "low"]
+    assert ranked.usage.completion_tokens == 3  # one streamed token per call
+    predicted = await reranker.aestimate("q", DOCS)  # what --dry-run says
+    assert ranked.usage.prompt_tokens == predicted.prompt_tokens > 3 * 10
+
+
+def usage_only_chunk() -> dict:
+    usage = {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}
+    return {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "stub",
+            "choices": [], "usage": usage}  # fmt: skip
+
+
+def unfinished_stream() -> list[dict]:
+    """How llama-cpp-python's server ends a stream that another request interrupted: the
+    first chunks, then ``[DONE]``, and no chunk with a finish_reason."""
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "stub"}
+    return [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (lambda: sse([usage_only_chunk()]), "streamed no choices"),
+        (lambda: sse([b'{"choices": [']), "failed after retries"),
+        (lambda: sse(unfinished_stream()), "--interrupt_requests False"),
+    ],
+    ids=["no-choices", "bad-json", "cut-short"],
+)
+async def test_a_broken_stream_is_retried_then_a_typed_error(stub, broken, message) -> None:
+    stub.handler = lambda request: broken()
+    backend = backend_for(stub, stream_logprobs=True, max_retries=2)
+    with pytest.raises(BackendError, match=message):
+        await Reranker("pointwise", backend).arerank("q", DOCS[:1])
+    assert len(stub.requests) == 3
+    answers = iter([broken()])
+    stub.handler = lambda request: next(answers, None) or streamed_when_asked(request)
+    ranked = await Reranker("pointwise", backend).arerank("q", DOCS[1:2])
+    assert ranked.usage.retries == 1 and ranked.items[0].score == pytest.approx(0.9)
+
+
+def test_stream_logprobs_must_be_a_bool() -> None:
+    with pytest.raises(InputError, match="stream_logprobs must be True or False"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", stream_logprobs="yes")  # type: ignore[arg-type]
 
 
 async def test_429_with_retry_after_is_retried_and_counted(stub) -> None:

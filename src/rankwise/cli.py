@@ -88,11 +88,18 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         help=f"openai: seconds per API request (default {API_TIMEOUT:g})",
     )
     group.add_argument(
+        "--stream-logprobs",
+        action="store_true",
+        default=None,
+        help="openai: stream log-prob requests (same answers; llama-cpp-python's server "
+        "then skips the log-probs of the prompt, which it otherwise computes)",
+    )
+    group.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16"], help="local (default float32)"
     )
 
 
-API_ONLY_OPTIONS = ("base_url", "api_key", "concurrency", "timeout")
+API_ONLY_OPTIONS = ("base_url", "api_key", "concurrency", "timeout", "stream_logprobs")
 LOCAL_ONLY_OPTIONS = ("dtype",)
 
 
@@ -231,6 +238,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
             api_key=args.api_key,
             concurrency=args.concurrency or API_CONCURRENCY,
             timeout=args.timeout or API_TIMEOUT,
+            stream_logprobs=bool(args.stream_logprobs),
         )
     from rankwise.backends.transformers import TransformersBackend
 

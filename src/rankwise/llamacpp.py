@@ -35,8 +35,10 @@ def serve_gguf(
 ) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on a free loopback port; yield its ``/v1`` URL.
 
-    Log-probs are on (``--logits_all True``). The server's log goes to a temporary file (a
-    pipe could fill up and stall it) and is quoted if the server fails to start.
+    Log-probs are on (``--logits_all True``), and a streamed reply is not cut short when
+    another request arrives (``--interrupt_requests False``). The server's log goes to a
+    temporary file (a pipe could fill up and stall it) and is quoted if the server fails to
+    start.
     """
     if importlib.util.find_spec("llama_cpp") is None:
         raise BackendUnavailableError(
@@ -61,6 +63,8 @@ def serve_gguf(
         str(n_ctx),
         "--logits_all",
         "True",
+        "--interrupt_requests",
+        "False",
     ]
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile() as log:

@@ -24,10 +24,8 @@ from rankwise.backends.base import (
     Generation,
     LabelLogprobs,
 )
+from rankwise.backends.tokens import estimate_chat_prompt_tokens
 from rankwise.prompts import Message
-
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Tokens a chat API adds per message (role and separators) when no chat template is known."""
 
 
 class DryRunBackend:
@@ -65,8 +63,7 @@ class DryRunBackend:
         if self.exact_prompt_tokens:
             rendered = self.wrapped.chat_prompt(messages, assistant_prefix)  # type: ignore[attr-defined]
             return len(self.wrapped.encode_prompt(rendered))  # type: ignore[attr-defined]
-        body = sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
-        return body + MESSAGE_OVERHEAD_TOKENS // 2
+        return estimate_chat_prompt_tokens(self.count_tokens, [m.content for m in messages])
 
     async def generate(
         self,

@@ -2,6 +2,11 @@
 
 Retries are done here, not by the SDK, so that each retry is counted in ``Usage.retries`` and
 ``Retry-After`` is honoured. Concurrency is bounded by a semaphore per event loop.
+
+With ``stream_logprobs=True``, log-prob requests are streamed and their chunks put back
+together. The answer is the same; llama-cpp-python's server computes log-probs for a streamed
+request only at the generated tokens, where it computes them at every prompt position for a
+request that is not streamed (``bench/server_logprobs.py`` measures the difference).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from rankwise.backends.base import (
     LabelLogprobs,
 )
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
-from rankwise.backends.tokens import TokenCounter
+from rankwise.backends.tokens import TokenCounter, estimate_chat_prompt_tokens
 from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError, InputError
 from rankwise.prompts import Message
 
@@ -42,6 +47,16 @@ _MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 class MalformedResponseError(BackendError):
     """The server answered 200 but the body is not a usable completion."""
+
+
+@dataclass
+class _LabelAnswer:
+    """What a log-prob request returned, whether it came in one body or in a stream."""
+
+    text: str
+    content: list[Any]  # one ChatCompletionTokenLogprob per generated token
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass
@@ -64,6 +79,16 @@ class OpenAIBackend:
             ``max_backoff``. A ``Retry-After`` header wins when present.
         logprobs: whether the server returns log-probs (llama.cpp, vLLM and OpenAI do).
         top_logprobs: how many alternatives to ask for (OpenAI allows up to 20).
+        stream_logprobs: stream the requests that ask for log-probs. The log-probs are the
+            same; the server may spend less on them. llama-cpp-python's server computes
+            log-probs at every prompt position for a request that is not streamed (about a
+            fifth of a FIRST request on two CPU cores), and only at the generated tokens for a
+            streamed one. Usage is asked for in the stream (``stream_options``); where the
+            server sends none (llama-cpp-python's), completion tokens are counted from the
+            stream and prompt tokens estimated as ``--dry-run`` estimates them. A stream that
+            ends without a ``finish_reason`` is retried: llama-cpp-python's server cuts a
+            stream short when another request arrives, unless it runs with
+            ``--interrupt_requests False`` (as :func:`rankwise.llamacpp.serve_gguf` starts it).
         max_context: the model's context length in tokens, used for truncation.
     """
 
@@ -82,6 +107,7 @@ class OpenAIBackend:
         max_backoff: float = 20.0,
         logprobs: bool = True,
         top_logprobs: int = 5,
+        stream_logprobs: bool = False,
         max_context: int = 8192,
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -107,6 +133,9 @@ class OpenAIBackend:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.top_logprobs = top_logprobs
+        if not isinstance(stream_logprobs, bool):
+            raise InputError(f"stream_logprobs must be True or False, got {stream_logprobs!r}")
+        self.stream_logprobs = stream_logprobs
         self._client_kwargs = client_kwargs or {}
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
@@ -159,27 +188,28 @@ class OpenAIBackend:
         if not self._capabilities.logprobs:
             raise CapabilityError(f"{self.model_name} was configured without log-probs")
         prefix = assistant_prefix.strip()
-        response, retries = await self._complete(
-            messages,
-            max_tokens=1 + (PREFIX_TOKENS if prefix else 0),
-            temperature=0.0,
-            logprobs=True,
-            top_logprobs=min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
-        )
-        choice = response.choices[0]
-        usage = response.usage
-        content = (choice.logprobs.content if choice.logprobs is not None else None) or []
+        params = {
+            "max_tokens": 1 + (PREFIX_TOKENS if prefix else 0),
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
+        }
+        if self.stream_logprobs:
+            answer, retries = await self._complete_streamed(messages, **params)
+        else:
+            response, retries = await self._complete(messages, **params)
+            answer = _answer_of(response)
         positions = [
             [(entry.token, entry.logprob)]
             + [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
-            for entry in content
+            for entry in answer.content
         ]
         found = read_labels(positions, labels, prefix)
         return LabelLogprobs(
             logprobs=found,
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            text=answer.text,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
             retries=retries,
         )
 
@@ -223,6 +253,64 @@ class OpenAIBackend:
 
         return await self.with_retries(attempt)
 
+    async def _complete_streamed(
+        self, messages: Sequence[Message], **params: Any
+    ) -> tuple[_LabelAnswer, int]:
+        """:meth:`_complete` with the reply streamed and its chunks put back together."""
+        resources = self._loop_resources()
+        body = {
+            "model": self.model_name,
+            "messages": [m.as_dict() for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **params,
+        }
+
+        async def attempt() -> _LabelAnswer:
+            async with resources.semaphore:
+                stream = await resources.client.chat.completions.create(**body)
+                async with stream:
+                    chunks = [chunk async for chunk in stream]
+            return self._assemble(chunks, messages)
+
+        return await self.with_retries(attempt)
+
+    def _assemble(self, chunks: Sequence[Any], messages: Sequence[Message]) -> _LabelAnswer:
+        """One answer from a streamed reply's chunks (the first choice of each)."""
+        text: list[str] = []
+        content: list[Any] = []
+        usage = None
+        answered = finished = False
+        for chunk in chunks:
+            usage = getattr(chunk, "usage", None) or usage
+            choices = getattr(chunk, "choices", None) or []
+            if not choices:
+                continue
+            answered = True
+            delta, logprobs = choices[0].delta, choices[0].logprobs
+            finished = finished or bool(choices[0].finish_reason)
+            piece = (delta.content if delta is not None else None) or ""
+            text.append(piece)
+            if logprobs is not None:
+                content.extend(logprobs.content or [])
+        if not answered:
+            raise MalformedResponseError(f"the server streamed no choices ({len(chunks)} chunks)")
+        if not finished:
+            raise MalformedResponseError(
+                f"the stream ended before the answer did (no finish_reason in {len(chunks)} "
+                "chunks). llama-cpp-python's server cuts a stream short when another request "
+                "arrives: start it with --interrupt_requests False, or pass "
+                "stream_logprobs=False"
+            )
+        if usage is not None:
+            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        else:  # each streamed token comes with its log-prob entry, or at least its text
+            prompt_tokens = estimate_chat_prompt_tokens(
+                self.count_tokens, [m.content for m in messages]
+            )
+            completion_tokens = max(len(content), sum(1 for piece in text if piece))
+        return _LabelAnswer("".join(text), content, prompt_tokens, completion_tokens)
+
     async def with_retries(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run ``attempt`` with exponential backoff; return its result and the retry count."""
         retries = 0
@@ -242,6 +330,18 @@ class OpenAIBackend:
         delay = min(self.max_backoff, self.backoff * (2**retries)) * (0.5 + random.random() / 2)
         after = _retry_after(error)
         return min(self.max_backoff, after) if after is not None else delay
+
+
+def _answer_of(response: Any) -> _LabelAnswer:
+    """The parts of a (not streamed) chat completion that a log-prob request reads."""
+    choice = response.choices[0]
+    usage = response.usage
+    return _LabelAnswer(
+        text=choice.message.content or "",
+        content=(choice.logprobs.content if choice.logprobs is not None else None) or [],
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
 
 
 def _is_retryable(error: Exception) -> bool:

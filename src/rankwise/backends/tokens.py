@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens a chat API adds per message (role and separators) when no chat template is known."""
 _ENV_LOCK = threading.Lock()
 
 
@@ -85,3 +88,11 @@ class TokenCounter:
             return text[: max_tokens * CHARS_PER_TOKEN]
         ids = encoding.encode(text, disallowed_special=())
         return text if len(ids) <= max_tokens else encoding.decode(ids[:max_tokens])
+
+
+def estimate_chat_prompt_tokens(count: Callable[[str], int], contents: Sequence[str]) -> int:
+    """Prompt tokens of chat messages with these ``contents`` when no chat template is known:
+    each message's tokens under ``count`` plus :data:`MESSAGE_OVERHEAD_TOKENS`, and half that
+    again for the reply's header."""
+    body = sum(count(content) + MESSAGE_OVERHEAD_TOKENS for content in contents)
+    return body + MESSAGE_OVERHEAD_TOKENS // 2
