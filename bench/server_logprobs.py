@@ -3,12 +3,13 @@
     ./run bench server_logprobs --queries 3 --repeats 3
 
 llama-cpp-python's server (``--logits_all``, which it needs to return log-probs) computes
-the log-probabilities of every prompt position when a request asks for any. rankwise's
-FIRST and pointwise need log-probs; RankGPT-style generation does not. For each query this
-sends rankwise FIRST's exact request (captured through the counting proxy of
-``vs_libraries``) as it is and without ``logprobs``/``top_logprobs``, arms alternating which
-goes first, the server's prompt cache cleared before each, and keeps the medians. Writes
-``bench/results/server_logprobs.json``.
+the log-probabilities of every prompt position when a request that is not streamed asks for
+any; for a streamed request it computes them only at the generated tokens. rankwise's FIRST
+and pointwise need log-probs; RankGPT-style generation does not. For each query this sends
+rankwise FIRST's exact request (captured through the counting proxy of ``vs_libraries``) as
+it is, streamed (what ``OpenAIBackend(stream_logprobs=True)`` sends) and without
+``logprobs``/``top_logprobs``, arms taking turns at going first, the server's prompt cache
+cleared before each, and keeps the medians. Writes ``bench/results/server_logprobs.json``.
 """
 
 from __future__ import annotations
@@ -21,22 +22,23 @@ from typing import Any
 from _common import dl19, machine, median, turns, write_json
 from vs_libraries import (
     CountingProxy,
-    chat_completion,
     cut_words,
     package_version,
+    post_chat,
     rankwise_system,
+    read_reply,
 )
 
 from rankwise.llamacpp import serve_gguf
 
-ARMS = ("with log-probs", "without log-probs")
+ARMS = ("with log-probs", "with log-probs, streamed", "without log-probs")
 
 
-def timed(url: str, body: dict[str, Any]) -> tuple[float, int]:
-    """Seconds one chat completion took, and its prompt tokens."""
+def timed(url: str, body: dict[str, Any]) -> tuple[float, bytes]:
+    """Seconds one chat completion took (a streamed one read to its end), and its reply."""
     started = time.perf_counter()
-    reply = chat_completion(url, body)
-    return time.perf_counter() - started, int(reply["usage"]["prompt_tokens"])
+    payload = post_chat(url, body)
+    return time.perf_counter() - started, payload
 
 
 def main() -> None:
@@ -63,23 +65,31 @@ def main() -> None:
                 asked = json.loads(proxy.last_body)
                 bodies = {
                     ARMS[0]: asked,
-                    ARMS[1]: {k: v for k, v in asked.items() if "logprobs" not in k},
+                    ARMS[1]: {**asked, "stream": True},
+                    ARMS[2]: {k: v for k, v in asked.items() if "logprobs" not in k},
                 }
                 seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+                answers: dict[str, set[str | None]] = {arm: set() for arm in ARMS}
                 for repeat in range(args.repeats):
                     for arm in turns(repeat, ARMS):
                         proxy.clear_prompt_cache()
-                        elapsed, prompt_tokens = timed(url, bodies[arm])
+                        elapsed, payload = timed(url, bodies[arm])
                         seconds[arm].append(round(elapsed, 3))
-                with_, without = (median(seconds[arm]) for arm in ARMS)
+                        answers[arm].add(read_reply(payload)[1])
+                        if arm == ARMS[0]:
+                            prompt_tokens = json.loads(payload)["usage"]["prompt_tokens"]
+                whole, streamed, without = (median(seconds[arm]) for arm in ARMS)
                 row = {
                     "qid": record.qid,
                     "prompt_tokens": prompt_tokens,
                     "max_tokens": asked.get("max_tokens"),
                     "seconds": seconds,
-                    "median_with_logprobs_s": round(with_, 3),
+                    "same_answer_in_every_arm": len(set().union(*answers.values())) == 1,
+                    "median_with_logprobs_s": round(whole, 3),
+                    "median_streamed_s": round(streamed, 3),
                     "median_without_logprobs_s": round(without, 3),
-                    "logprobs_cost_s": round(with_ - without, 3),
+                    "logprobs_cost_s": round(whole - without, 3),
+                    "streamed_logprobs_cost_s": round(streamed - without, 3),
                 }
                 rows.append(row)
                 print(row, flush=True)
@@ -87,7 +97,9 @@ def main() -> None:
             proxy.close()
     payload = {
         "benchmark": "server_logprobs",
-        "server": "llama-cpp-python server (--logits_all True), 127.0.0.1",
+        "server": (
+            "llama-cpp-python server (--logits_all True, --interrupt_requests False), 127.0.0.1"
+        ),
         "llama_cpp_python": package_version("llama-cpp-python"),
         "depth": args.depth,
         "words_per_passage": args.words,
@@ -97,6 +109,12 @@ def main() -> None:
         "median_logprobs_cost_s": round(median([r["logprobs_cost_s"] for r in rows]), 3),
         "median_share_of_request": round(
             median([r["logprobs_cost_s"] / r["median_with_logprobs_s"] for r in rows]), 3
+        ),
+        "median_streamed_logprobs_cost_s": round(
+            median([r["streamed_logprobs_cost_s"] for r in rows]), 3
+        ),
+        "median_speedup_streamed": round(
+            median([r["median_with_logprobs_s"] / r["median_streamed_s"] for r in rows]), 3
         ),
     }
     print(f"wrote {write_json('server_logprobs', payload)}")

@@ -7,7 +7,9 @@ the same candidates (BM25 top-N, every passage cut to the same number of words).
 
 Systems:
 
-* rankwise ``listwise`` (RankGPT prompt, one window), ``first`` and ``pointwise``;
+* rankwise ``listwise`` (RankGPT prompt, one window), ``first`` and ``pointwise``, the last
+  two also with ``stream_logprobs=True`` (the same log-probs, which llama-cpp-python's server
+  then computes only at the generated tokens; see ``bench/server_logprobs.py``);
 * ``rerankers`` 0.10 ``RankGPTRanker`` (through LiteLLM, pointed at the server);
 * LlamaIndex ``LLMRerank`` (``OpenAILike`` LLM);
 * LangChain ``LLMListwiseRerank`` (``ChatOpenAI``; needs structured output).
@@ -61,16 +63,21 @@ MODEL = "smollm2"
 Ranker = Callable[[str, list[dict[str, str]]], list[str]]
 
 
-def chat_completion(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def post_chat(url: str, body: dict[str, Any]) -> bytes:
     """POST ``body`` to ``url``'s ``/chat/completions`` directly (not through a proxy) and
-    return the decoded reply."""
+    return the reply's bytes (JSON, or server-sent events for a streamed request)."""
     request = urllib.request.Request(
         f"{url}/chat/completions",
         data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=600) as reply:
-        return json.loads(reply.read())
+        return bytes(reply.read())
+
+
+def chat_completion(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """:func:`post_chat` for a request that is not streamed, its reply decoded."""
+    return dict(json.loads(post_chat(url, body)))
 
 
 class CountingProxy:
@@ -126,24 +133,20 @@ class CountingProxy:
                 try:
                     with urllib.request.urlopen(request, timeout=600) as upstream:
                         status, payload = upstream.status, upstream.read()
+                        content_type = upstream.headers.get("content-type", "application/json")
                 except urllib.error.HTTPError as error:
                     status, payload = error.code, error.read()
+                    content_type = error.headers.get("content-type", "application/json")
                 if self.command == "POST":
                     with proxy._lock:
                         proxy.requests += 1
                         proxy.last_body = body
-                        try:
-                            reply = json.loads(payload)
-                            usage = reply.get("usage") or {}
-                            proxy.completion_tokens += int(usage.get("completion_tokens", 0))
-                            message = reply["choices"][0]["message"]
-                            proxy.last_answer = str(
-                                message.get("content") or message.get("tool_calls") or ""
-                            )
-                        except (ValueError, AttributeError, KeyError, IndexError, TypeError):
-                            pass
+                        tokens, answer = read_reply(payload)
+                        proxy.completion_tokens += tokens
+                        if answer is not None:
+                            proxy.last_answer = answer
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -158,6 +161,28 @@ class CountingProxy:
         return Handler
 
 
+def read_reply(payload: bytes) -> tuple[int, str | None]:
+    """Completion tokens and answer text of a chat completion, sent whole or streamed as
+    server-sent events (llama-cpp-python sends no usage in a stream, so there the tokens
+    are the streamed pieces); ``(0, None)`` for a body that is neither."""
+    try:
+        if not payload.startswith(b"data:"):
+            reply = json.loads(payload)
+            usage = reply.get("usage") or {}
+            message = reply["choices"][0]["message"]
+            answer = message.get("content") or message.get("tool_calls") or ""
+            return int(usage.get("completion_tokens", 0)), str(answer)
+        pieces = []
+        for line in payload.decode().splitlines():
+            data = line.removeprefix("data:").strip()
+            if line.startswith("data:") and data != "[DONE]":
+                for choice in json.loads(data).get("choices") or []:
+                    pieces.append((choice.get("delta") or {}).get("content") or "")
+        return sum(1 for piece in pieces if piece), "".join(pieces)
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        return 0, None
+
+
 def package_version(name: str) -> str | None:
     try:
         return version(name)
@@ -166,8 +191,12 @@ def package_version(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- systems
-def rankwise_system(method: str, base_url: str, depth: int, **options: Any) -> Ranker:
-    backend = OpenAIBackend(MODEL, base_url=base_url, api_key="none", timeout=600)
+def rankwise_system(
+    method: str, base_url: str, depth: int, *, stream_logprobs: bool = False, **options: Any
+) -> Ranker:
+    backend = OpenAIBackend(
+        MODEL, base_url=base_url, api_key="none", timeout=600, stream_logprobs=stream_logprobs
+    )
     reranker = Reranker(method, backend, **options)
 
     def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
@@ -255,6 +284,18 @@ SYSTEMS: dict[str, tuple[str, str | None, Callable[[str, int], Ranker]]] = {
         "rankwise",
         "rankwise",
         lambda url, depth: rankwise_system("pointwise", url, depth),
+    ),
+    "rankwise first, streamed log-probs": (
+        "rankwise",
+        "rankwise",
+        lambda url, depth: rankwise_system(
+            "first", url, depth, window=depth, step=depth, stream_logprobs=True
+        ),
+    ),
+    "rankwise pointwise, streamed log-probs": (
+        "rankwise",
+        "rankwise",
+        lambda url, depth: rankwise_system("pointwise", url, depth, stream_logprobs=True),
     ),
     "rerankers RankGPTRanker": ("rerankers", "rerankers", rerankers_rankgpt),
     "LlamaIndex LLMRerank": ("llama-index-core", "llama-index-core", llamaindex_llmrerank),
