@@ -405,3 +405,30 @@ def test_an_api_eval_refuses_a_bad_price_table_or_rank_only_abstention_before_an
     assert stub.requests == []
     assert main([*common, "--method", "pointwise", "--abstention", "cv"]) == 0
     assert len(stub.requests) == 9
+
+
+@pytest.mark.parametrize("method", ["pointwise", "first"])
+def test_stream_logprobs_on_the_command_line_streams_and_scores_the_same(
+    stub, tmp_path, method
+) -> None:
+    from tests.oracle import oracle
+    from tests.stub_server import streamed
+
+    stub.handler = lambda request: (
+        streamed(oracle(request).body) if request.get("stream") else oracle(request)
+    )
+    common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "2"]
+    common += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "6", "--backend", "openai"]
+    common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    common += ["--method", method]
+    reports = {}
+    for flag in ([], ["--stream-logprobs"]):
+        stub.requests.clear()
+        path = tmp_path / f"report{len(flag)}.json"
+        assert main([*common, *flag, "--report", str(path)]) == 0
+        assert {bool(r.get("stream")) for r in stub.requests} == {bool(flag)}
+        reports[bool(flag)] = json.loads(path.read_text())
+    whole, streamed_run = reports[False], reports[True]
+    assert streamed_run["ndcg@10"] == whole["ndcg@10"] > 0.5  # the oracle ranks by the qrels
+    assert streamed_run["calls"] == whole["calls"] > 0
+    assert streamed_run["prompt_tokens"] == whole["prompt_tokens"]  # usage sent in the stream
