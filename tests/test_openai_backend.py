@@ -118,6 +118,15 @@ async def test_a_broken_stream_is_retried_then_a_typed_error(stub, broken, messa
     assert ranked.usage.retries == 1 and ranked.items[0].score == pytest.approx(0.9)
 
 
+async def test_a_server_that_refuses_streams_is_told_to_turn_streaming_off(stub) -> None:
+    refusal = {"error": {"message": "Unrecognized request argument supplied: stream_options"}}
+    stub.handler = lambda request: Reply(status=400, body=refusal)
+    backend = backend_for(stub, stream_logprobs=True)
+    with pytest.raises(BackendError, match=r"stream_logprobs=False\)$"):
+        await Reranker("pointwise", backend).arerank("q", DOCS[:1])
+    assert len(stub.requests) == 1  # a 400 is not retried
+
+
 def test_stream_logprobs_must_be_a_bool() -> None:
     with pytest.raises(InputError, match="stream_logprobs must be True or False"):
         OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", stream_logprobs="yes")  # type: ignore[arg-type]

@@ -405,7 +405,12 @@ def _final_error(error: Exception, base_url: str | None) -> BackendError:
         )
     if isinstance(error, openai.BadRequestError | openai.UnprocessableEntityError):
         hint = ""
-        if "logprob" in str(error).lower():
+        if "stream" in str(error).lower():
+            hint = (
+                "; the server refused a streamed request, so pass OpenAIBackend(..., "
+                "stream_logprobs=False)"
+            )
+        elif "logprob" in str(error).lower():
             hint = (
                 "; the server does not give log-probs, so pass OpenAIBackend(..., "
                 "logprobs=False) and a method that needs none (listwise, setwise, prp-*)"
