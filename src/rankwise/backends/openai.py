@@ -50,8 +50,8 @@ class MalformedResponseError(BackendError):
 
 
 @dataclass
-class _LabelAnswer:
-    """What a log-prob request returned, whether it came in one body or in a stream."""
+class _Answer:
+    """What a chat completion returned, whether it came in one body or in a stream."""
 
     text: str
     content: list[Any]  # one ChatCompletionTokenLogprob per generated token
@@ -164,15 +164,13 @@ class OpenAIBackend:
     ) -> Generation:
         """Chat completion. ``assistant_prefix`` is ignored: chat APIs cannot be made to
         continue a partial reply."""
-        response, retries = await self._complete(
+        answer, retries = await self._complete(
             messages, max_tokens=max_tokens, temperature=temperature
         )
-        choice = response.choices[0]
-        usage = response.usage
         return Generation(
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            text=answer.text,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
             retries=retries,
         )
 
@@ -194,11 +192,7 @@ class OpenAIBackend:
             "logprobs": True,
             "top_logprobs": min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
         }
-        if self.stream_logprobs:
-            answer, retries = await self._complete_streamed(messages, **params)
-        else:
-            response, retries = await self._complete(messages, **params)
-            answer = _answer_of(response)
+        answer, retries = await self._complete(messages, stream=self.stream_logprobs, **params)
         positions = [
             [(entry.token, entry.logprob)]
             + [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
@@ -240,60 +234,49 @@ class OpenAIBackend:
             self._resources[loop] = resources
         return resources
 
-    async def _complete(self, messages: Sequence[Message], **params: Any) -> tuple[Any, int]:
+    async def _complete(
+        self, messages: Sequence[Message], *, stream: bool = False, **params: Any
+    ) -> tuple[_Answer, int]:
+        """One chat completion, retried; with ``stream``, streamed and its chunks put back
+        together. Returns the answer and the retry count."""
         resources = self._loop_resources()
         body = {"model": self.model_name, "messages": [m.as_dict() for m in messages], **params}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
 
         async def attempt() -> Any:
             async with resources.semaphore:
                 response = await resources.client.chat.completions.create(**body)
+                if stream:
+                    async with response:
+                        chunks = [chunk async for chunk in response]
+            if stream:
+                return self._assemble(chunks, messages)
             if not getattr(response, "choices", None):
                 raise MalformedResponseError(f"the server returned no choices: {response!r:.200}")
             return response
 
-        return await self.with_retries(attempt)
+        reply, retries = await self.with_retries(attempt)
+        return (reply if stream else _answer_of(reply)), retries
 
-    async def _complete_streamed(
-        self, messages: Sequence[Message], **params: Any
-    ) -> tuple[_LabelAnswer, int]:
-        """:meth:`_complete` with the reply streamed and its chunks put back together."""
-        resources = self._loop_resources()
-        body = {
-            "model": self.model_name,
-            "messages": [m.as_dict() for m in messages],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            **params,
-        }
-
-        async def attempt() -> _LabelAnswer:
-            async with resources.semaphore:
-                stream = await resources.client.chat.completions.create(**body)
-                async with stream:
-                    chunks = [chunk async for chunk in stream]
-            return self._assemble(chunks, messages)
-
-        return await self.with_retries(attempt)
-
-    def _assemble(self, chunks: Sequence[Any], messages: Sequence[Message]) -> _LabelAnswer:
+    def _assemble(self, chunks: Sequence[Any], messages: Sequence[Message]) -> _Answer:
         """One answer from a streamed reply's chunks (the first choice of each)."""
         text: list[str] = []
         content: list[Any] = []
         usage = None
-        answered = finished = False
+        finished = False
         for chunk in chunks:
             usage = getattr(chunk, "usage", None) or usage
             choices = getattr(chunk, "choices", None) or []
             if not choices:
                 continue
-            answered = True
             delta, logprobs = choices[0].delta, choices[0].logprobs
             finished = finished or bool(choices[0].finish_reason)
             piece = (delta.content if delta is not None else None) or ""
             text.append(piece)
             if logprobs is not None:
                 content.extend(logprobs.content or [])
-        if not answered:
+        if not text:  # one piece per chunk with a choice
             raise MalformedResponseError(f"the server streamed no choices ({len(chunks)} chunks)")
         if not finished:
             raise MalformedResponseError(
@@ -309,7 +292,7 @@ class OpenAIBackend:
                 self.count_tokens, [m.content for m in messages]
             )
             completion_tokens = max(len(content), sum(1 for piece in text if piece))
-        return _LabelAnswer("".join(text), content, prompt_tokens, completion_tokens)
+        return _Answer("".join(text), content, prompt_tokens, completion_tokens)
 
     async def with_retries(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run ``attempt`` with exponential backoff; return its result and the retry count."""
@@ -332,11 +315,11 @@ class OpenAIBackend:
         return min(self.max_backoff, after) if after is not None else delay
 
 
-def _answer_of(response: Any) -> _LabelAnswer:
-    """The parts of a (not streamed) chat completion that a log-prob request reads."""
+def _answer_of(response: Any) -> _Answer:
+    """The parts of a chat completion (not streamed) that rankwise reads."""
     choice = response.choices[0]
     usage = response.usage
-    return _LabelAnswer(
+    return _Answer(
         text=choice.message.content or "",
         content=(choice.logprobs.content if choice.logprobs is not None else None) or [],
         prompt_tokens=usage.prompt_tokens if usage else 0,
