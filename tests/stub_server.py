@@ -72,23 +72,27 @@ def completion(
     }
 
 
+def chunk(choices: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A chat.completion.chunk with these ``choices`` (and ``fields`` such as ``usage``)."""
+    base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0}
+    return {**base, "model": "stub", "choices": choices, **fields}
+
+
 def streamed(body: dict[str, Any], *, usage: bool = True) -> Reply:
     """``body`` (a chat.completion) sent as a server-sent-event stream of chat.completion.chunk
     objects: one chunk per log-prob entry (or one for the whole text), then the usage chunk
     (when ``usage``) and ``[DONE]``."""
     choice = body["choices"][0]
     entries = (choice.get("logprobs") or {}).get("content") or []
-    base = {"id": body["id"], "object": "chat.completion.chunk", "created": 0, "model": "stub"}
     pieces = [(entry["token"], {"content": [entry]}) for entry in entries] or [
         (choice["message"]["content"], None)
     ]
-    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None}]}]
+    chunks = [chunk([{"index": 0, "delta": {"role": "assistant"}, "logprobs": None}])]
     for text, logprobs in pieces:
-        delta = {"index": 0, "delta": {"content": text}, "logprobs": logprobs}
-        chunks.append({**base, "choices": [delta]})
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        chunks.append(chunk([{"index": 0, "delta": {"content": text}, "logprobs": logprobs}]))
+    chunks.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
     if usage:
-        chunks.append({**base, "choices": [], "usage": body["usage"]})
+        chunks.append(chunk([], usage=body["usage"]))
     return sse(chunks)
 
 

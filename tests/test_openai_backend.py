@@ -14,6 +14,7 @@ from rankwise import BackendError, BackendUnavailableError, InputError, OpenAIBa
 from tests.stub_server import (
     Reply,
     StubServer,
+    chunk,
     completion,
     sse,
     streamed,
@@ -85,16 +86,13 @@ async def test_a_stream_without_usage_counts_its_tokens_and_estimates_the_prompt
 
 
 def usage_only_chunk() -> dict:
-    usage = {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}
-    return {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "stub",
-            "choices": [], "usage": usage}  # fmt: skip
+    return chunk([], usage={"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5})
 
 
 def unfinished_stream() -> list[dict]:
     """How llama-cpp-python's server ends a stream that another request interrupted: the
     first chunks, then ``[DONE]``, and no chunk with a finish_reason."""
-    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "stub"}
-    return [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+    return [chunk([{"index": 0, "delta": {"role": "assistant"}}])]
 
 
 @pytest.mark.parametrize(
