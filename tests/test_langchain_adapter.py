@@ -321,3 +321,35 @@ async def test_a_chat_model_passed_as_the_backend_is_wrapped(stub) -> None:
         0
     ] == "how long do fleas live"
     assert stub.requests  # the model was asked over HTTP
+
+
+async def test_a_chat_model_with_a_max_tokens_field_is_asked_for_few_tokens(stub) -> None:
+    """ChatOpenAI declares max_tokens, so each call carries the method's limit (ChatOpenAI
+    sends it as max_completion_tokens): 1 token for a yes/no judgement, the method's budget for
+    a ranking. Without it the model wrote up to its own default, dozens of tokens per judgement."""
+    from langchain_openai import ChatOpenAI
+
+    from rankwise.backends.langchain import LangChainBackend
+
+    stub.handler = oracle
+    chat = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key="k", max_retries=0)
+    documents = relevance_docs([0.1, 0.9, 0.5, 0.3])
+    judged = await Reranker("pointwise", LangChainBackend(chat, logprobs=True)).arerank(
+        "q", documents
+    )
+    assert judged.ids == ["d1", "d2", "d3", "d0"]
+    assert len(stub.requests) == 4
+    assert [r.get("max_completion_tokens") for r in stub.requests] == [1, 1, 1, 1]
+
+    stub.requests.clear()
+    ranked = await Reranker("listwise", chat).arerank("q", documents)
+    assert ranked.ids == ["d1", "d2", "d3", "d0"]
+    (request,) = stub.requests
+    assert isinstance(request.get("max_completion_tokens"), int)
+    assert 4 <= request["max_completion_tokens"] <= 256
+
+    stub.requests.clear()
+    kept = LangChainBackend(chat, logprobs=True, max_tokens_kwarg=None)
+    await Reranker("pointwise", kept).arerank("q", documents)
+    assert len(stub.requests) == 4
+    assert not any("max_completion_tokens" in r or "max_tokens" in r for r in stub.requests)

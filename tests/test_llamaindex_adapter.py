@@ -209,3 +209,51 @@ async def test_function_tool(index, local_backend) -> None:
     rerank = rankwise_function_tool(post)
     output = rerank.call(query=query, passages=["fleas", "concrete floors cost"], top_n=1)
     assert len(output.raw_output["results"]) == 1
+
+
+def _recording_llm(declares_max_tokens: bool):
+    """A user-defined LlamaIndex LLM that answers a fixed ranking and records each call's
+    keyword arguments; with ``declares_max_tokens`` it has a ``max_tokens`` field, as
+    LlamaIndex's OpenAI and OpenAILike LLMs do."""
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+    from pydantic import Field
+
+    class RecordingLLM(CustomLLM):
+        calls: list[dict] = Field(default_factory=list)
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="recording", context_window=4096)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
+            self.calls.append(kwargs)
+            return CompletionResponse(text="[2] > [3] > [1]")
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+            raise NotImplementedError
+
+    class LimitedLLM(RecordingLLM):
+        max_tokens: int | None = None
+
+    return LimitedLLM() if declares_max_tokens else RecordingLLM()
+
+
+@pytest.mark.parametrize("declares_max_tokens", [True, False])
+async def test_an_llm_with_a_max_tokens_field_is_asked_for_the_methods_limit(
+    declares_max_tokens: bool,
+) -> None:
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    llm = _recording_llm(declares_max_tokens)
+    backend = LlamaIndexBackend(llm)
+    documents = [{"id": f"d{i}", "text": f"passage {i}"} for i in range(3)]
+    ranked = await Reranker("listwise", backend).arerank("q", documents)
+    assert ranked.ids == ["d1", "d2", "d0"] and ranked.trace.fallbacks == []
+    (call,) = llm.calls
+    if declares_max_tokens:
+        assert backend.max_tokens_kwarg == "max_tokens"
+        assert isinstance(call.get("max_tokens"), int) and 4 <= call["max_tokens"] <= 256
+    else:
+        assert backend.max_tokens_kwarg is None and "max_tokens" not in call

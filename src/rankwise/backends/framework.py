@@ -73,6 +73,24 @@ def _logaddexp(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
+AUTO_MAX_TOKENS = "auto"
+"""``max_tokens_kwarg`` value that detects the keyword from the model's declared fields."""
+
+
+def resolve_max_tokens_kwarg(value: str | None, model: object) -> str | None:
+    """The call keyword that limits new tokens for ``model``.
+
+    ``"auto"`` gives ``"max_tokens"`` when the model declares a ``max_tokens`` field (the
+    per-call name LangChain's and LlamaIndex's API models take: ``ChatOpenAI``,
+    ``ChatAnthropic``, LlamaIndex's ``OpenAI`` and ``OpenAILike``), else ``None``, which keeps
+    the model's own setting. Any other value is used as given.
+    """
+    if value != AUTO_MAX_TOKENS:
+        return value
+    fields = getattr(type(model), "model_fields", None) or {}
+    return "max_tokens" if "max_tokens" in fields else None
+
+
 def check_concurrency(limit: int) -> None:
     """Raise :class:`InputError` unless ``limit`` is a whole number of calls, at least 1."""
     check_whole("concurrency", limit, 1)

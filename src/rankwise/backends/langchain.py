@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rankwise.backends.framework import FrameworkBackend, Reply
+from rankwise.backends.framework import (
+    AUTO_MAX_TOKENS,
+    FrameworkBackend,
+    Reply,
+    resolve_max_tokens_kwarg,
+)
 from rankwise.prompts import Message
 
 try:
@@ -30,8 +35,10 @@ class LangChainBackend(FrameworkBackend):
         logprobs: the model returns OpenAI-style log-probs when called with
             ``logprobs=True, top_logprobs=k`` (true for ``ChatOpenAI``).
         top_logprobs: alternatives to ask for.
-        max_tokens_kwarg: the call keyword that limits new tokens, when the model takes one
-            per call; ``None`` keeps the model's own setting.
+        max_tokens_kwarg: the call keyword that limits new tokens. ``"auto"`` passes
+            ``max_tokens`` when the model declares that field (``ChatOpenAI`` and most API
+            chat models do), so a yes/no judgement asks for 1 token instead of the model's
+            default; ``None`` keeps the model's own setting.
         concurrency: most calls in flight at once.
         max_context: the model's context length, for truncation.
     """
@@ -44,7 +51,7 @@ class LangChainBackend(FrameworkBackend):
         *,
         logprobs: bool = False,
         top_logprobs: int = 5,
-        max_tokens_kwarg: str | None = None,
+        max_tokens_kwarg: str | None = AUTO_MAX_TOKENS,
         concurrency: int = 16,
         max_context: int = 8192,
     ) -> None:
@@ -53,7 +60,7 @@ class LangChainBackend(FrameworkBackend):
         super().__init__(
             logprobs=logprobs,
             top_logprobs=top_logprobs,
-            max_tokens_kwarg=max_tokens_kwarg,
+            max_tokens_kwarg=resolve_max_tokens_kwarg(max_tokens_kwarg, model),
             concurrency=concurrency,
             max_context=max_context,
         )

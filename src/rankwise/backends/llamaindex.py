@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rankwise.backends.framework import FrameworkBackend, Reply
+from rankwise.backends.framework import (
+    AUTO_MAX_TOKENS,
+    FrameworkBackend,
+    Reply,
+    resolve_max_tokens_kwarg,
+)
 from rankwise.prompts import Message
 
 try:
@@ -34,7 +39,9 @@ class LlamaIndexBackend(FrameworkBackend):
         logprobs: the LLM returns log-probs in ``ChatResponse.logprobs`` when called with
             ``logprobs=True, top_logprobs=k``.
         top_logprobs: alternatives to ask for.
-        max_tokens_kwarg: the call keyword that limits new tokens, if the LLM takes one.
+        max_tokens_kwarg: the call keyword that limits new tokens. ``"auto"`` passes
+            ``max_tokens`` when the LLM declares that field (LlamaIndex's ``OpenAI`` and
+            ``OpenAILike`` do); ``None`` keeps the LLM's own setting.
         concurrency: most calls in flight at once.
         max_context: the context length, for truncation (default: the LLM's metadata).
     """
@@ -47,7 +54,7 @@ class LlamaIndexBackend(FrameworkBackend):
         *,
         logprobs: bool = False,
         top_logprobs: int = 5,
-        max_tokens_kwarg: str | None = None,
+        max_tokens_kwarg: str | None = AUTO_MAX_TOKENS,
         concurrency: int = 16,
         max_context: int | None = None,
     ) -> None:
@@ -61,7 +68,7 @@ class LlamaIndexBackend(FrameworkBackend):
         super().__init__(
             logprobs=logprobs,
             top_logprobs=top_logprobs,
-            max_tokens_kwarg=max_tokens_kwarg,
+            max_tokens_kwarg=resolve_max_tokens_kwarg(max_tokens_kwarg, llm),
             concurrency=concurrency,
             max_context=max_context or int(metadata.context_window or 4096),
         )
