@@ -211,7 +211,7 @@ async def test_function_tool(index, local_backend) -> None:
     assert len(output.raw_output["results"]) == 1
 
 
-def _recording_llm(declares_max_tokens: bool):
+def _recording_llm(declares_max_tokens: bool, refuses_max_tokens: bool = False):
     """A user-defined LlamaIndex LLM that answers a fixed ranking and records each call's
     keyword arguments; with ``declares_max_tokens`` it has a ``max_tokens`` field, as
     LlamaIndex's OpenAI and OpenAILike LLMs do."""
@@ -229,6 +229,8 @@ def _recording_llm(declares_max_tokens: bool):
         @llm_completion_callback()
         def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
             self.calls.append(kwargs)
+            if refuses_max_tokens and "max_tokens" in kwargs:
+                raise TypeError("complete() got an unexpected keyword argument 'max_tokens'")
             return CompletionResponse(text="[2] > [3] > [1]")
 
         def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
@@ -257,3 +259,17 @@ async def test_an_llm_with_a_max_tokens_field_is_asked_for_the_methods_limit(
         assert isinstance(call.get("max_tokens"), int) and 4 <= call["max_tokens"] <= 256
     else:
         assert backend.max_tokens_kwarg is None and "max_tokens" not in call
+
+
+async def test_an_llm_that_refuses_the_detected_keyword_gets_an_error_that_says_what_to_do() -> (
+    None
+):
+    from rankwise import BackendError
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    documents = [{"id": f"d{i}", "text": f"passage {i}"} for i in range(3)]
+    refusing = LlamaIndexBackend(_recording_llm(True, refuses_max_tokens=True))
+    with pytest.raises(BackendError, match="pass max_tokens_kwarg=None"):
+        await Reranker("listwise", refusing).arerank("q", documents)
+    kept = LlamaIndexBackend(_recording_llm(True, refuses_max_tokens=True), max_tokens_kwarg=None)
+    assert (await Reranker("listwise", kept).arerank("q", documents)).ids == ["d1", "d2", "d0"]

@@ -81,9 +81,9 @@ def resolve_max_tokens_kwarg(value: str | None, model: object) -> str | None:
     """The call keyword that limits new tokens for ``model``.
 
     ``"auto"`` gives ``"max_tokens"`` when the model declares a ``max_tokens`` field (the
-    per-call name LangChain's and LlamaIndex's API models take: ``ChatOpenAI``,
-    ``ChatAnthropic``, LlamaIndex's ``OpenAI`` and ``OpenAILike``), else ``None``, which keeps
-    the model's own setting. Any other value is used as given.
+    per-call name LangChain's and LlamaIndex's API models take, as ``ChatOpenAI`` and
+    LlamaIndex's ``OpenAI`` and ``OpenAILike`` do), else ``None``, which keeps the model's
+    own setting. Any other value is used as given.
     """
     if value != AUTO_MAX_TOKENS:
         return value
@@ -212,6 +212,12 @@ class FrameworkBackend(ABC):
             try:
                 return await self._call(messages, extra)
             except Exception as error:
+                hint = ""
+                if self.max_tokens_kwarg and self.max_tokens_kwarg in str(error):
+                    hint = (
+                        f"; if the model does not take {self.max_tokens_kwarg}= per call, "
+                        "pass max_tokens_kwarg=None (or the keyword it takes)"
+                    )
                 raise BackendError(
-                    f"{self.model_name} failed: {type(error).__name__}: {error}"
+                    f"{self.model_name} failed: {type(error).__name__}: {error}{hint}"
                 ) from error
