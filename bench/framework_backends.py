@@ -8,31 +8,28 @@ llama.cpp server (the embedded SmolLM2 GGUF on 127.0.0.1).
     python bench/framework_backends.py --queries 3 --depth 10
 
 Each query is ranked by every arm in turn, in an order that rotates from one query to the
-next; before each timed ranking the server's prompt cache is replaced by a short prompt, so
-that no arm reuses the key/value states of the one before it. Reports the median seconds per
-query, completion tokens per call, the paired ratio of each arm's time to its own
-``auto`` arm's, and nDCG@10 (the same judgements must rank the same way with and without the
-limit). Writes ``bench/results/framework_backends.json``.
+next; before each timed ranking the server's prompt cache is replaced by a short prompt
+(``vs_libraries.clear_prompt_cache``), so that no arm reuses the key/value states of the one
+before it. Reports the median seconds per query, completion tokens per call, the paired
+ratio of each arm's time to its own ``auto`` arm's, and nDCG@10 (the same judgements must
+rank the same way with and without the limit). Writes ``bench/results/framework_backends.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from _common import dl19, machine, median, time_rerank, turns, write_json
+from vs_libraries import MODEL, clear_prompt_cache
 
 from rankwise import Reranker
 from rankwise.backends.base import Backend
 from rankwise.backends.openai import OpenAIBackend
 from rankwise.evaluate import mean, ndcg_at_k
 from rankwise.llamacpp import serve_gguf
-
-MODEL = "smollm2"
 
 
 def openai_direct(url: str) -> Backend:
@@ -80,18 +77,6 @@ ARMS: dict[str, Callable[[str], Backend]] = {
 }
 
 
-def replace_prompt_cache(url: str) -> None:
-    """Leave a short prompt in the server's cache (see the module docstring)."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-    request = urllib.request.Request(
-        f"{url}/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        reply.read()
-
-
 async def measure(url: str, queries: int, depth: int) -> dict[str, Any]:
     records, qrels = dl19(None)
     records = [r for r in records if r.qid in qrels][:queries]
@@ -102,7 +87,7 @@ async def measure(url: str, queries: int, depth: int) -> dict[str, Any]:
     fallbacks = dict.fromkeys(ARMS, 0)
     for number, record in enumerate(records):
         for name in turns(number, tuple(ARMS)):
-            replace_prompt_cache(url)
+            clear_prompt_cache(url)
             took, ranked = await time_rerank(rerankers[name], record, depth)
             assert sorted(ranked.ids) == sorted(d["id"] for d in record.documents(depth))
             seconds[name].append(took)

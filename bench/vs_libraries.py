@@ -80,6 +80,14 @@ def chat_completion(url: str, body: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(post_chat(url, body)))
 
 
+def clear_prompt_cache(url: str) -> None:
+    """Replace the cached prompt of the server at ``url`` with a short one: the llama.cpp
+    server reuses the key/value states of the longest prefix a request shares with the last
+    prompt it ran, which would let a system ride on the one timed before it."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    chat_completion(url, body)
+
+
 class CountingProxy:
     """A loopback HTTP proxy in front of the server that counts the requests it forwards."""
 
@@ -104,11 +112,8 @@ class CountingProxy:
         self._server.server_close()
 
     def clear_prompt_cache(self) -> None:
-        """Replace the server's cached prompt with a short one (not counted): the llama.cpp
-        server reuses the key/value states of the longest prefix a request shares with the
-        last prompt it ran, which would let a system ride on the one timed before it."""
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-        chat_completion(self.upstream, body)
+        """:func:`clear_prompt_cache` on the server behind the proxy (not counted)."""
+        clear_prompt_cache(self.upstream)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
