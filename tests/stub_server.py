@@ -96,6 +96,19 @@ def streamed(body: dict[str, Any], *, usage: bool = True) -> Reply:
     return sse(chunks)
 
 
+def streamed_when_asked(
+    handler: Callable[[dict[str, Any]], Reply],
+) -> Callable[[dict[str, Any]], Reply]:
+    """``handler``, its reply sent as a stream (:func:`streamed`) to a request that asks for
+    one (``"stream": true``) and whole otherwise."""
+
+    def answer(request: dict[str, Any]) -> Reply:
+        reply = handler(request)
+        return streamed(reply.body) if request.get("stream") else reply
+
+    return answer
+
+
 def sse(chunks: list[dict[str, Any]] | list[bytes]) -> Reply:
     """A reply streaming ``chunks`` (objects, or raw lines sent as they are) as server-sent
     events, ended by ``data: [DONE]``."""

@@ -412,11 +412,9 @@ def test_stream_logprobs_on_the_command_line_streams_and_scores_the_same(
     stub, tmp_path, method
 ) -> None:
     from tests.oracle import oracle
-    from tests.stub_server import streamed
+    from tests.stub_server import streamed_when_asked
 
-    stub.handler = lambda request: (
-        streamed(oracle(request).body) if request.get("stream") else oracle(request)
-    )
+    stub.handler = streamed_when_asked(oracle)
     common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "2"]
     common += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "6", "--backend", "openai"]
     common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]

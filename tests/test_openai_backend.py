@@ -18,6 +18,7 @@ from tests.stub_server import (
     completion,
     sse,
     streamed,
+    streamed_when_asked,
     user_text,
     yes_no,
 )
@@ -51,13 +52,11 @@ async def test_pointwise_reads_yes_no_logprobs(stub) -> None:
     assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0.0
 
 
-def streamed_when_asked(request) -> Reply:
-    reply = by_stated_relevance(request)
-    return streamed(reply.body) if request.get("stream") else reply
+streamed_by_stated_relevance = streamed_when_asked(by_stated_relevance)
 
 
 async def test_streamed_logprobs_score_as_a_whole_reply_does(stub) -> None:
-    stub.handler = streamed_when_asked
+    stub.handler = streamed_by_stated_relevance
     whole = await Reranker("pointwise", backend_for(stub)).arerank("q", DOCS)
     assert not any(request.get("stream") for request in stub.requests)
     stub.requests.clear()
@@ -111,7 +110,7 @@ async def test_a_broken_stream_is_retried_then_a_typed_error(stub, broken, messa
         await Reranker("pointwise", backend).arerank("q", DOCS[:1])
     assert len(stub.requests) == 3
     answers = iter([broken()])
-    stub.handler = lambda request: next(answers, None) or streamed_when_asked(request)
+    stub.handler = lambda request: next(answers, None) or streamed_by_stated_relevance(request)
     ranked = await Reranker("pointwise", backend).arerank("q", DOCS[1:2])
     assert ranked.usage.retries == 1 and ranked.items[0].score == pytest.approx(0.9)
 
