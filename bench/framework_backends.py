@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import dl19, machine, median, time_rerank, turns, write_json
-from vs_libraries import MODEL, clear_prompt_cache
+from vs_libraries import MODEL, clear_prompt_cache, openai_like
 
 from rankwise import Reranker
 from rankwise.backends.base import Backend
@@ -50,19 +50,9 @@ def langchain(limit: str | None) -> Callable[[str], Backend]:
 
 def llamaindex(limit: str | None) -> Callable[[str], Backend]:
     def build(url: str) -> Backend:
-        from llama_index.llms.openai_like import OpenAILike
-
         from rankwise.backends.llamaindex import LlamaIndexBackend
 
-        llm = OpenAILike(
-            model=MODEL,
-            api_base=url,
-            api_key="none",
-            is_chat_model=True,
-            context_window=4096,
-            temperature=0.0,
-            timeout=300,
-        )
+        llm = openai_like(url, timeout=300)  # no max_tokens: what an unset limit costs
         return LlamaIndexBackend(llm, logprobs=True, max_tokens_kwarg=limit)
 
     return build

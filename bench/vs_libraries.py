@@ -226,21 +226,28 @@ def rerankers_rankgpt(base_url: str, depth: int) -> Ranker:
     return rank
 
 
-def llamaindex_llmrerank(base_url: str, depth: int) -> Ranker:
-    from llama_index.core.postprocessor import LLMRerank
-    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+def openai_like(base_url: str, *, timeout: float, **settings: Any) -> Any:
+    """LlamaIndex's ``OpenAILike`` chat LLM for the server at ``base_url`` (greedy, a 4,096-token
+    context), with ``settings`` such as ``max_tokens`` added; left out, the LLM keeps its own."""
     from llama_index.llms.openai_like import OpenAILike
 
-    llm = OpenAILike(
+    return OpenAILike(
         model=MODEL,
         api_base=base_url,
         api_key="none",
         is_chat_model=True,
         context_window=4096,
-        max_tokens=256,
         temperature=0.0,
-        timeout=600,
+        timeout=timeout,
+        **settings,
     )
+
+
+def llamaindex_llmrerank(base_url: str, depth: int) -> Ranker:
+    from llama_index.core.postprocessor import LLMRerank
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    llm = openai_like(base_url, timeout=600, max_tokens=256)
     postprocessor = LLMRerank(llm=llm, choice_batch_size=10, top_n=depth)
 
     def rank(query: str, docs: list[dict[str, str]]) -> list[str]:
