@@ -527,6 +527,21 @@ def test_a_local_path_that_holds_no_model_says_so(tmp_path, monkeypatch) -> None
         TransformersBackend("~/empty")
 
 
+def test_a_hub_id_missing_from_the_offline_cache_says_what_to_pass(monkeypatch) -> None:
+    """The most common offline mistake: a hub id that was never downloaded. The error names
+    the id and the choices, and transformers' own sentence does not end in a second period."""
+    from rankwise import ModelNotFoundError
+    from rankwise.backends.transformers import TransformersBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as raised:
+        TransformersBackend("rankwise-tests/no-such-model")
+    message = str(raised.value)
+    assert message.startswith("could not load 'rankwise-tests/no-such-model': ")
+    assert "a hub id that is in the local Hugging Face cache (offline)" in message
+    assert ".." not in message
+
+
 def test_a_framework_document_passed_to_the_core_names_its_adapter() -> None:
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore, TextNode

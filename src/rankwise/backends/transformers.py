@@ -1031,8 +1031,9 @@ def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any
         tokenizer = auto_tokenizer.from_pretrained(model)
         network = auto_model.from_pretrained(model, dtype=dtype, **kwargs)
     except OSError as error:
+        reason = str(error).strip().rstrip(".")
         raise ModelNotFoundError(
-            f"could not load {model!r}: {error}. Pass an existing folder, a .gguf file, a hub id "
+            f"could not load {model!r}: {reason}. Pass an existing folder, a .gguf file, a hub id "
             "that is in the local Hugging Face cache (offline), or 'default'."
         ) from error
     return model, tokenizer, network
