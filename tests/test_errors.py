@@ -527,13 +527,13 @@ def test_a_local_path_that_holds_no_model_says_so(tmp_path, monkeypatch) -> None
         TransformersBackend("~/empty")
 
 
-def test_a_hub_id_missing_from_the_offline_cache_says_what_to_pass(monkeypatch) -> None:
+def test_a_hub_id_missing_from_the_offline_cache_says_what_to_pass() -> None:
     """The most common offline mistake: a hub id that was never downloaded. The error names
-    the id and the choices, and transformers' own sentence does not end in a second period."""
+    the id and the choices, and transformers' own sentence does not end in a second period.
+    The suite runs offline (conftest sets HF_HUB_OFFLINE before huggingface_hub reads it)."""
     from rankwise import ModelNotFoundError
     from rankwise.backends.transformers import TransformersBackend
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as raised:
         TransformersBackend("rankwise-tests/no-such-model")
     message = str(raised.value)
