@@ -14,7 +14,7 @@ from pathlib import Path
 
 from _shared import dl19
 
-from rankwise import Reranker
+from rankwise import RankedList, Reranker
 from rankwise.abstain import Calibrator, cross_validated_nauc
 from rankwise.backends.transformers import TransformersBackend
 from rankwise.evaluate import mean, ndcg_at_k
@@ -24,23 +24,31 @@ DEPTH = 10
 
 async def main() -> None:
     records, qrels = dl19(16)
+    reference, held_out = records[:12], records[12:]
     backend = TransformersBackend("default")
-    reranker = Reranker("pointwise-qlm", backend)
     scores, quality = [], []
-    for record in records:
-        ranked = await reranker.arerank(record.query, record.documents(DEPTH))
-        scores.append([item.score for item in ranked.items])
-        quality.append(ndcg_at_k(ranked.ids, qrels[record.qid]))
 
-    reference, held_out = slice(0, 12), slice(12, 16)
+    def record_scores(ranked: RankedList, qid: str) -> float:
+        """Keep the list's scores and its actual nDCG@10 for the cross-validation below."""
+        scores.append([item.score for item in ranked.items])
+        quality.append(ndcg_at_k(ranked.ids, qrels[qid]))
+        return quality[-1]
+
+    reranker = Reranker("pointwise-qlm", backend)
+    for record in reference:
+        record_scores(await reranker.arerank(record.query, record.documents(DEPTH)), record.qid)
+
     calibrator = Calibrator(n=DEPTH, method="pointwise-qlm", model=backend.model_name)
-    calibrator.fit(scores[reference], quality[reference], abstention_rate=0.25)
+    calibrator.fit(scores, quality, abstention_rate=0.25)
     calibrator.save(Path(tempfile.gettempdir()) / "rankwise-calibrator.json")  # reload with .load()
     print(f"fitted on 12 queries; abstain when predicted nDCG@10 <= {calibrator.threshold:.3f}")
 
+    # The guarded list still holds every document and its score; only `selected` is emptied
+    # when it abstains.
     guarded = Reranker("pointwise-qlm", backend, top_n=3, abstain=calibrator)
-    for record, actual in zip(records[held_out], quality[held_out], strict=True):
+    for record in held_out:
         ranked = await guarded.arerank(record.query, record.documents(DEPTH))
+        actual = record_scores(ranked, record.qid)
         verdict = (
             "ABSTAIN (nothing relevant)"
             if ranked.abstained
