@@ -157,6 +157,32 @@ def test_demo_on_other_data_does_not_borrow_the_sample_judgments(tmp_path, capsy
     assert "no judgments for these queries" in out and "mean" not in out
 
 
+def test_demo_prints_passages_without_control_characters(tmp_path, capsys) -> None:
+    """MS MARCO text holds UTF-8 read as Latin-1 (756 DL19 passages), whose C1 control
+    characters went to the terminal as they were and pulled that row's column out of line."""
+    texts = {
+        "mojibake": "Bluetooth is \u00e2\x80\x9cfairly\u00e2\x80\x9d secure, like WiFi.",
+        "escape": "Red \x1b[31mflea\x1b[0m\tcollars\nlast a year",
+        "plain": "fleas live for about a year on one host",
+    }
+    record = {
+        "qid": "q\x1b]0;title\x07",
+        "query": "how long do fleas\r live",
+        "candidates": [{"docid": docid, "text": text} for docid, text in texts.items()],
+    }
+    data = tmp_path / "own.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    assert main(["demo", "--data", str(data), "--depth", "3"]) == 0
+    out = capsys.readouterr().out
+    assert not [char for char in out if char != "\n" and not char.isprintable()]
+    assert "Bluetooth is \u201cfairly\u201d" in out
+    assert "Red  [31mflea [0m collars la" in out
+    assert "how long do fleas  live" in out
+    rows = [line for line in out.splitlines() if line.startswith("  [rel ")]
+    assert len(rows) == 3
+    assert len({row.index(" | ") for row in rows}) == 1  # one column edge for every row
+
+
 def test_unreachable_server_is_a_clean_error(capsys) -> None:
     code = main(
         [

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -689,7 +690,8 @@ def _demo(args: argparse.Namespace) -> int:
     if report["queries"]:
         print(f"{'qid':>10}  {first_stage + ' nDCG@10':>13}  {'reranked nDCG@10':>17}")
         for row in report["per_query"]:
-            print(f"{row['qid']:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
+            qid = _printable(row["qid"])
+            print(f"{qid:>10}  {row['input_ndcg@10']:>13.4f}  {row['ndcg@10']:>17.4f}")
         print(f"{'mean':>10}  {report['input_ndcg@10']:>13.4f}  {report['ndcg@10']:>17.4f}")
         print(
             f"reranking helped {report['queries_improved']} of {report['queries']} queries "
@@ -707,13 +709,31 @@ def _demo(args: argparse.Namespace) -> int:
 def _print_query(
     record: QueryRecord, result: RankedList, judged: dict[str, int], depth: int, first_stage: str
 ) -> None:
-    print(f"\nquery {record.qid}: {record.query}")
+    print(f"\nquery {_printable(record.qid)}: {_printable(record.query)}")
     before = record.documents(depth)[:5]
     print(f"  {first_stage + ' top-5':38} | reranked top-5")
     for old, new in zip(before, result.items[:5], strict=False):
-        left = f"[rel {judged.get(old['id'], '-')}] {old['text'][:30]!s:30}"
-        right = f"[rel {judged.get(new.id, '-')}] {new.text[:30]!s:30} ({new.score:.3f})"
-        print(f"  {left.replace(chr(10), ' ')} | {right.replace(chr(10), ' ')}")
+        left = f"[rel {judged.get(old['id'], '-')}] {_printable(old['text'])[:30]:30}"
+        right = f"[rel {judged.get(new.id, '-')}] {_printable(new.text)[:30]:30} ({new.score:.3f})"
+        print(f"  {left} | {right}")
+
+
+def _printable(text: str) -> str:
+    r"""A passage or query made safe to print in one line of the demo's table.
+
+    Passages scraped from the web (MS MARCO's among them) often hold UTF-8 that was read as
+    Latin-1, such as ``â\x80\x9c`` for a curly quote; where the whole text decodes back, the
+    printed text shows the intended characters. Control characters (newlines, tabs, terminal
+    escapes, the C1 range that such text is full of) become spaces, so that a passage can
+    neither break the table's columns nor send commands to the terminal. Only what is printed
+    changes; the text the model reads is left as it is.
+    """
+    if any("\x80" <= char <= "\x9f" for char in text):
+        try:
+            text = text.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            pass
+    return "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
