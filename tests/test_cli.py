@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rankwise.cli import main
+from rankwise.cli import _printable, main
 from tests.conftest import DL19
 
 REPORT_KEYS = {
@@ -181,6 +181,33 @@ def test_demo_prints_passages_without_control_characters(tmp_path, capsys) -> No
     rows = [line for line in out.splitlines() if line.startswith("  [rel ")]
     assert len(rows) == 3
     assert len({row.index(" | ") for row in rows}) == 1  # one column edge for every row
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        (
+            "Bluetooth is \u00e2\x80\x9cfairly\u00e2\x80\x9d secure",
+            "Bluetooth is \u201cfairly\u201d secure",
+        ),
+        # Mojibake without a C1 character (129 DL19 passages hold only such marks).
+        (
+            "Velcro\u00c2\u00ae straps, 20\u00c2\u00b0C, cr\u00c3\u00a8me",
+            "Velcro\u00ae straps, 20\u00b0C, cr\u00e8me",
+        ),
+        # Latin-1 by intent prints as it is; so does text with characters beyond Latin-1,
+        # which was never read as Latin-1 as a whole.
+        (
+            "caf\u00e9 au lait, \u00bd price, \u00a9 2019",
+            "caf\u00e9 au lait, \u00bd price, \u00a9 2019",
+        ),
+        ("\u00c3\u00a9t\u00c3\u00a9 \u2014 summer", "\u00c3\u00a9t\u00c3\u00a9 \u2014 summer"),
+        # Mojibake that lost bytes does not decode: only its control characters go.
+        ("\u00e2\x98 What equipment", "\u00e2  What equipment"),
+    ],
+)
+def test_printed_text_repairs_mojibake_and_keeps_latin1_text(text: str, printed: str) -> None:
+    assert _printable(text) == printed
 
 
 def test_unreachable_server_is_a_clean_error(capsys) -> None:

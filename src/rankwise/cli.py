@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import unicodedata
@@ -718,17 +719,23 @@ def _print_query(
         print(f"  {left} | {right}")
 
 
+# A C1 control character, or a UTF-8 lead byte followed by a continuation byte, each read
+# as a Latin-1 character: the marks of UTF-8 text that was decoded as Latin-1.
+_MOJIBAKE = re.compile("[\x80-\x9f]|[\xc2-\xf4][\x80-\xbf]")
+
+
 def _printable(text: str) -> str:
     r"""A passage or query made safe to print in one line of the demo's table.
 
     Passages scraped from the web (MS MARCO's among them) often hold UTF-8 that was read as
-    Latin-1, such as ``â\x80\x9c`` for a curly quote; where the whole text decodes back, the
-    printed text shows the intended characters. Control characters (newlines, tabs, terminal
-    escapes, the C1 range that such text is full of) become spaces, so that a passage can
-    neither break the table's columns nor send commands to the terminal. Only what is printed
-    changes; the text the model reads is left as it is.
+    Latin-1, such as ``â\x80\x9c`` for a curly quote or ``Â®`` for ``®``; where the whole
+    text decodes back, the printed text shows the intended characters. Text that is Latin-1
+    by intent (``café``) does not decode as UTF-8, so it prints as it is. Control characters
+    (newlines, tabs, terminal escapes, the C1 range that such text is full of) become spaces,
+    so that a passage can neither break the table's columns nor send commands to the
+    terminal. Only what is printed changes; the text the model reads is left as it is.
     """
-    if any("\x80" <= char <= "\x9f" for char in text):
+    if _MOJIBAKE.search(text):
         try:
             text = text.encode("latin-1").decode("utf-8")
         except UnicodeError:
