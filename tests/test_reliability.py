@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -169,20 +170,54 @@ async def test_permutation_answers_are_repaired_and_traced(stub, answer, repaire
     assert (ranked.trace.count("repair") == 1) is repaired
 
 
-async def test_prompt_is_cut_to_fit_and_an_oversized_query_is_an_error(stub) -> None:
+def sent_tokens(backend: OpenAIBackend, request: dict) -> int:
+    return sum(backend.count_tokens(m["content"]) for m in request["messages"])
+
+
+@pytest.mark.parametrize("method", ["listwise", "first"])
+async def test_prompt_is_cut_to_fit_and_an_oversized_query_is_an_error(stub, method) -> None:
     stub.handler = oracle
     filler = " word" * 300
     docs = relevance_docs([0.2, 0.7, 0.4, 0.9])
     for doc in docs:
         doc["text"] += filler
     backend = backend_for(stub, max_context=700)
-    ranked = await Reranker("listwise", backend).arerank("q", docs)
+    ranked = await Reranker(method, backend).arerank("q", docs)
+    assert ranked.ids == ["d3", "d1", "d2", "d0"]
+    [cut] = [event for event in ranked.trace.events if event.kind == "truncation"]
+    assert cut.message.endswith("words to fit the context")
+    assert sent_tokens(backend, stub.requests[-1]) < 700
+    with pytest.raises(ContextOverflowError, match="shorten the query"):
+        await Reranker(method, backend).arerank("why " * 1000, docs)
+
+
+@pytest.mark.parametrize("method", ["listwise", "first"])
+async def test_passages_without_spaces_are_cut_to_fit_and_keep_their_start(stub, method) -> None:
+    # Chinese text is one "word" to a whitespace split: a cut to N words must also cap its
+    # tokens, or fitting drops every word after the first few, the relevance included.
+    stub.handler = oracle
+    docs = relevance_docs([0.2, 0.7, 0.4, 0.9])
+    for doc in docs:
+        doc["text"] += " " + "跳蚤的生命周期取决于环境条件。" * 60
+    backend = backend_for(stub, max_context=700)
+    ranked = await Reranker(method, backend).arerank("q", docs)
     assert ranked.ids == ["d3", "d1", "d2", "d0"]
     assert ranked.trace.count("truncation") == 1
-    longest = max(len(m["content"]) for m in stub.requests[-1]["messages"])
-    assert longest < len(docs[0]["text"])
-    with pytest.raises(ContextOverflowError, match="shorten the query"):
-        await Reranker("listwise", backend).arerank("why " * 1000, docs)
+    assert sent_tokens(backend, stub.requests[-1]) < 700
+    sent = "\n".join(m["content"] for m in stub.requests[-1]["messages"])
+    assert all(f"passage {i} relevance" in sent for i in range(4))
+    assert "跳蚤" in sent
+
+
+async def test_passages_without_spaces_are_bounded_without_any_context_pressure(stub) -> None:
+    stub.handler = oracle
+    docs = relevance_docs([0.2, 0.9])
+    docs[0]["text"] += " " + "x" * 40_000
+    backend = backend_for(stub, max_context=100_000)
+    ranked = await Reranker("listwise", backend, max_words=300).arerank("q", docs)
+    assert ranked.ids == ["d1", "d0"]
+    assert ranked.trace.count("truncation") == 0
+    assert sent_tokens(backend, stub.requests[-1]) < 300 * 4 + 200
 
 
 async def test_exotic_and_huge_text_with_the_local_model(local_backend) -> None:
@@ -199,3 +234,19 @@ async def test_exotic_and_huge_text_with_the_local_model(local_backend) -> None:
     assert sorted(ranked.ids) == [str(i) for i in range(len(texts))]
     assert ranked.ids[-1] == "5"  # the empty one is last
     assert ranked.usage.prompt_tokens < 6 * 260  # passages are cut to 128 tokens
+
+
+async def test_first_fits_chinese_passages_into_the_local_models_context(
+    local_backend, monkeypatch
+) -> None:
+    # The count that fits a window must err long under the model's own chat template, which
+    # adds a default system prompt the messages do not show.
+    context = 600
+    capabilities = replace(local_backend.capabilities, max_context=context)
+    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    texts = [f"{i}. " + "跳蚤的生命周期取决于环境条件。" * 30 for i in range(5)]
+    ranked = await Reranker("first", local_backend).arerank("跳蚤能活多久", texts)
+    assert sorted(ranked.ids) == [str(i) for i in range(len(texts))]
+    assert ranked.trace.count("truncation") == 1
+    assert ranked.usage.calls == 1
+    assert ranked.usage.prompt_tokens + 1 <= context  # the prompt and the one label read

@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from rankwise.context import RankContext
 from rankwise.methods.base import MethodResult, rank_scores
 from rankwise.methods.windows import WindowedMethod, slide
-from rankwise.parsing import LETTERS, fence_ids, first_words
+from rankwise.parsing import LETTERS, fence_ids
 from rankwise.types import Candidate
+
+_ANSWER_TOKENS = 4
+"""Kept free in the context for the assistant prefix ``[`` and the one label read after it."""
 
 
 class First(WindowedMethod):
@@ -17,7 +20,8 @@ class First(WindowedMethod):
     Passages get letter ids ``[A]``..; after the chat prompt and a literal ``[``, the
     log-probs of the single-token letters order the window (letters the model did not
     list, on APIs, follow in their current order and are traced). Windows slide as in
-    RankGPT (``step`` 10, or half the window for windows under 20). Calls:
+    RankGPT (``step`` 10, or half the window for windows under 20), and passages are cut to
+    ``max_words`` words, and to fit the context, as listwise's are. Calls:
     ``ceil((N - window) / step) + 1`` for N > window, else 1. Score: ``1 / rank``.
     """
 
@@ -45,17 +49,16 @@ class First(WindowedMethod):
 
         async def rank_window(positions: list[int]) -> list[int]:
             labels = LETTERS[: len(positions)]
-            passages = [
-                {
-                    "label": labels[k],
-                    "passage": fence_ids(first_words(candidates[p].text, self.max_words)),
-                }
-                for k, p in enumerate(positions)
-            ]
-            messages = template.render(
-                passages,
+
+            messages = self.window_messages(
+                context,
+                template,
+                candidates,
+                positions,
+                id_field="label",
+                ids=labels,
+                reserve=_ANSWER_TOKENS,
                 query=safe_query,
-                num=len(positions),
                 example_ordering="[B] > [A]",
             )
             answer = await context.label_logprobs(messages, list(labels), assistant_prefix="[")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from rankwise.context import RankContext
-from rankwise.errors import ContextOverflowError
 from rankwise.methods.base import MethodResult, rank_scores
 from rankwise.methods.windows import WindowedMethod, slide
-from rankwise.parsing import PermutationRepair, fence_ids, first_words, parse_permutation
-from rankwise.prompts import Message
+from rankwise.parsing import PermutationRepair, fence_ids, parse_permutation
 from rankwise.types import Candidate
 
 
@@ -23,8 +21,10 @@ class ListwiseSlidingWindow(WindowedMethod):
     Windows of ``window`` passages move from the bottom of the list to the top by ``step``
     (10 as in RankGPT; half the window for windows under 20); the last always starts at 0.
     Calls: ``ceil((N - window) / step) + 1`` for N > window, else 1 (sequential within a
-    query). Output is repaired into a permutation (every repair recorded in the trace).
-    Score: ``1 / rank``.
+    query). Each passage shows its first ``max_words`` words (see
+    :func:`~rankwise.methods.windows.window_passage`), fewer where the window's prompt would
+    not fit the model's context (:func:`~rankwise.methods.windows.fit_to_context`). Output
+    is repaired into a permutation (every repair recorded in the trace). Score: ``1 / rank``.
     """
 
     name = "listwise"
@@ -52,20 +52,17 @@ class ListwiseSlidingWindow(WindowedMethod):
 
         async def rank_window(positions: list[int]) -> list[int]:
             budget = self.max_new_tokens or _id_budget(len(positions))
-
-            def render(words: int | None) -> list[Message]:
-                passages = [
-                    {"i": k + 1, "passage": fence_ids(first_words(candidates[p].text, words))}
-                    for k, p in enumerate(positions)
-                ]
-                return template.render(
-                    passages,
-                    query=safe_query,
-                    num=len(positions),
-                    example_ordering=_example_ordering(len(positions)),
-                )
-
-            messages = fit_to_context(context, render, self.max_words, budget, len(positions))
+            messages = self.window_messages(
+                context,
+                template,
+                candidates,
+                positions,
+                id_field="i",
+                ids=range(1, len(positions) + 1),
+                reserve=budget,
+                query=safe_query,
+                example_ordering=_example_ordering(len(positions)),
+            )
             answer = await context.generate(messages, max_tokens=budget)
             repair = parse_permutation(answer.text, len(positions))
             record_repair(context, repair, positions, answer.text)
@@ -100,47 +97,6 @@ class ListwiseFull(ListwiseSlidingWindow):
 
     def expected_calls(self, n: int) -> int:
         return 1
-
-
-def fit_to_context(
-    context: RankContext,
-    render: Callable[[int | None], list[Message]],
-    max_words: int | None,
-    reserve: int,
-    size: int,
-) -> list[Message]:
-    """Render a window's prompt, cutting every passage to fewer words until the prompt plus
-    ``reserve`` new tokens fits the model's context (RankLLM's rule: drop
-    max(1, excess / (4 · size)) words per passage each round). The prompt, never the
-    candidate list, is what gets cut; each cut is recorded in the trace."""
-    limit = context.backend.capabilities.max_context - reserve
-    messages = render(max_words)
-    tokens = _prompt_tokens(context, messages)
-    if tokens <= limit:
-        return messages
-    words = max_words if max_words is not None else _longest(messages)
-    while tokens > limit and words > 1:
-        words = max(1, words - max(1, (tokens - limit) // (4 * size)))
-        messages = render(words)
-        tokens = _prompt_tokens(context, messages)
-    if tokens > limit:
-        raise ContextOverflowError(
-            f"the prompt needs {tokens} tokens even with one word per passage, more than the "
-            f"{context.backend.capabilities.max_context}-token context allows; shorten the "
-            "query, use a smaller window, or a model with a longer context"
-        )
-    context.trace.record(
-        "truncation", f"passages cut to {words} words to fit the context", words=words
-    )
-    return messages
-
-
-def _prompt_tokens(context: RankContext, messages: list[Message]) -> int:
-    return sum(context.backend.count_tokens(m.content) + 8 for m in messages)
-
-
-def _longest(messages: list[Message]) -> int:
-    return max((len(m.content.split()) for m in messages), default=1)
 
 
 def _id_budget(size: int) -> int:

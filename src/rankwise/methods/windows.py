@@ -1,13 +1,21 @@
-"""Sliding windows, back to front, shared by listwise generation and FIRST."""
+"""Sliding windows, back to front, and fitting a window's prompt into the model's context:
+shared by listwise generation and FIRST."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from rankwise.errors import InputError
+from rankwise.context import RankContext
+from rankwise.errors import ContextOverflowError, InputError
 from rankwise.methods.base import RankingMethod
+from rankwise.parsing import fence_ids, first_words
+from rankwise.prompts import Message, PromptTemplate
+from rankwise.types import Candidate
 
 WindowRanker = Callable[[list[int]], Awaitable[list[int]]]
+
+TOKENS_PER_WORD = 4
+"""The most tokens a passage cut to N words keeps per word. English text runs at about 1.3."""
 
 
 def window_starts(n: int, window: int, step: int) -> list[int]:
@@ -83,3 +91,87 @@ class WindowedMethod(RankingMethod):
 
     def expected_calls(self, n: int) -> int:
         return len(window_starts(n, self.window, self.step))
+
+    def window_messages(
+        self,
+        context: RankContext,
+        template: PromptTemplate,
+        candidates: Sequence[Candidate],
+        positions: list[int],
+        *,
+        id_field: str,
+        ids: Sequence[object],
+        reserve: int,
+        **values: object,
+    ) -> list[Message]:
+        """The prompt for the window at ``positions``: passage ``k`` fills ``id_field`` with
+        ``ids[k]``, ``values`` and ``num`` fill the rest, and passages are cut to
+        ``max_words`` words, fewer where the prompt plus ``reserve`` answer tokens would not
+        fit the context (:func:`fit_to_context`)."""
+
+        def render(words: int | None) -> list[Message]:
+            passages = [
+                {id_field: ids[k], "passage": window_passage(context, candidates[p].text, words)}
+                for k, p in enumerate(positions)
+            ]
+            return template.render(passages, num=len(positions), **values)
+
+        return fit_to_context(context, render, self.max_words, reserve, len(positions))
+
+
+def window_passage(context: RankContext, text: str, words: int | None) -> str:
+    """A passage as a window prompt shows it: its first ``words`` words and at most
+    :data:`TOKENS_PER_WORD` tokens a word (None: no cut), with bracketed ids fenced so that it
+    cannot pose as one. The token cap leaves ordinary text as it is and bounds text that has
+    few spaces to split at (Chinese or Japanese, long URLs), which words alone would not."""
+    if words is None:
+        return fence_ids(text.strip())
+    return fence_ids(context.truncate(first_words(text, words), TOKENS_PER_WORD * words))
+
+
+def fit_to_context(
+    context: RankContext,
+    render: Callable[[int | None], list[Message]],
+    max_words: int | None,
+    reserve: int,
+    size: int,
+) -> list[Message]:
+    """Render a window's prompt, cutting every passage to fewer words until the prompt plus
+    ``reserve`` new tokens fits the model's context (RankLLM's rule: drop
+    max(1, excess / (4 · size)) words per passage each round). The prompt, never the
+    candidate list, is what gets cut; each cut is recorded in the trace."""
+    limit = context.backend.capabilities.max_context - reserve
+    count = _prompt_counter(context)
+    messages = render(max_words)
+    tokens = count(messages)
+    if tokens <= limit:
+        return messages
+    words = max_words if max_words is not None else _longest(messages)
+    while tokens > limit and words > 1:
+        words = max(1, words - max(1, (tokens - limit) // (4 * size)))
+        messages = render(words)
+        tokens = count(messages)
+    if tokens > limit:
+        raise ContextOverflowError(
+            f"the prompt needs {tokens} tokens even with one word per passage, more than the "
+            f"{context.backend.capabilities.max_context}-token context allows; shorten the "
+            "query, use a smaller window, or a model with a longer context"
+        )
+    context.trace.record(
+        "truncation", f"passages cut to {words} words to fit the context", words=words
+    )
+    return messages
+
+
+def _prompt_counter(context: RankContext) -> Callable[[list[Message]], int]:
+    """Counts a prompt's tokens so as to err long: each message's text plus 8 for its role and
+    separators, plus, where the backend knows its chat template, the template's own text
+    around a lone user message (such as a default system prompt)."""
+    backend = context.backend
+    affixes = getattr(backend, "chat_affixes", None)
+    template = backend.count_tokens("".join(affixes())) if affixes is not None else 0
+    return lambda messages: template + sum(backend.count_tokens(m.content) + 8 for m in messages)
+
+
+def _longest(messages: list[Message]) -> int:
+    return max((len(m.content.split()) for m in messages), default=1)
