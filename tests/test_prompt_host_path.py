@@ -57,6 +57,7 @@ def _whole(tokenizer, text: str) -> list[int]:
 async def _method_prompts(backend, records, depth: int) -> list[tuple[list[Message], str]]:
     """Every chat prompt five methods send for ``records`` (no model is run)."""
     sent: list[tuple[list[Message], str]] = []
+    backend.chat_affixes()  # the template's own text, probed once per backend: not a prompt
     original = backend.chat_prompt
 
     def recording(messages, assistant_prefix=""):
@@ -292,6 +293,15 @@ def test_a_replaced_template_is_checked_again(fresh_tokenizer) -> None:
     tokenizer.chat_template = "{% for m in messages %}[{{ m.content | upper }}]{% endfor %}"
     _renders_like_the_template(renderer, tokenizer, messages)
     assert not renderer.fills_in and not renderer.uses_layout(["user"])
+
+
+def test_chat_affixes_follow_a_replaced_template(local_backend, monkeypatch) -> None:
+    before, after = local_backend.chat_affixes()
+    assert before.endswith("<|im_start|>user\n") and after.startswith("<|im_end|>")
+    assert local_backend.chat_affixes() == (before, after)
+    plain = "{% for m in messages %}<<{{ m.content }}>>{% endfor %}"
+    monkeypatch.setattr(local_backend.tokenizer, "chat_template", plain)
+    assert local_backend.chat_affixes() == ("<<", ">>")
 
 
 def test_a_template_that_refuses_roles_still_raises(fresh_tokenizer) -> None:

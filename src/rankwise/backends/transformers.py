@@ -287,6 +287,7 @@ class TransformersBackend:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankwise-model")
         self._label_ids: dict[tuple[str, str], int] = {}
+        self._affixes: tuple[Any, tuple[str, str]] | None = None  # (template, affixes)
         self.stats = BatchStats()
         common = {"executor": self._executor, "max_batch": max_batch}
         common["max_batch_tokens"] = max_batch_tokens
@@ -425,11 +426,15 @@ class TransformersBackend:
         )
 
     def chat_affixes(self) -> tuple[str, str]:
-        """The chat template's text before and after a lone user message."""
-        sentinel = "\u2063RANKWISE\u2063"
-        rendered = self.chat_prompt([Message("user", sentinel)])
-        before, _, after = rendered.partition(sentinel)
-        return before, after
+        """The chat template's text before and after a lone user message (worked out once
+        per template: again only if the tokenizer's template is replaced)."""
+        template = self.tokenizer.chat_template
+        if self._affixes is None or self._affixes[0] is not template:
+            sentinel = "\u2063RANKWISE\u2063"
+            rendered = self.chat_prompt([Message("user", sentinel)])
+            before, _, after = rendered.partition(sentinel)
+            self._affixes = (template, (before, after))
+        return self._affixes[1]
 
     def clear_prefix_cache(self) -> None:
         """Forget the key/value states kept across calls (see ``prefix_cache_mb``).
