@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 
-from rankwise import Reranker
+import pytest
+
+from rankwise import ContextOverflowError, Reranker
 from rankwise.backends.model_files import converted_model_dir, default_gguf_path, is_complete
 from rankwise.prompts import Message
 
@@ -221,6 +224,27 @@ async def test_truncation_keeps_long_documents_rankable(local_backend) -> None:
         "fleas", [long_text, "Fleas are insects."]
     )
     assert ranked.usage.prompt_tokens < 2 * 250
+
+
+@pytest.mark.parametrize("method", ["pointwise", "pointwise-qlm", "prp-allpair", "setwise"])
+async def test_a_query_longer_than_the_context_is_a_clear_error(local_backend, method) -> None:
+    # Passages are cut; the query is not, and the model must not read past its context.
+    query = "how long do fleas live " * 2000
+    assert local_backend.count_tokens(query) > local_backend.capabilities.max_context
+    with pytest.raises(ContextOverflowError, match="shorten the query"):
+        await Reranker(method, local_backend).arerank(query, ["Fleas live a year.", "Dogs."])
+
+
+async def test_generation_stops_where_the_context_ends(local_backend, monkeypatch) -> None:
+    messages = [Message("user", "Count from one to one hundred in words, one per line.")]
+    prompt = len(local_backend.encode_prompt(local_backend.chat_prompt(messages)))
+    small = replace(local_backend.capabilities, max_context=prompt + 3)
+    monkeypatch.setattr(local_backend, "_capabilities", small)
+    answer = await local_backend.generate(messages, max_tokens=40)
+    assert 0 < answer.completion_tokens <= 3
+    monkeypatch.setattr(local_backend, "_capabilities", replace(small, max_context=prompt))
+    with pytest.raises(ContextOverflowError):
+        await local_backend.generate(messages, max_tokens=40)
 
 
 async def test_generation_is_greedy_and_deterministic(local_backend) -> None:

@@ -41,7 +41,7 @@ from rankwise.backends.model_files import (
     default_gguf_path,
 )
 from rankwise.backends.prefix_cache import PrefixStore
-from rankwise.errors import InputError, ModelNotFoundError
+from rankwise.errors import ContextOverflowError, InputError, ModelNotFoundError
 from rankwise.prompts import Message
 
 try:
@@ -192,6 +192,10 @@ class TransformersBackend:
     remembered pieces of text, for byte-level BPE tokenizers), so the host's work per prompt
     stays small next to a GPU's forward pass; both give exactly what the template and the
     tokenizer give for the whole prompt.
+
+    A prompt that leaves no room in the model's context (``max_position_embeddings``) for
+    what is read after it raises :class:`~rankwise.errors.ContextOverflowError`, as an API
+    server refuses one; a generation stops where the context ends.
 
     Args:
         model: hub id, folder, GGUF path, or ``"default"``.
@@ -379,6 +383,18 @@ class TransformersBackend:
             self._label_ids[key] = int(tail[0])
         return self._label_ids[key]
 
+    def _check_fits(self, prompt_tokens: int, read_tokens: int) -> None:
+        """Refuse a prompt that, with the ``read_tokens`` read or generated after it, would
+        run past the model's context, where a model's answers are no longer meaningful."""
+        limit = self.capabilities.max_context
+        if prompt_tokens + read_tokens > limit:
+            raise ContextOverflowError(
+                f"the prompt has {prompt_tokens} tokens and {read_tokens} more are read after "
+                f"it, past {self.model_name}'s {limit}-token context; shorten the query (the "
+                "methods already cut passages: max_passage_tokens, max_words) or use a model "
+                "with a longer context"
+            )
+
     # ------------------------------------------------------------------ async API
     async def generate(
         self,
@@ -389,7 +405,8 @@ class TransformersBackend:
         assistant_prefix: str = "",
     ) -> Generation:
         ids = self.encode_prompt(self.chat_prompt(messages, assistant_prefix))
-        request = _GenerateRequest(ids, max_tokens)
+        self._check_fits(len(ids), 1)
+        request = _GenerateRequest(ids, min(max_tokens, self.capabilities.max_context - len(ids)))
         try:
             return await self._generations.submit(request)
         except asyncio.CancelledError:
@@ -401,7 +418,9 @@ class TransformersBackend:
     ) -> LabelLogprobs:
         prompt = self.chat_prompt(messages, assistant_prefix)
         label_ids = {label: self.label_token_id(label, prompt) for label in labels}
-        return await self._labels.submit(_LabelRequest(self.encode_prompt(prompt), label_ids))
+        ids = self.encode_prompt(prompt)
+        self._check_fits(len(ids), 1)
+        return await self._labels.submit(_LabelRequest(ids, label_ids))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
         if self._adds_special_tokens:
@@ -409,6 +428,7 @@ class TransformersBackend:
         else:
             prefix_ids = self.encoder.encode(prefix)
         continuation_ids = self.encoder.encode(continuation)
+        self._check_fits(len(prefix_ids), len(continuation_ids))
         request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
         return await self._continuations.submit(request)
 
