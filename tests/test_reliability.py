@@ -236,6 +236,23 @@ async def test_exotic_and_huge_text_with_the_local_model(local_backend) -> None:
     assert ranked.usage.prompt_tokens < 6 * 260  # passages are cut to 128 tokens
 
 
+async def test_icr_leaves_room_for_a_long_query(local_backend, monkeypatch) -> None:
+    # ICR keeps 256 tokens for its instruction and query; a longer query takes more room
+    # from the passages instead of running past the context (which the backend refuses).
+    context = 1200
+    capabilities = replace(local_backend.capabilities, max_context=context)
+    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    query = "how long do fleas live in a warm house " * 50
+    assert local_backend.count_tokens(query) > 256
+    texts = [f"Passage {i}: " + "fleas live a year in warm houses " * 40 for i in range(5)]
+    ranked = await Reranker("icr", local_backend).arerank(query, texts)
+    assert sorted(ranked.ids) == [str(i) for i in range(len(texts))]
+    [cut] = [event for event in ranked.trace.events if event.kind == "truncation"]
+    assert 8 <= cut.data["tokens"] < (context - 256) // len(texts)
+    with pytest.raises(ContextOverflowError, match="shorten the query"):
+        await Reranker("icr", local_backend).arerank(query * 3, texts)
+
+
 async def test_first_fits_chinese_passages_into_the_local_models_context(
     local_backend, monkeypatch
 ) -> None:

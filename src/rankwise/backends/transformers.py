@@ -475,6 +475,8 @@ class TransformersBackend:
             ids = self.tokenizer.encode(piece, add_special_tokens=False)
             spans.append((len(context_ids), len(context_ids) + len(ids)))
             context_ids.extend(ids)
+        query_ids = [self.tokenizer.encode(text, add_special_tokens=False) for text in query_texts]
+        self._check_fits(len(context_ids), max(map(len, query_ids), default=0))
         previous = getattr(self.model.config, "_attn_implementation", None)
         self.model.set_attn_implementation("eager")
         try:
@@ -485,8 +487,7 @@ class TransformersBackend:
                 )
                 attention: list[list[float]] = []
                 query_tokens = 0
-                for text in query_texts:
-                    ids = self.tokenizer.encode(text, add_special_tokens=False)
+                for ids in query_ids:
                     query_tokens += len(ids)
                     query = torch.tensor([ids], device=self._device)
                     positions = torch.arange(len(context_ids), len(context_ids) + len(ids))

@@ -57,14 +57,19 @@ class InContextReranking(RankingMethod):
         if scan is None or affixes is None:
             raise CapabilityError(f"backend {backend.kind} exposes no attention; use a local model")
         prefix, suffix = affixes()
-        budget = self._passage_budget(len(candidates), backend.capabilities.max_context, context)
+        instruction = context.prompts.get("icr_instruction").render_text()
+        late_name = "icr_instruction_late_qa" if self.task == "qa" else "icr_instruction_late"
+        late = context.prompts.get(late_name).render_text()
+        queries = [
+            f"{late}{SEPARATOR}Query: {text}{suffix}" for text in (query, CONTENT_FREE_QUERY)
+        ]
+        fixed = backend.count_tokens(prefix + instruction + SEPARATOR)
+        fixed += max(backend.count_tokens(text) for text in queries)
+        budget = self._passage_budget(len(candidates), backend.capabilities.max_context, fixed)
         if budget < self.max_passage_tokens_or(budget):
             context.trace.record(
                 "truncation", f"passages cut to {budget} tokens to fit the context", tokens=budget
             )
-        instruction = context.prompts.get("icr_instruction").render_text()
-        late_name = "icr_instruction_late_qa" if self.task == "qa" else "icr_instruction_late"
-        late = context.prompts.get(late_name).render_text()
         pieces = [prefix + instruction]
         doc_piece: dict[int, int] = {}
         reversed_positions = list(range(len(candidates)))[::-1]
@@ -73,9 +78,6 @@ class InContextReranking(RankingMethod):
             doc_piece[position] = len(pieces)
             pieces.append(context.truncate(candidates[position].text.strip(), budget))
         pieces.append(SEPARATOR)
-        queries = [
-            f"{late}{SEPARATOR}Query: {text}{suffix}" for text in (query, CONTENT_FREE_QUERY)
-        ]
         result = await context.query_attention(pieces, queries)
         real, content_free = result.attention
         calibrated = [a - b for a, b in zip(real, content_free, strict=True)]
@@ -88,13 +90,16 @@ class InContextReranking(RankingMethod):
     def max_passage_tokens_or(self, default: int) -> int:
         return self.max_passage_tokens if self.max_passage_tokens is not None else default
 
-    def _passage_budget(self, n: int, max_context: int, context: RankContext) -> int:
-        room = max_context - self.reserve_tokens - 8 * n
+    def _passage_budget(self, n: int, max_context: int, fixed: int) -> int:
+        """Tokens per passage: the context less ``reserve_tokens`` (or the ``fixed`` tokens
+        of template, instruction and query, where they need more) and 8 per passage's id."""
+        room = max_context - max(self.reserve_tokens, fixed) - 8 * n
         per_passage = room // max(1, n)
         if per_passage < 8:
             raise ContextOverflowError(
-                f"{n} passages do not fit a {max_context}-token context for ICR; pass fewer "
-                "candidates (depth) or use a model with a longer context"
+                f"{n} passages do not fit a {max_context}-token context for ICR beside the "
+                f"{fixed} tokens of its instruction and query; pass fewer candidates (depth), "
+                "shorten the query, or use a model with a longer context"
             )
         return min(self.max_passage_tokens_or(per_passage), per_passage)
 
