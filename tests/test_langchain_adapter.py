@@ -244,11 +244,11 @@ async def test_tools_have_typed_schemas_and_work(store, local_backend) -> None:
     assert len(found["results"]) == 3 and found["abstained"] is False
 
 
-async def test_an_agents_empty_query_comes_back_to_it_as_the_tool_answer(
+async def test_an_agents_empty_or_overlong_query_comes_back_to_it_as_the_tool_answer(
     store, local_backend
 ) -> None:
-    """An empty query raised InputError out of the tool, ending the agent's run; a failing
-    backend still raises."""
+    """An empty query raised InputError out of the tool, ending the agent's run, and so does
+    one past the model's context; a failing backend still raises."""
     vector_store, _ = store
     reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
     tools = [
@@ -266,6 +266,8 @@ async def test_an_agents_empty_query_comes_back_to_it_as_the_tool_answer(
         }
         message = tool.invoke(call)
         assert message.status == "error" and "the query is empty" in message.content
+        too_long = await tool.ainvoke({"query": "how long do fleas live " * 2000, **arguments})
+        assert too_long.startswith("the prompt has") and "shorten the query" in too_long
 
     broken = RankwiseRerank(
         method="pointwise",

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from langchain_rankwise._convert import to_candidates
 from langchain_rankwise.compressor import RankwiseRerank
 from rankwise._sync import run_sync
+from rankwise.errors import ContextOverflowError
+from rankwise.types import Candidate
 
 
 class RerankInput(BaseModel):
@@ -39,16 +41,16 @@ def rankwise_tool(
     passages for this query". Results are JSON: rank, id, score and text per passage, plus
     ``abstained`` and ``confidence``.
 
-    An empty query from the agent comes back to it as the tool's answer, an error message it
-    can act on (a ``ToolException``, with ``handle_tool_error=True``), instead of ending the
-    agent's run; arguments that do not fit the schema are LangChain's validation errors, and
-    a failing backend or a misconfigured reranker still raises."""
+    An empty query from the agent, or one too long for the model's context, comes back to it
+    as the tool's answer, an error message it can act on (a ``ToolException``, with
+    ``handle_tool_error=True``), instead of ending the agent's run; arguments that do not fit
+    the schema are LangChain's validation errors, and a failing backend or a misconfigured
+    reranker still raises."""
     if retriever is None:
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
             _check_query(query, "rank passages for")
-            ranked = await reranker.reranker.arerank(query, passages)
-            return ranked.as_tool_result(top_n)
+            return await _ranked(reranker, query, passages, top_n)
 
         return StructuredTool.from_function(
             func=lambda **kwargs: run_sync(rerank(**kwargs)),
@@ -63,8 +65,7 @@ def rankwise_tool(
     async def search(query: str, top_n: int = 3) -> dict[str, Any]:
         _check_query(query, "search for")
         candidates, _ = to_candidates(await retriever.ainvoke(query))
-        ranked = await reranker.reranker.arerank(query, candidates)
-        return ranked.as_tool_result(top_n)
+        return await _ranked(reranker, query, candidates, top_n)
 
     return StructuredTool.from_function(
         func=lambda **kwargs: run_sync(search(**kwargs)),
@@ -81,3 +82,14 @@ def _check_query(query: str, purpose: str) -> None:
     """An empty query is the agent's mistake: tell it, as the tool's answer."""
     if not query.strip():
         raise ToolException(f"the query is empty; call the tool again with the text to {purpose}")
+
+
+async def _ranked(
+    reranker: RankwiseRerank, query: str, passages: list[str] | list[Candidate], top_n: int
+) -> dict[str, Any]:
+    """The tool's answer; a prompt too long for the model goes back to the agent to fix."""
+    try:
+        ranked = await reranker.reranker.arerank(query, passages)
+    except ContextOverflowError as error:
+        raise ToolException(str(error)) from error
+    return ranked.as_tool_result(top_n)
