@@ -6,6 +6,7 @@ import json
 import math
 import random
 import warnings
+from dataclasses import replace
 
 import pytest
 
@@ -146,6 +147,38 @@ async def test_conversational_rewrite_sees_the_history(rewriter_backend, stub) -
     result = await rewriter.arewrite("and for cat fleas?", chat_history="Human: flea life cycle?")
     assert result.queries == ["How long is the life cycle of a cat flea?"]
     assert "Human: flea life cycle?" in user_text(stub.requests[-1])
+
+
+LONG_HISTORY = "\n".join(
+    f"Human: question {i} about fleas and their hosts\nAI: answer {i} about flea eggs and larvae"
+    for i in range(60)
+)
+
+
+async def test_a_long_history_keeps_its_latest_lines_to_fit(stub) -> None:
+    stub.handler = scripted
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01, max_context=300)
+    assert backend.count_tokens(LONG_HISTORY) > 300
+    rewriter = QueryRewriter(backend, ["conversational"], include_original=False)
+    result = await rewriter.arewrite("and for cat fleas?", chat_history=LONG_HISTORY)
+    assert result.queries == ["How long is the life cycle of a cat flea?"]
+    sent = user_text(stub.requests[-1])
+    assert "answer 59 about flea eggs" in sent and "question 0 about" not in sent
+    assert sum(backend.count_tokens(m["content"]) for m in stub.requests[-1]["messages"]) < 300
+    [cut] = [event for event in result.trace.events if event.kind == "truncation"]
+    assert 0 < cut.data["kept_lines"] < cut.data["lines"] == 120
+    assert sent.count("Human: question") == cut.data["kept_lines"] // 2
+
+
+async def test_a_long_history_fits_the_local_models_context(local_backend, monkeypatch) -> None:
+    context = 500
+    capabilities = replace(local_backend.capabilities, max_context=context)
+    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    rewriter = QueryRewriter(local_backend, ["conversational"], include_original=False)
+    result = await rewriter.arewrite("and for cat fleas?", chat_history=LONG_HISTORY)
+    assert result.trace.count("truncation") == 1
+    assert result.usage.calls == 1
+    assert result.usage.prompt_tokens + result.usage.completion_tokens <= context
 
 
 async def test_without_history_the_conversational_rewrite_says_so(rewriter_backend) -> None:

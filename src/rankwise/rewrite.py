@@ -30,6 +30,7 @@ from rankwise._concurrency import gather_all
 from rankwise._sync import run_sync
 from rankwise.backends.base import Backend
 from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
+from rankwise.backends.tokens import prompt_counter
 from rankwise.errors import InputError
 from rankwise.inputs import normalise_query
 from rankwise.prompts import PromptLibrary, check_fields
@@ -158,7 +159,11 @@ class QueryRewriter:
 
     async def arewrite(self, question: str, *, chat_history: str = "") -> RewriteResult:
         """Rewrite ``question`` with every configured strategy (concurrently); the result's
-        ``usage`` counts the calls, tokens and seconds, its ``trace`` every fallback."""
+        ``usage`` counts the calls, tokens and seconds, its ``trace`` every fallback.
+
+        ``chat_history`` (the earlier turns as text) is read by the ``conversational``
+        strategy; where it does not fit the model's context, its latest lines are kept and
+        the cut is traced."""
         started = time.perf_counter()
         result = await self._rewrite(question, chat_history)
         result.usage.seconds = time.perf_counter() - started
@@ -221,6 +226,8 @@ class QueryRewriter:
         self, strategy: str, question: str, chat_history: str, result: RewriteResult
     ) -> list[str]:
         tokens = self.max_tokens * (4 if strategy == "pseudo_answer" else 1)
+        if strategy == "conversational":
+            chat_history = self._recent_history(question, chat_history, tokens, result)
         text = await self._generate(
             f"rewrite_{strategy}",
             result,
@@ -235,6 +242,34 @@ class QueryRewriter:
         if not cleaned:
             result.trace.record("fallback", f"{strategy}: no usable rewrite", text=text[:80])
         return cleaned
+
+    def _recent_history(
+        self, question: str, chat_history: str, answer_tokens: int, result: RewriteResult
+    ) -> str:
+        """The latest whole lines of ``chat_history`` that fit the model's context beside the
+        prompt and ``answer_tokens``: the follow-up question leans on the latest turns. A cut
+        is recorded in the trace."""
+        count = prompt_counter(self.backend)
+        template = self.prompts.get("rewrite_conversational")
+        frame = count(template.render(question=question, chat_history=""))
+        room = self.backend.capabilities.max_context - answer_tokens - frame
+        if self.backend.count_tokens(chat_history) <= room:
+            return chat_history
+        lines = chat_history.splitlines()
+        kept: list[str] = []
+        for line in reversed(lines):
+            room -= self.backend.count_tokens(line) + 1  # and its newline
+            if room < 0:
+                break
+            kept.insert(0, line)
+        result.trace.record(
+            "truncation",
+            f"conversational: chat history cut to its last {len(kept)} of {len(lines)} lines "
+            "to fit the context",
+            kept_lines=len(kept),
+            lines=len(lines),
+        )
+        return "\n".join(kept)
 
     async def _generate(
         self, prompt: str, result: RewriteResult, *, max_tokens: int | None = None, **values: str

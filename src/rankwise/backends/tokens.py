@@ -1,4 +1,5 @@
-"""Token counting for API backends without any network access.
+"""Token counting for API backends without any network access, and the count that fits a
+prompt into a model's context (:func:`prompt_counter`).
 
 tiktoken downloads its encodings on first use. rankwise never lets it: an encoding is loaded
 only when its file is already on disk (tiktoken's own cache, ``TIKTOKEN_CACHE_DIR``, or the
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from rankwise.prompts import Message
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 CHARS_PER_TOKEN = 4
@@ -96,3 +99,13 @@ def estimate_chat_prompt_tokens(count: Callable[[str], int], contents: Sequence[
     again for the reply's header."""
     body = sum(count(content) + MESSAGE_OVERHEAD_TOKENS for content in contents)
     return body + MESSAGE_OVERHEAD_TOKENS // 2
+
+
+def prompt_counter(backend: Any) -> Callable[[Sequence[Message]], int]:
+    """Counts a chat prompt's tokens under ``backend`` so as to err long, for fitting prompts
+    into its context: each message's text plus 8 for its role and separators, plus, where the
+    backend knows its chat template (``chat_affixes``), the template's own text around a
+    lone user message (such as a default system prompt)."""
+    affixes = getattr(backend, "chat_affixes", None)
+    template = backend.count_tokens("".join(affixes())) if affixes is not None else 0
+    return lambda messages: template + sum(backend.count_tokens(m.content) + 8 for m in messages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from rankwise.backends.tokens import prompt_counter
 from rankwise.context import RankContext
 from rankwise.errors import ContextOverflowError, InputError
 from rankwise.methods.base import RankingMethod
@@ -141,7 +142,7 @@ def fit_to_context(
     max(1, excess / (4 · size)) words per passage each round). The prompt, never the
     candidate list, is what gets cut; each cut is recorded in the trace."""
     limit = context.backend.capabilities.max_context - reserve
-    count = _prompt_counter(context)
+    count = prompt_counter(context.backend)
     messages = render(max_words)
     tokens = count(messages)
     if tokens <= limit:
@@ -161,16 +162,6 @@ def fit_to_context(
         "truncation", f"passages cut to {words} words to fit the context", words=words
     )
     return messages
-
-
-def _prompt_counter(context: RankContext) -> Callable[[list[Message]], int]:
-    """Counts a prompt's tokens so as to err long: each message's text plus 8 for its role and
-    separators, plus, where the backend knows its chat template, the template's own text
-    around a lone user message (such as a default system prompt)."""
-    backend = context.backend
-    affixes = getattr(backend, "chat_affixes", None)
-    template = backend.count_tokens("".join(affixes())) if affixes is not None else 0
-    return lambda messages: template + sum(backend.count_tokens(m.content) + 8 for m in messages)
 
 
 def _longest(messages: list[Message]) -> int:
