@@ -236,7 +236,7 @@ async def test_a_query_longer_than_the_context_is_a_clear_error(local_backend, m
 
 
 async def test_generation_stops_where_the_context_ends(local_backend, monkeypatch) -> None:
-    messages = [Message("user", "Count from one to one hundred in words, one per line.")]
+    messages = [Message("user", "Write a long story about a flea.")]
     prompt = len(local_backend.encode_prompt(local_backend.chat_prompt(messages)))
     small = replace(local_backend.capabilities, max_context=prompt + 3)
     monkeypatch.setattr(local_backend, "_capabilities", small)
