@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,17 @@ def local_backend():
     from rankwise.backends.transformers import TransformersBackend
 
     return TransformersBackend("default")
+
+
+@pytest.fixture
+def local_context(local_backend, monkeypatch) -> Callable[[int], None]:
+    """Sets the local model's context length, in tokens, for one test (restored after)."""
+
+    def set_context(tokens: int) -> None:
+        capabilities = replace(local_backend.capabilities, max_context=tokens)
+        monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+
+    return set_context
 
 
 @pytest.fixture(scope="session")

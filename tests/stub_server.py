@@ -193,6 +193,11 @@ class StubServer:
         return Handler
 
 
+def sent_tokens(backend: Any, request: dict[str, Any]) -> int:
+    """Tokens of a chat request's message texts under ``backend``'s tokenizer."""
+    return sum(backend.count_tokens(m["content"]) for m in request.get("messages", []))
+
+
 def user_text(request: dict[str, Any]) -> str:
     """All user-message text of a chat request, joined."""
     return "\n".join(m["content"] for m in request.get("messages", []) if m.get("role") == "user")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import replace
 
 import pytest
 
@@ -235,14 +234,13 @@ async def test_a_query_longer_than_the_context_is_a_clear_error(local_backend, m
         await Reranker(method, local_backend).arerank(query, ["Fleas live a year.", "Dogs."])
 
 
-async def test_generation_stops_where_the_context_ends(local_backend, monkeypatch) -> None:
+async def test_generation_stops_where_the_context_ends(local_backend, local_context) -> None:
     messages = [Message("user", "Write a long story about a flea.")]
     prompt = len(local_backend.encode_prompt(local_backend.chat_prompt(messages)))
-    small = replace(local_backend.capabilities, max_context=prompt + 3)
-    monkeypatch.setattr(local_backend, "_capabilities", small)
+    local_context(prompt + 3)
     answer = await local_backend.generate(messages, max_tokens=40)
     assert 0 < answer.completion_tokens <= 3
-    monkeypatch.setattr(local_backend, "_capabilities", replace(small, max_context=prompt))
+    local_context(prompt)
     with pytest.raises(ContextOverflowError):
         await local_backend.generate(messages, max_tokens=40)
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
 import pytest
 
 from rankwise import ContextOverflowError, OpenAIBackend, Reranker
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
-from tests.stub_server import Reply, completion
+from tests.stub_server import Reply, completion, sent_tokens
 
 
 def backend_for(server, **kwargs) -> OpenAIBackend:
@@ -170,10 +169,6 @@ async def test_permutation_answers_are_repaired_and_traced(stub, answer, repaire
     assert (ranked.trace.count("repair") == 1) is repaired
 
 
-def sent_tokens(backend: OpenAIBackend, request: dict) -> int:
-    return sum(backend.count_tokens(m["content"]) for m in request["messages"])
-
-
 @pytest.mark.parametrize("method", ["listwise", "first"])
 async def test_prompt_is_cut_to_fit_and_an_oversized_query_is_an_error(stub, method) -> None:
     stub.handler = oracle
@@ -236,12 +231,11 @@ async def test_exotic_and_huge_text_with_the_local_model(local_backend) -> None:
     assert ranked.usage.prompt_tokens < 6 * 260  # passages are cut to 128 tokens
 
 
-async def test_icr_leaves_room_for_a_long_query(local_backend, monkeypatch) -> None:
+async def test_icr_leaves_room_for_a_long_query(local_backend, local_context) -> None:
     # ICR keeps 256 tokens for its instruction and query; a longer query takes more room
     # from the passages instead of running past the context (which the backend refuses).
     context = 1200
-    capabilities = replace(local_backend.capabilities, max_context=context)
-    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    local_context(context)
     query = "how long do fleas live in a warm house " * 50
     assert local_backend.count_tokens(query) > 256
     texts = [f"Passage {i}: " + "fleas live a year in warm houses " * 40 for i in range(5)]
@@ -254,13 +248,12 @@ async def test_icr_leaves_room_for_a_long_query(local_backend, monkeypatch) -> N
 
 
 async def test_first_fits_chinese_passages_into_the_local_models_context(
-    local_backend, monkeypatch
+    local_backend, local_context
 ) -> None:
     # The count that fits a window must err long under the model's own chat template, which
     # adds a default system prompt the messages do not show.
     context = 600
-    capabilities = replace(local_backend.capabilities, max_context=context)
-    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    local_context(context)
     texts = [f"{i}. " + "跳蚤的生命周期取决于环境条件。" * 30 for i in range(5)]
     ranked = await Reranker("first", local_backend).arerank("跳蚤能活多久", texts)
     assert sorted(ranked.ids) == [str(i) for i in range(len(texts))]

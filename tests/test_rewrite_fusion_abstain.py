@@ -6,7 +6,6 @@ import json
 import math
 import random
 import warnings
-from dataclasses import replace
 
 import pytest
 
@@ -25,7 +24,7 @@ from rankwise.pipeline import RetrievalPipeline
 from rankwise.rewrite import QueryRewriter
 from tests.conftest import DL19
 from tests.oracle import oracle, relevance_docs
-from tests.stub_server import Reply, completion, user_text
+from tests.stub_server import Reply, completion, sent_tokens, user_text
 
 ANSWERS = {  # checked in order: the selection prompt mentions the other strategies
     "choose query rewriting strategies": "KWR, CCE",
@@ -164,16 +163,15 @@ async def test_a_long_history_keeps_its_latest_lines_to_fit(stub) -> None:
     assert result.queries == ["How long is the life cycle of a cat flea?"]
     sent = user_text(stub.requests[-1])
     assert "answer 59 about flea eggs" in sent and "question 0 about" not in sent
-    assert sum(backend.count_tokens(m["content"]) for m in stub.requests[-1]["messages"]) < 300
+    assert sent_tokens(backend, stub.requests[-1]) < 300
     [cut] = [event for event in result.trace.events if event.kind == "truncation"]
     assert 0 < cut.data["kept_lines"] < cut.data["lines"] == 120
     assert sent.count("Human: question") == cut.data["kept_lines"] // 2
 
 
-async def test_a_long_history_fits_the_local_models_context(local_backend, monkeypatch) -> None:
+async def test_a_long_history_fits_the_local_models_context(local_backend, local_context) -> None:
     context = 500
-    capabilities = replace(local_backend.capabilities, max_context=context)
-    monkeypatch.setattr(local_backend, "_capabilities", capabilities)
+    local_context(context)
     rewriter = QueryRewriter(local_backend, ["conversational"], include_original=False)
     result = await rewriter.arewrite("and for cat fleas?", chat_history=LONG_HISTORY)
     assert result.trace.count("truncation") == 1
