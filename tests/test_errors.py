@@ -221,6 +221,27 @@ def test_evaluation_files_with_a_bad_line_name_it(tmp_path) -> None:
             ],
             r"queries.jsonl:1: candidate 0 \(docid 'd'\) has the score 'hi'; give a number",
         ),
+        # a blank query failed at its own rerank, after the queries before it were paid for
+        (
+            [
+                {"qid": "q1", "query": "q", "candidates": [{"docid": "d1", "text": "a"}]},
+                {"qid": "q2", "query": "  ", "candidates": [{"docid": "d1", "text": "a"}]},
+            ],
+            r"queries.jsonl:2: qid 'q2' has the query '  '; give the question as text",
+        ),
+        # null was ranked as the query 'None', and a text of candidates as its characters
+        (
+            [{"qid": "q1", "query": None, "candidates": []}],
+            r"queries.jsonl:1: qid 'q1' has the query None",
+        ),
+        (
+            [{"qid": "q1", "query": "q", "candidates": "d1"}],
+            r"queries.jsonl:1: qid 'q1' has candidates of type str; give a list",
+        ),
+        (
+            [{"qid": None, "query": "q", "candidates": []}],
+            r"queries.jsonl:1: the qid None is not a name",
+        ),
         # two lines for one qid gave a run with the query twice, and eval counted it twice
         (
             [

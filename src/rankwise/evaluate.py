@@ -67,11 +67,30 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                     "candidates into one line"
                 )
             lines_by_qid[record.qid] = number
+            _check_query(raw, f"{path}:{number}")
             _check_candidates(record.candidates, f"{path}:{number}")
             records.append(record)
             if limit is not None and len(records) >= limit:
                 break
     return records
+
+
+def _check_query(raw: Mapping[str, Any], where: str) -> None:
+    """The qid is a string or a whole number, the query a text with words in it and the
+    candidates a list: a blank query otherwise failed only at its own rerank, after the
+    queries before it had been paid for, and a ``null`` one was ranked as the text 'None'."""
+    qid, query, candidates = raw["qid"], raw["query"], raw["candidates"]
+    if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+        raise InputError(f'{where}: the qid {qid!r} is not a name; give a string such as "q1"')
+    if not isinstance(query, str) or not query.strip():
+        raise InputError(
+            f"{where}: qid {str(qid)!r} has the query {query!r}; give the question as text"
+        )
+    if not isinstance(candidates, list):
+        raise InputError(
+            f"{where}: qid {str(qid)!r} has candidates of type {type(candidates).__name__}; "
+            "give a list of objects (an empty list is fine)"
+        )
 
 
 def _check_candidates(candidates: list[Any], where: str) -> None:
