@@ -330,6 +330,7 @@ def test_a_missing_input_file_is_a_clean_error(tmp_path, capsys, missing) -> Non
             "argument --concurrency: expected a whole number of at least 1, got 0",
         ),
         ("--timeout", "-1", "argument --timeout: expected a number of seconds above 0, got -1"),
+        ("--max-context", "0", "argument --max-context: expected a whole number of at least 1"),
     ],
 )
 def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, message) -> None:
@@ -349,6 +350,7 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, m
         (["--timeout", "5", "--api-key", "k"], "--api-key, --timeout", "drop them"),
         (["--base-url", "http://127.0.0.1:9/v1"], "--base-url", "--backend local; drop it"),
         (["--stream-logprobs"], "--stream-logprobs", "--backend local; drop it"),
+        (["--max-context", "4096"], "--max-context", "--backend local; drop it"),
         (
             ["--backend", "openai", "--model", "m", "--dtype", "bfloat16"],
             "--dtype",

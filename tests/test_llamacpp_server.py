@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rankwise import OpenAIBackend, Reranker
+from rankwise import ContextOverflowError, OpenAIBackend, Reranker
 from rankwise.cli import main
 from rankwise.llamacpp import serve_gguf
 from tests.conftest import DL19
@@ -68,6 +68,25 @@ async def test_streamed_logprobs_rank_as_whole_replies_do(llama_server, dl19, me
     assert streamed.usage.calls == whole.usage.calls
     assert streamed.usage.completion_tokens == whole.usage.completion_tokens
     assert 0.5 < streamed.usage.prompt_tokens / whole.usage.prompt_tokens < 2
+
+
+async def test_prompts_fit_the_servers_context_when_told_it(llama_server, dl19) -> None:
+    """Twenty passages of 300 words, past the server's 4,096-token context: fitted to the
+    default max_context (8,192) the server refuses the prompt, and the error names the
+    option; fitted to a max_context below the server's, the window runs."""
+    record = dl19[2]
+    docs = [{**d, "text": " ".join([d["text"]] * 6)} for d in record.documents(20)]
+    too_big = OpenAIBackend("smollm2", base_url=llama_server, timeout=120)
+    with pytest.raises(ContextOverflowError, match=r"max_context=8192 tokens"):
+        await Reranker("listwise", too_big).arerank(record.query, docs)
+    await too_big.aclose()
+    fitted = OpenAIBackend("smollm2", base_url=llama_server, timeout=120, max_context=3000)
+    ranked = await Reranker("listwise", fitted).arerank(record.query, docs)
+    await fitted.aclose()
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert [event.kind for event in ranked.trace.events].count("truncation") == 1
+    assert ranked.usage.calls == 1
+    assert 2000 < ranked.usage.prompt_tokens <= 4096  # the server's own count
 
 
 def test_cli_eval_against_the_server(llama_server, tmp_path) -> None:

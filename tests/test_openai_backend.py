@@ -10,7 +10,14 @@ import time
 
 import pytest
 
-from rankwise import BackendError, BackendUnavailableError, InputError, OpenAIBackend, Reranker
+from rankwise import (
+    BackendError,
+    BackendUnavailableError,
+    ContextOverflowError,
+    InputError,
+    OpenAIBackend,
+    Reranker,
+)
 from tests.stub_server import (
     Reply,
     StubServer,
@@ -230,6 +237,37 @@ async def test_a_refused_request_is_not_reported_as_retried(stub) -> None:
     with pytest.raises(BackendError, match=r"failed: PermissionDeniedError") as raised:
         await Reranker("listwise", plain).arerank("q", DOCS[:2])
     assert "after retries" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {  # OpenAI's
+            "message": "This model's maximum context length is 8192 tokens. However, your "
+            "messages resulted in 9000 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        },
+        {  # llama.cpp's server
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+        },
+        {  # vLLM's
+            "message": "The decoder prompt (length 9000) is longer than the maximum model "
+            "length of 8192. Make sure that `max_model_len` is no smaller than the number of "
+            "text tokens.",
+            "type": "BadRequestError",
+        },
+    ],
+)
+async def test_a_prompt_refused_as_too_long_says_to_set_max_context(stub, error) -> None:
+    """A server that refused a prompt as longer than its context gave a generic 'refused the
+    request', with no word of max_context, the option that fits prompts to the context."""
+    stub.handler = lambda request: Reply(status=400, body={"error": error})
+    with pytest.raises(ContextOverflowError, match=r"max_context=3000 tokens.*--max-context N"):
+        await Reranker("listwise", backend_for(stub, max_context=3000)).arerank("q", DOCS)
+    assert len(stub.requests) == 1  # not retried
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "localhost:11434", "ftp://host/v1", ""])

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rankwise.backends.base import API_CONCURRENCY, API_TIMEOUT, Backend
+from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
 from rankwise.costs import PriceTable
 from rankwise.errors import InputError, RankwiseError
@@ -97,11 +97,25 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "then skips the log-probs of the prompt, which it otherwise computes)",
     )
     group.add_argument(
+        "--max-context",
+        type=_count,
+        default=None,
+        help=f"openai: the served model's context in tokens, which prompts are fitted to "
+        f"(default {API_MAX_CONTEXT}); for a self-hosted model, somewhat below the server's",
+    )
+    group.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16"], help="local (default float32)"
     )
 
 
-API_ONLY_OPTIONS = ("base_url", "api_key", "concurrency", "timeout", "stream_logprobs")
+API_ONLY_OPTIONS = (
+    "base_url",
+    "api_key",
+    "concurrency",
+    "timeout",
+    "stream_logprobs",
+    "max_context",
+)
 LOCAL_ONLY_OPTIONS = ("dtype",)
 
 
@@ -241,6 +255,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
             concurrency=args.concurrency or API_CONCURRENCY,
             timeout=args.timeout or API_TIMEOUT,
             stream_logprobs=bool(args.stream_logprobs),
+            max_context=args.max_context or API_MAX_CONTEXT,
         )
     from rankwise.backends.transformers import TransformersBackend
 

@@ -38,6 +38,8 @@ API_CONCURRENCY = 16
 """Requests an API backend keeps in flight unless told otherwise."""
 API_TIMEOUT = 60.0
 """Seconds an API backend waits for one request unless told otherwise."""
+API_MAX_CONTEXT = 8192
+"""Context length, in tokens, that an API backend fits prompts to unless told the model's."""
 
 LOCAL_MODEL = Capabilities(logprobs=True, exact_logprobs=True, prompt_logprobs=True, attention=True)
 """What every local ``transformers`` model offers, known before it loads; the backend adds

@@ -28,6 +28,7 @@ import openai
 from rankwise._checks import check_whole, is_real
 from rankwise.backends.base import (
     API_CONCURRENCY,
+    API_MAX_CONTEXT,
     API_TIMEOUT,
     Capabilities,
     ContinuationLogprobs,
@@ -36,7 +37,14 @@ from rankwise.backends.base import (
 )
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.tokens import TokenCounter, estimate_chat_prompt_tokens
-from rankwise.errors import BackendError, BackendUnavailableError, CapabilityError, InputError
+from rankwise.errors import (
+    BackendError,
+    BackendUnavailableError,
+    CapabilityError,
+    ContextOverflowError,
+    InputError,
+    RankwiseError,
+)
 from rankwise.prompts import Message
 
 T = TypeVar("T")
@@ -89,7 +97,12 @@ class OpenAIBackend:
             ends without a ``finish_reason`` is retried: llama-cpp-python's server cuts a
             stream short when another request arrives, unless it runs with
             ``--interrupt_requests False`` (as :func:`rankwise.llamacpp.serve_gguf` starts it).
-        max_context: the model's context length in tokens, used for truncation.
+        max_context: the served model's context length in tokens: window methods cut
+            passages so that their prompts fit it. Tokens are counted with tiktoken's
+            ``o200k_base`` (OpenAI's models), which may count fewer than another model's
+            tokenizer (SmolLM2's counts about twice as many for Chinese), so for a self-hosted
+            model set it somewhat below the server's context. A prompt the server refuses as
+            too long raises :class:`~rankwise.errors.ContextOverflowError`.
     """
 
     kind = "openai"
@@ -108,7 +121,7 @@ class OpenAIBackend:
         logprobs: bool = True,
         top_logprobs: int = 5,
         stream_logprobs: bool = False,
-        max_context: int = 8192,
+        max_context: int = API_MAX_CONTEXT,
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         _check_options(
@@ -303,7 +316,9 @@ class OpenAIBackend:
             except Exception as error:
                 delay = self._retry_delay(error, retries)
                 if delay is None:
-                    raise _final_error(error, self.base_url) from error
+                    raise _final_error(
+                        error, self.base_url, self._capabilities.max_context
+                    ) from error
                 retries += 1
                 await asyncio.sleep(delay)
 
@@ -366,10 +381,33 @@ def _retry_after(error: Exception) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _final_error(error: Exception, base_url: str | None) -> BackendError:
+_CONTEXT_REFUSALS = (
+    "context_length_exceeded",  # OpenAI's error code
+    "maximum context length",  # OpenAI, vLLM and llama-cpp-python's messages
+    "exceed_context_size",  # llama.cpp's server
+    "maximum model length",  # vLLM
+)
+
+
+def _refused_as_too_long(error: openai.BadRequestError) -> bool:
+    """Whether the server refused the prompt as longer than the model's context, by the
+    error's message, code or type."""
+    said = " ".join(str(part) for part in (error, error.code, error.type)).lower()
+    return any(sign in said for sign in _CONTEXT_REFUSALS)
+
+
+def _final_error(error: Exception, base_url: str | None, max_context: int) -> RankwiseError:
     where = base_url or "the OpenAI API"
     if isinstance(error, BackendError):
         return error
+    if isinstance(error, openai.BadRequestError) and _refused_as_too_long(error):
+        return ContextOverflowError(
+            f"{where} refused a prompt longer than the model's context ({error}); rankwise "
+            f"fitted it to max_context={max_context} tokens, counted with tiktoken, so pass "
+            "OpenAIBackend(..., max_context=N) (--max-context N on the command line) with N "
+            "the server's context length, lower still if its model's tokenizer counts more "
+            "tokens than OpenAI's; or shorten the query"
+        )
     if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
         return BackendUnavailableError(
             f"could not reach {where} ({type(error).__name__}: {error}); check that the server "
