@@ -80,6 +80,13 @@ async def test_prompts_fit_the_servers_context_when_told_it(llama_server, dl19) 
     with pytest.raises(ContextOverflowError, match=r"max_context=8192 tokens"):
         await Reranker("listwise", too_big).arerank(record.query, docs)
     await too_big.aclose()
+    from langchain_openai import ChatOpenAI
+
+    from rankwise.backends.langchain import LangChainBackend
+
+    chat = ChatOpenAI(model="smollm2", base_url=llama_server, api_key="none", max_retries=0)
+    with pytest.raises(ContextOverflowError, match=r"LangChainBackend\(\.\.\., max_context=N\)"):
+        await Reranker("listwise", LangChainBackend(chat)).arerank(record.query, docs)
     fitted = OpenAIBackend("smollm2", base_url=llama_server, timeout=120, max_context=3000)
     ranked = await Reranker("listwise", fitted).arerank(record.query, docs)
     await fitted.aclose()

@@ -12,8 +12,9 @@ from typing import Any
 
 from rankwise._checks import check_whole
 from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, CapabilityError
+from rankwise.errors import BackendError, CapabilityError, ContextOverflowError
 from rankwise.prompts import Message
 
 
@@ -212,6 +213,15 @@ class FrameworkBackend(ABC):
             try:
                 return await self._call(messages, extra)
             except Exception as error:
+                if refused_as_too_long(error):
+                    advice = context_refusal_advice(
+                        self._capabilities.max_context,
+                        f"{type(self).__name__}(..., max_context=N)",
+                    )
+                    raise ContextOverflowError(
+                        f"{self.model_name} refused a prompt longer than its context "
+                        f"({type(error).__name__}: {error}); {advice}"
+                    ) from error
                 hint = ""
                 if self.max_tokens_kwarg and self.max_tokens_kwarg in str(error):
                     hint = (

@@ -36,6 +36,7 @@ from rankwise.backends.base import (
     LabelLogprobs,
 )
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
+from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter, estimate_chat_prompt_tokens
 from rankwise.errors import (
     BackendError,
@@ -381,32 +382,17 @@ def _retry_after(error: Exception) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-_CONTEXT_REFUSALS = (
-    "context_length_exceeded",  # OpenAI's error code
-    "maximum context length",  # OpenAI, vLLM and llama-cpp-python's messages
-    "exceed_context_size",  # llama.cpp's server
-    "maximum model length",  # vLLM
-)
-
-
-def _refused_as_too_long(error: openai.BadRequestError) -> bool:
-    """Whether the server refused the prompt as longer than the model's context, by the
-    error's message, code or type."""
-    said = " ".join(str(part) for part in (error, error.code, error.type)).lower()
-    return any(sign in said for sign in _CONTEXT_REFUSALS)
-
-
 def _final_error(error: Exception, base_url: str | None, max_context: int) -> RankwiseError:
     where = base_url or "the OpenAI API"
     if isinstance(error, BackendError):
         return error
-    if isinstance(error, openai.BadRequestError) and _refused_as_too_long(error):
+    if isinstance(error, openai.BadRequestError) and refused_as_too_long(error):
         return ContextOverflowError(
-            f"{where} refused a prompt longer than the model's context ({error}); rankwise "
-            f"fitted it to max_context={max_context} tokens, counted with tiktoken, so pass "
-            "OpenAIBackend(..., max_context=N) (--max-context N on the command line) with N "
-            "the server's context length, lower still if its model's tokenizer counts more "
-            "tokens than OpenAI's; or shorten the query"
+            f"{where} refused a prompt longer than the model's context ({error}); "
+            + context_refusal_advice(
+                max_context,
+                "OpenAIBackend(..., max_context=N) (--max-context N on the command line)",
+            )
         )
     if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
         return BackendUnavailableError(
