@@ -167,8 +167,13 @@ async def test_retriever_pipeline_and_abstention(store, local_backend) -> None:
     base = vector_store.as_retriever(search_kwargs={"k": 5})
     reranker = RankwiseRerank(method="pointwise", backend=local_backend, top_n=2)
     retriever = RankwiseRetriever(base_retriever=base, reranker=reranker)
+    # A prompt computed after its prefix's stored key/value states scores within float
+    # rounding of one computed whole, so both calls start with no states stored: the test
+    # failed when run alone, as the first call then computed whole and the second reused.
+    local_backend.clear_prefix_cache()
     got = await retriever.ainvoke(query)
     assert len(got) == 2 and [d.metadata["rank"] for d in got] == [1, 2]
+    local_backend.clear_prefix_cache()
     assert retriever.invoke(query) == got  # the sync twin gives the same documents
 
     never = RankwiseRerank(
