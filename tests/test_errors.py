@@ -238,8 +238,8 @@ def test_evaluation_files_with_a_bad_line_name_it(tmp_path) -> None:
             [{"qid": "q1", "query": "q", "candidates": "d1"}],
             r"queries.jsonl:1: qid 'q1' has candidates of type str; give a list",
         ),
-        (
-            [{"qid": None, "query": "q", "candidates": []}],
+        (  # two null qids were both 'None', and the second named as a repeat of the first
+            [{"qid": None, "query": "q", "candidates": []}] * 2,
             r"queries.jsonl:1: the qid None is not a name",
         ),
         # two lines for one qid gave a run with the query twice, and eval counted it twice

@@ -54,7 +54,8 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                 continue
             try:
                 raw = json.loads(line)
-                record = QueryRecord(str(raw["qid"]), str(raw["query"]), list(raw["candidates"]))
+                _check_query(raw, f"{path}:{number}")
+                record = QueryRecord(str(raw["qid"]), raw["query"], raw["candidates"])
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(
                     f"{path}:{number}: expected a JSON object with qid, query and candidates "
@@ -67,7 +68,6 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                     "candidates into one line"
                 )
             lines_by_qid[record.qid] = number
-            _check_query(raw, f"{path}:{number}")
             _check_candidates(record.candidates, f"{path}:{number}")
             records.append(record)
             if limit is not None and len(records) >= limit:

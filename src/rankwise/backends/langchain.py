@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT
 from rankwise.backends.framework import (
     AUTO_MAX_TOKENS,
     FrameworkBackend,
@@ -52,8 +53,8 @@ class LangChainBackend(FrameworkBackend):
         logprobs: bool = False,
         top_logprobs: int = 5,
         max_tokens_kwarg: str | None = AUTO_MAX_TOKENS,
-        concurrency: int = 16,
-        max_context: int = 8192,
+        concurrency: int = API_CONCURRENCY,
+        max_context: int = API_MAX_CONTEXT,
     ) -> None:
         if not isinstance(model, BaseChatModel):
             raise TypeError(f"expected a LangChain BaseChatModel, got {type(model).__name__}")

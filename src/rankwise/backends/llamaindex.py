@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rankwise.backends.base import API_CONCURRENCY
 from rankwise.backends.framework import (
     AUTO_MAX_TOKENS,
     FrameworkBackend,
@@ -55,7 +56,7 @@ class LlamaIndexBackend(FrameworkBackend):
         logprobs: bool = False,
         top_logprobs: int = 5,
         max_tokens_kwarg: str | None = AUTO_MAX_TOKENS,
-        concurrency: int = 16,
+        concurrency: int = API_CONCURRENCY,
         max_context: int | None = None,
     ) -> None:
         if llm is None:
