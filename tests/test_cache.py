@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import subprocess
+import sys
+import threading
 
-from rankwise import OpenAIBackend, Reranker
+import pytest
+
+from rankwise import InputError, OpenAIBackend, Reranker
+from rankwise.backends.base import Generation
 from rankwise.cache import ResponseCache
 from rankwise.cli import main
 from tests.conftest import DL19
@@ -52,8 +59,6 @@ async def test_an_entry_that_no_longer_fits_is_a_miss_and_is_replaced(stub, tmp_
 
 
 async def test_concurrent_writers_in_one_process(tmp_path) -> None:
-    from rankwise.backends.base import Generation
-
     cache = ResponseCache(tmp_path / "c.sqlite")
 
     async def write(i: int) -> None:
@@ -131,3 +136,83 @@ def test_a_local_folder_model_is_keyed_by_its_path_and_its_weights(tmp_path) -> 
     assert _model_source(str(first)) != before  # retrained in place: new answers
     assert _model_source(str(first)) == _model_source(str(first))  # stable otherwise
     assert _model_source("default") == "" and _model_source("org/hub-model") == ""
+
+
+def _hold_write_lock(path) -> sqlite3.Connection:
+    """Another connection (another process's, for sqlite) in the middle of a write."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_new_cache_opens_while_another_process_sets_it_up(tmp_path) -> None:
+    """Several processes starting on one new cache file: while one held its write lock,
+    setting WAL mode failed at once with 'database is locked' (sqlite does not wait there),
+    so one process in about 80 died with an InputError. Opening now waits for the lock."""
+    path = tmp_path / "cache.sqlite"
+    holder = _hold_write_lock(path)
+    threading.Timer(0.3, holder.commit).start()
+    cache = ResponseCache(path)  # waits until the other write is done
+    assert holder.in_transaction is False
+    key = cache.key("k", "m", "generate", {})
+    cache.put(key, "k", "m", "generate", Generation(text="a", prompt_tokens=1))
+    assert cache.get(key, Generation) == Generation(text="a", prompt_tokens=1)
+    holder.close()
+    cache.close()
+
+
+def test_a_cache_held_locked_for_long_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("rankwise.cache.OPEN_PATIENCE_S", 0.2)
+    holder = _hold_write_lock(tmp_path / "cache.sqlite")
+    with pytest.raises(InputError, match=r"another connection has held it locked for 0.2 s"):
+        ResponseCache(tmp_path / "cache.sqlite")
+    holder.close()
+
+
+def test_several_processes_share_one_new_cache(tmp_path) -> None:
+    """Processes that open one new cache at the same moment and write to it all land."""
+    path = tmp_path / "cache.sqlite"
+    script = (
+        "import sys\n"
+        "from rankwise.backends.base import Generation\n"
+        "from rankwise.cache import ResponseCache\n"
+        "cache = ResponseCache(sys.argv[1])\n"
+        "for i in range(100):\n"
+        "    key = cache.key('k', 'm', 'generate', {'worker': sys.argv[2], 'i': i})\n"
+        "    cache.put(key, 'k', 'm', 'generate', Generation(text=sys.argv[2], prompt_tokens=i))\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), str(n)]) for n in range(4)
+    ]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0, 0]
+    cache = ResponseCache(path)
+    assert len(cache) == 400
+    assert cache.get(cache.key("k", "m", "generate", {"worker": "3", "i": 99}), Generation) == (
+        Generation(text="3", prompt_tokens=99)
+    )
+
+
+async def test_a_cache_that_cannot_be_written_does_not_fail_the_rerank(stub, tmp_path) -> None:
+    """Another process holding the file's write lock made every store raise
+    sqlite3.OperationalError out of the rerank, whose calls were already paid for."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    docs = relevance_docs([0.3, 0.9, 0.1, 0.6])
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    cache._connection.execute("PRAGMA busy_timeout = 50")  # sqlite waits 5 s by default
+    expected = await Reranker("pointwise", backend).arerank("q", docs)
+    holder = _hold_write_lock(path)
+    locked = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert locked.ids == expected.ids
+    assert [i.score for i in locked.items] == [i.score for i in expected.items]
+    assert locked.usage.calls == 4 and locked.usage.cache_hits == 0
+    events = [e.message for e in locked.trace.events if "response cache" in e.message]
+    assert len(events) == 1  # the first failed store turns the cache off for this rerank
+    assert "cannot write to the response cache" in events[0] and "database is locked" in events[0]
+    holder.rollback()
+    holder.close()
+    stored = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert stored.usage.calls == 4 and not stored.trace.events  # nothing was stored before
+    again = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert again.usage.calls == 0 and again.usage.cache_hits == 4

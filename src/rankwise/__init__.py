@@ -11,6 +11,7 @@ from rankwise.backends.base import Backend, Capabilities
 from rankwise.errors import (
     BackendError,
     BackendUnavailableError,
+    CacheError,
     CapabilityError,
     ContextOverflowError,
     DuplicateIdError,
@@ -48,6 +49,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailableError",
+    "CacheError",
     "CallBounds",
     "Candidate",
     "Capabilities",

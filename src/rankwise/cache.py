@@ -6,6 +6,10 @@ and when its weights last changed, since those change its answers. Each entry is
 written in one statement, so a cancelled rerank never leaves half an entry. Enable it with
 ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on the command line, or the
 ``RANKWISE_CACHE`` environment variable.
+
+Several processes may share one cache file. Opening waits while another process is
+setting the file up; a write waits up to 5 s for another writer's lock. A rerank whose
+cache cannot be read or written goes on without it (see :class:`~rankwise.errors.CacheError`).
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rankwise.errors import InputError
+from rankwise.errors import CacheError, InputError
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
+
+OPEN_PATIENCE_S = 30.0
+"""How long opening a cache waits while other connections hold it locked."""
 
 _COLUMNS = ("key", "kind", "model", "operation", "value")
 
@@ -40,7 +48,8 @@ CREATE TABLE IF NOT EXISTS responses (
 
 
 class ResponseCache:
-    """A sqlite-backed map from request to response, safe for concurrent use in one process."""
+    """A sqlite-backed map from request to response, safe for concurrent use by the
+    threads and tasks of one process and by several processes sharing the file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -50,24 +59,7 @@ class ResponseCache:
                 f"such as {str(self.path / 'rankwise-cache.sqlite')!r}"
             )
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None
-            )
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.execute(_SCHEMA)
-            columns = tuple(
-                row[1] for row in self._connection.execute("PRAGMA table_info(responses)")
-            )
-        except (OSError, sqlite3.Error) as error:
-            if hasattr(self, "_connection"):
-                self._connection.close()
-            raise InputError(
-                f"cannot open the response cache {str(self.path)!r} ({error}); pass a writable "
-                "file path that is a rankwise cache or does not exist yet"
-            ) from error
+        self._connection, columns = _connect_patiently(self.path)
         if columns != _COLUMNS:
             self._connection.close()
             raise InputError(
@@ -86,10 +78,15 @@ class ResponseCache:
 
         An entry that no longer fits ``cls`` (written by a version of rankwise whose response
         had other fields, or damaged) counts as a miss; the fresh response replaces it."""
-        with self._lock:
-            row = self._connection.execute(
-                "SELECT value FROM responses WHERE key = ?", (key,)
-            ).fetchone()
+        try:
+            with self._lock:
+                row = self._connection.execute(
+                    "SELECT value FROM responses WHERE key = ?", (key,)
+                ).fetchone()
+        except sqlite3.Error as error:
+            raise CacheError(
+                f"cannot read the response cache {str(self.path)!r} ({error})"
+            ) from error
         if row is None:
             return None
         try:
@@ -101,14 +98,20 @@ class ResponseCache:
             return None
 
     def put(self, key: str, kind: str, model: str, operation: str, value: Any) -> None:
-        """Store a response (a dataclass) under ``key``."""
+        """Store a response (a dataclass) under ``key``; :class:`CacheError` if the file
+        cannot be written (after waiting up to 5 s for another writer's lock)."""
         data = json.dumps(asdict(value))
-        with self._lock:
-            self._connection.execute(
-                "INSERT OR REPLACE INTO responses (key, kind, model, operation, value) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (key, kind, model, operation, data),
-            )
+        try:
+            with self._lock:
+                self._connection.execute(
+                    "INSERT OR REPLACE INTO responses (key, kind, model, operation, value) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, kind, model, operation, data),
+                )
+        except sqlite3.Error as error:
+            raise CacheError(
+                f"cannot write to the response cache {str(self.path)!r} ({error})"
+            ) from error
 
     def __len__(self) -> int:
         with self._lock:
@@ -117,6 +120,51 @@ class ResponseCache:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+
+def _connect_patiently(path: Path) -> tuple[sqlite3.Connection, tuple[str, ...]]:
+    """Open and set up the cache file, and read its columns. Setting up a new file takes
+    a lock that sqlite refuses at once, without waiting, while another connection writes
+    to it; so when several processes open a new cache together, all but one retry."""
+    deadline = time.monotonic() + OPEN_PATIENCE_S
+    while True:
+        try:
+            return _connect(path)
+        except sqlite3.OperationalError as error:
+            locked = error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if locked and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            if locked:
+                raise InputError(
+                    f"cannot open the response cache {str(path)!r}: another connection has "
+                    f"held it locked for {OPEN_PATIENCE_S:g} s; close it, or pass another "
+                    "file path for the cache"
+                ) from error
+            raise _unusable(path, error) from error
+        except (OSError, sqlite3.Error) as error:
+            raise _unusable(path, error) from error
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, tuple[str, ...]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(_SCHEMA)
+        columns = tuple(row[1] for row in connection.execute("PRAGMA table_info(responses)"))
+    except BaseException:
+        connection.close()
+        raise
+    return connection, columns
+
+
+def _unusable(path: Path, error: Exception) -> InputError:
+    return InputError(
+        f"cannot open the response cache {str(path)!r} ({error}); pass a writable "
+        "file path that is a rankwise cache or does not exist yet"
+    )
 
 
 _open: dict[str, ResponseCache] = {}

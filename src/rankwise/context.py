@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -15,9 +16,11 @@ from rankwise.backends.base import (
     LabelLogprobs,
 )
 from rankwise.cache import ResponseCache
-from rankwise.errors import CapabilityError
+from rankwise.errors import CacheError, CapabilityError
 from rankwise.prompts import Message, PromptLibrary
 from rankwise.types import Trace, Usage
+
+logger = logging.getLogger(__name__)
 
 Result = TypeVar("Result", Generation, LabelLogprobs, ContinuationLogprobs)
 
@@ -34,6 +37,9 @@ class RankContext:
     """Wraps a backend for one rerank: usage accounting, the trace, and the response cache.
 
     A cache hit costs no LLM call: it counts in ``usage.cache_hits``, not ``usage.calls``.
+    A cache that cannot be read or written (another process holds it locked, the disk is
+    full) does not fail the rerank, whose calls may already be paid for: the rerank goes on
+    without it, with a warning and an ``info`` event in the trace.
 
     A prompt asked again within one rerank (with the same decoding parameters) is answered
     by its first asking, also while that one is still in flight, and counts in
@@ -170,7 +176,11 @@ class RankContext:
     ) -> Result:
         """Answer from the response cache, or make the call and count it."""
         if self.cache is not None:
-            hit = self.cache.get(key, cls)
+            try:
+                hit = self.cache.get(key, cls)
+            except CacheError as error:
+                self._go_on_without_cache(error)
+                hit = None
             if hit is not None:
                 self.usage.cache_hits += 1
                 return hit
@@ -180,8 +190,24 @@ class RankContext:
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)
         if self.cache is not None:
-            self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
+            try:
+                self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
+            except CacheError as error:
+                self._go_on_without_cache(error)
         return result
+
+    def _go_on_without_cache(self, error: CacheError) -> None:
+        """Stop using the response cache for the rest of this rerank (so a locked file
+        costs one wait, not one per call), with a warning and a trace event."""
+        if self.cache is None:
+            return
+        self.cache = None
+        message = (
+            f"{error}; this rerank goes on without the cache, so its answers are not stored "
+            "and a later run pays for them again"
+        )
+        logger.warning("%s", message)
+        self.trace.record("info", message)
 
     async def query_attention(
         self, context_pieces: Sequence[str], query_texts: Sequence[str]

@@ -36,6 +36,12 @@ class ContextOverflowError(RankwiseError):
     """A prompt cannot be fitted into the model's context even after truncation."""
 
 
+class CacheError(RankwiseError):
+    """The response cache could not be read or written (another process holds the file
+    locked, the disk is full, ...). A rerank goes on without the cache and records why in
+    its trace; this error reaches callers of :class:`~rankwise.cache.ResponseCache` only."""
+
+
 class PromptNotFoundError(RankwiseError, KeyError):
     """No prompt template of that name exists."""
 
