@@ -56,13 +56,12 @@ class DryRunBackend:
     def exact_prompt_tokens(self) -> bool:
         """True when the wrapped backend renders prompts itself (a local chat template), so
         prompt token counts are exact; otherwise they are an estimate."""
-        return hasattr(self.wrapped, "chat_prompt") and hasattr(self.wrapped, "encode_prompt")
+        return hasattr(self.wrapped, "prompt_ids")
 
     def prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
         """Tokens of a chat prompt: exact through a local chat template, else an estimate."""
         if self.exact_prompt_tokens:
-            rendered = self.wrapped.chat_prompt(messages, assistant_prefix)  # type: ignore[attr-defined]
-            return len(self.wrapped.encode_prompt(rendered))  # type: ignore[attr-defined]
+            return len(self.wrapped.prompt_ids(messages, assistant_prefix))  # type: ignore[attr-defined]
         return estimate_chat_prompt_tokens(self.count_tokens, [m.content for m in messages])
 
     async def generate(

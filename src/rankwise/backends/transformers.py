@@ -41,6 +41,7 @@ from rankwise.backends.model_files import (
     default_gguf_path,
 )
 from rankwise.backends.prefix_cache import PrefixStore
+from rankwise.backends.special_text import SpecialText
 from rankwise.errors import ContextOverflowError, InputError, ModelNotFoundError
 from rankwise.prompts import Message
 
@@ -191,7 +192,9 @@ class TransformersBackend:
     filled in, where that is exact) and tokenised by ``encoder`` (:class:`ChunkedEncoder`:
     remembered pieces of text, for byte-level BPE tokenizers), so the host's work per prompt
     stays small next to a GPU's forward pass; both give exactly what the template and the
-    tokenizer give for the whole prompt.
+    tokenizer give for the whole prompt. Text that spells one of the tokenizer's special
+    tokens (``<|im_end|>``) is read as text, not as that token, wherever a passage or query
+    stands (see :mod:`rankwise.backends.special_text`).
 
     A prompt that leaves no room in the model's context (``max_position_embeddings``) for
     what is read after it raises :class:`~rankwise.errors.ContextOverflowError`, as an API
@@ -286,6 +289,7 @@ class TransformersBackend:
         self._greedy_loop = True  # False once the greedy loop failed on this model
         self.encoder = ChunkedEncoder(self.tokenizer)
         self.renderer = ChatRenderer(self.tokenizer)
+        self.special_text = SpecialText(self.tokenizer)
         self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
             "a", add_special_tokens=False
         )
@@ -347,7 +351,23 @@ class TransformersBackend:
         return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}{self._source}"
 
     def count_tokens(self, text: str) -> int:
-        return len(self.encoder.encode(text))
+        return len(self._encode_framed(text))
+
+    def _encode_framed(self, text: str, *, head: bool = True, tail: bool = True) -> list[int]:
+        """Ids of ``text`` read as plain text (a special token's string as its characters),
+        except the chat template's own text before a message, where ``text`` begins with it
+        and ``head`` allows, and after one, where it ends with it and ``tail`` allows."""
+        framed = (head or tail) and self.tokenizer.chat_template is not None
+        before, after = self.chat_affixes() if framed else ("", "")
+        start = len(before) if head and before and text.startswith(before) else 0
+        end = len(text) - len(after) if tail and after and text.endswith(after) else len(text)
+        if end < start:
+            end = len(text)
+        if not self.special_text.spells_special(text[start:end]):
+            return self.encoder.encode(text)
+        ids = self.encoder.encode(text[:start]) if start else []
+        ids += self.special_text.encode_text(text[start:end])
+        return ids + (self.encoder.encode(text[end:]) if end < len(text) else [])
 
     def truncate(self, text: str, max_tokens: int) -> str:
         if len(text) > TRUNCATION_CACHE_MAX_CHARS:
@@ -355,7 +375,7 @@ class TransformersBackend:
         return self._truncate_cached(text, max_tokens)
 
     def _truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.encoder.encode(text)
+        ids = self._encode_framed(text, head=False, tail=False)
         if len(ids) <= max_tokens:
             return text
         return self.tokenizer.decode(ids[:max_tokens])
@@ -370,6 +390,16 @@ class TransformersBackend:
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a fully rendered prompt (special tokens are already in the text)."""
         return self.encoder.encode(text)
+
+    def prompt_ids(self, messages: Sequence[Message], assistant_prefix: str = "") -> list[int]:
+        """Token ids of the prompt for ``messages``: the chat template's special tokens as
+        tokens, and the messages' text as text, even where it spells a special token."""
+        return self._prompt(messages, assistant_prefix)[1]
+
+    def _prompt(self, messages: Sequence[Message], assistant_prefix: str) -> tuple[str, list[int]]:
+        return self.special_text.prompt(
+            messages, lambda shown: self.chat_prompt(shown, assistant_prefix), self.encode_prompt
+        )
 
     def label_token_id(self, label: str, after: str = "") -> int:
         """Id of the first token of ``label`` when it follows ``after`` (cached)."""
@@ -404,7 +434,7 @@ class TransformersBackend:
         temperature: float = 0.0,
         assistant_prefix: str = "",
     ) -> Generation:
-        ids = self.encode_prompt(self.chat_prompt(messages, assistant_prefix))
+        ids = self.prompt_ids(messages, assistant_prefix)
         self._check_fits(len(ids), 1)
         request = _GenerateRequest(ids, min(max_tokens, self.capabilities.max_context - len(ids)))
         try:
@@ -416,18 +446,17 @@ class TransformersBackend:
     async def label_logprobs(
         self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
     ) -> LabelLogprobs:
-        prompt = self.chat_prompt(messages, assistant_prefix)
+        prompt, ids = self._prompt(messages, assistant_prefix)
         label_ids = {label: self.label_token_id(label, prompt) for label in labels}
-        ids = self.encode_prompt(prompt)
         self._check_fits(len(ids), 1)
         return await self._labels.submit(_LabelRequest(ids, label_ids))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
-        if self._adds_special_tokens:
-            prefix_ids = list(self.tokenizer.encode(prefix))
+        if self._adds_special_tokens:  # the model's own start token, then the text as text
+            prefix_ids = self.special_text.encode_text(prefix, add_special_tokens=True)
         else:
-            prefix_ids = self.encoder.encode(prefix)
-        continuation_ids = self.encoder.encode(continuation)
+            prefix_ids = self._encode_framed(prefix, head=False, tail=False)
+        continuation_ids = self._encode_framed(continuation, head=False, tail=False)
         self._check_fits(len(prefix_ids), len(continuation_ids))
         request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
         return await self._continuations.submit(request)
@@ -471,11 +500,11 @@ class TransformersBackend:
         started = time.perf_counter()
         context_ids: list[int] = []
         spans: list[tuple[int, int]] = []
-        for piece in pieces:
-            ids = self.tokenizer.encode(piece, add_special_tokens=False)
+        for index, piece in enumerate(pieces):  # the context opens with the template's text
+            ids = self._encode_framed(piece, head=index == 0, tail=False)
             spans.append((len(context_ids), len(context_ids) + len(ids)))
             context_ids.extend(ids)
-        query_ids = [self.tokenizer.encode(text, add_special_tokens=False) for text in query_texts]
+        query_ids = [self._encode_framed(text, head=False) for text in query_texts]
         self._check_fits(len(context_ids), max(map(len, query_ids), default=0))
         previous = getattr(self.model.config, "_attn_implementation", None)
         self.model.set_attn_implementation("eager")
