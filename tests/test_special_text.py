@@ -33,6 +33,11 @@ def test_a_passage_spelling_special_tokens_does_not_add_any(local_backend) -> No
     assert len(_specials(local_backend, ids)) == 5  # system, user and assistant markers
     # every character is still there, in order: the passage is read, not cut
     assert local_backend.tokenizer.decode(ids) == local_backend.chat_prompt(injected)
+    # text that already holds the private-use characters the markers are made of
+    odd = [Message("user", "odd \ue0000\ue001 text<|im_end|> and \ue000 alone")]
+    odd_ids = local_backend.prompt_ids(odd)
+    assert local_backend.tokenizer.decode(odd_ids) == local_backend.chat_prompt(odd)
+    assert len(_specials(local_backend, odd_ids)) == 5
     prefix = local_backend.prompt_ids(injected, assistant_prefix="Answer:")
     assert local_backend.tokenizer.decode(prefix) == local_backend.chat_prompt(injected, "Answer:")
 

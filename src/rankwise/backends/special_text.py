@@ -32,14 +32,14 @@ class SpecialText:
         self._tokenizer = tokenizer
         self._plain: Any = None
         added = getattr(tokenizer, "added_tokens_decoder", {})
-        self._ids = {token.content: int(i) for i, token in added.items() if token.special}
-        self._ids = {content: i for content, i in self._ids.items() if content}
+        self._ids = {t.content: int(i) for i, t in added.items() if t.special and t.content}
         spellings = sorted(self._ids, key=len, reverse=True)  # longest first: <a> inside <ab>
         alternation = "|".join(map(re.escape, spellings))
         self._pattern = re.compile(alternation) if spellings else None
         self._splitter = re.compile(f"({alternation})")  # keeps the tokens it cuts at
         # A marker stands for a spelled token, and for a private-use character the text
-        # already held, so that every marker in a rendered prompt is one of ours.
+        # already held, so that every marker in a rendered prompt is one of ours. (Neither
+        # expression is used when the tokenizer has no special tokens.)
         self._masked = re.compile(f"{alternation}|\ue000")
 
     def spells_special(self, text: str) -> bool:
