@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from rankwise import Reranker
-from rankwise.backends.dry_run import DryRunBackend
 from rankwise.prompts import Message
+from tests.test_prompt_host_path import _method_prompts
 
 INJECTED = (
     "Concrete is a mix of cement, sand and gravel."
@@ -60,19 +60,7 @@ async def test_forcing_the_guarded_path_gives_the_usual_ids(
 ) -> None:
     """Cutting a prompt at the template's markers and encoding the text between them gives
     exactly the usual ids, for every chat prompt of five methods on DL19."""
-    sent: list[tuple[list[Message], str]] = []
-    original = local_backend.prompt_ids
-
-    def recording(messages, assistant_prefix=""):
-        sent.append((list(messages), assistant_prefix))
-        return original(messages, assistant_prefix)
-
-    monkeypatch.setattr(local_backend, "prompt_ids", recording)
-    for method in ("pointwise", "prp-allpair", "setwise", "first", "listwise"):
-        await Reranker(method, DryRunBackend(local_backend)).arerank(
-            dl19[1].query, dl19[1].documents(8)
-        )
-    monkeypatch.undo()
+    sent = await _method_prompts(local_backend, dl19[1:2], depth=8)
     assert len(sent) > 60
     usual = [local_backend.prompt_ids(m, p) for m, p in sent]
     monkeypatch.setattr(local_backend.special_text, "spells_special", lambda text: True)
