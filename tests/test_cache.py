@@ -216,3 +216,20 @@ async def test_a_cache_that_cannot_be_written_does_not_fail_the_rerank(stub, tmp
     assert stored.usage.calls == 4 and not stored.trace.events  # nothing was stored before
     again = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
     assert again.usage.calls == 0 and again.usage.cache_hits == 4
+
+
+async def test_a_closed_cache_is_opened_again_for_a_new_reranker(stub, tmp_path) -> None:
+    """Rerankers share one open cache per path. Once its user closed it, every later
+    Reranker(cache=path) got the closed one, and each of its reranks ran without a cache."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    docs = relevance_docs([0.3, 0.9, 0.1])
+    path = tmp_path / "cache.sqlite"
+    first = Reranker("pointwise", backend, cache=path)
+    assert (await first.arerank("q", docs)).usage.calls == 3
+    first.cache.close()
+    stale = await first.arerank("q", docs)  # the closed cache: answered without it
+    assert stale.usage.calls == 3 and stale.usage.cache_hits == 0
+    assert [e.message for e in stale.trace.events if "Cannot operate" in e.message]
+    again = await Reranker("pointwise", backend, cache=path).arerank("q", docs)
+    assert again.usage.calls == 0 and again.usage.cache_hits == 3 and not again.trace.events

@@ -59,6 +59,7 @@ class ResponseCache:
                 f"such as {str(self.path / 'rankwise-cache.sqlite')!r}"
             )
         self._lock = threading.Lock()
+        self.closed = False
         self._connection, columns = _connect_patiently(self.path)
         if columns != _COLUMNS:
             self._connection.close()
@@ -118,8 +119,11 @@ class ResponseCache:
             return int(self._connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
+        """Close the file. A rerank still holding this cache goes on without it; a later
+        ``Reranker(cache=path)`` opens the file again."""
         with self._lock:
             self._connection.close()
+            self.closed = True
 
 
 def _connect_patiently(path: Path) -> tuple[sqlite3.Connection, tuple[str, ...]]:
@@ -181,6 +185,6 @@ def open_cache(spec: str | Path | ResponseCache | None) -> ResponseCache | None:
         return None
     resolved = str(Path(spec).expanduser().resolve())
     with _open_lock:
-        if resolved not in _open:
+        if resolved not in _open or _open[resolved].closed:  # closed by its user: reopen
             _open[resolved] = ResponseCache(resolved)
         return _open[resolved]
