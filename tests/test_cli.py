@@ -7,8 +7,11 @@ import re
 
 import pytest
 
+from rankwise import InputError
 from rankwise.cli import _printable, main
+from rankwise.evaluate import write_trec_run
 from tests.conftest import DL19
+from tests.oracle import oracle
 
 REPORT_KEYS = {
     "method",
@@ -485,3 +488,29 @@ def test_stream_logprobs_on_the_command_line_streams_and_scores_the_same(
     assert streamed_run["ndcg@10"] == whole["ndcg@10"] > 0.5  # the oracle ranks by the qrels
     assert streamed_run["calls"] == whole["calls"] > 0
     assert streamed_run["prompt_tokens"] == whole["prompt_tokens"]  # usage sent in the stream
+
+
+@pytest.mark.parametrize(("qid", "docid"), [("q1", "doc 7"), ("query one", "d1"), ("q1", "d\t1")])
+def test_ids_a_trec_run_cannot_hold_are_refused_before_any_call(
+    stub, tmp_path, capsys, qid, docid
+) -> None:
+    """A docid 'doc 7' was written as 'q1 Q0 doc 7 1 2 tag': seven fields, so trec_eval read
+    '7' as the rank and '1' as the score, after every call was paid for."""
+    data = tmp_path / "queries.jsonl"
+    line = {"qid": qid, "query": "q", "candidates": [{"docid": docid, "text": "a"}]}
+    data.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    args = ["rerank", "--data", str(data), "--method", "pointwise", "--backend", "openai"]
+    args += ["--model", "m", "--base-url", stub.base_url]
+    assert main([*args, "--output", str(tmp_path / "run.trec")]) == 2
+    err = capsys.readouterr().err
+    refused = ("qid", qid) if " " in qid else ("docid", docid)
+    assert f"the {refused[0]} {refused[1]!r}" in err
+    assert "write the run as JSON Lines (--output run.jsonl)" in err
+    assert not (tmp_path / "run.trec").exists() and stub.requests == []
+    with pytest.raises(InputError, match="TREC run cannot hold"):  # and from Python
+        write_trec_run([("q0", ["d0"]), (qid, [docid])], tmp_path / "run.trec", tag="t")
+    assert not (tmp_path / "run.trec").exists()  # refused before the first line is written
+    stub.handler = oracle
+    assert main([*args, "--output", str(tmp_path / "run.jsonl")]) == 0  # JSON Lines holds any id
+    written = json.loads((tmp_path / "run.jsonl").read_text(encoding="utf-8"))
+    assert written["qid"] == qid and [item["id"] for item in written["items"]] == [docid]

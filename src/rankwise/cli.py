@@ -24,6 +24,7 @@ from rankwise.errors import InputError, RankwiseError
 from rankwise.evaluate import (
     Qrels,
     QueryRecord,
+    check_trec_ids,
     load_qrels,
     load_queries,
     mean,
@@ -661,6 +662,8 @@ def _rerank(args: argparse.Namespace) -> int:
             "would hold one of those under a name that says otherwise"
         )
     records = load_queries(args.data, args.queries)
+    if output.suffix.lower() != ".jsonl":  # before any call is paid for
+        check_trec_ids((r.qid, (d["id"] for d in r.documents(args.depth))) for r in records)
     results, seconds = _run(args, check_run(args), records)
     if output.suffix.lower() == ".jsonl":
         with output.open("w", encoding="utf-8") as handle:

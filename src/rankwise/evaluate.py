@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -176,8 +176,25 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def write_trec_run(rows: Iterator[tuple[str, list[str]]], path: str | Path, tag: str) -> None:
-    """Write a TREC run. Scores are ``N - rank + 1`` so trec_eval keeps rankwise's order."""
+def check_trec_ids(rows: Iterable[tuple[str, Iterable[str]]]) -> None:
+    """Refuse a qid or docid that a TREC run cannot hold: its fields are split at
+    whitespace, so ``a b`` would be read as two fields and shift the rank and score."""
+    for qid, docids in rows:
+        for what, name in [("qid", qid)] + [("docid", docid) for docid in docids]:
+            if not name or any(character.isspace() for character in name):
+                where = "" if what == "qid" else f" (query {qid!r})"
+                raise InputError(
+                    f"the {what} {name!r}{where} is empty or holds whitespace, which a TREC "
+                    "run cannot hold (its fields are split at whitespace); write the run as "
+                    "JSON Lines (--output run.jsonl) or give ids without spaces"
+                )
+
+
+def write_trec_run(rows: Iterable[tuple[str, list[str]]], path: str | Path, tag: str) -> None:
+    """Write a TREC run. Scores are ``N - rank + 1`` so trec_eval keeps rankwise's order.
+    Ids a TREC run cannot hold are refused before anything is written (:func:`check_trec_ids`)."""
+    rows = list(rows)
+    check_trec_ids(rows)
     with open(path, "w", encoding="utf-8") as handle:
         for qid, docids in rows:
             for rank, docid in enumerate(docids, start=1):
