@@ -198,9 +198,8 @@ class RankContext:
 
     def _go_on_without_cache(self, error: CacheError) -> None:
         """Stop using the response cache for the rest of this rerank (so a locked file
-        costs one wait, not one per call), with a warning and a trace event."""
-        if self.cache is None:
-            return
+        costs one wait, not one per call), with a warning and a trace event. Called only
+        right after a cache call, with no await between the check for a cache and here."""
         self.cache = None
         message = (
             f"{error}; this rerank goes on without the cache, so its answers are not stored "
