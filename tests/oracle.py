@@ -9,6 +9,7 @@ bug in its own logic.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tests.stub_server import Reply, completion, user_text, yes_no
@@ -75,6 +76,20 @@ def _first_answer(letter_logprobs: dict[str, float]) -> dict[str, Any]:
         ]
     }
     return body
+
+
+def position_biased(margin: float) -> Callable[[dict[str, Any]], Reply]:
+    """A pairwise judge with position bias: it names the more relevant passage when the two
+    differ by more than ``margin``, and otherwise "Passage A", whichever passage stands first."""
+
+    def judge(request: dict[str, Any]) -> Reply:
+        (first, first_rel), (second, second_rel) = _labelled(
+            user_text(request), r'Passage ([A-Z]): "(.*?)"'
+        )
+        better = second if second_rel - first_rel > margin else first
+        return Reply(body=completion(f"Passage {better}"))
+
+    return judge
 
 
 def prose(request: dict[str, Any]) -> Reply:

@@ -10,7 +10,7 @@ import pytest
 
 from rankwise import CapabilityError, InputError, OpenAIBackend, Reranker
 from rankwise.methods import method_names
-from tests.oracle import oracle, prose, relevance_docs
+from tests.oracle import oracle, position_biased, prose, relevance_docs
 from tests.stub_server import Reply, completion
 
 API_METHODS = [
@@ -99,6 +99,47 @@ async def test_answers_that_say_nothing_fall_back_without_raising(stub, method) 
     assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
     assert ranked.trace.fallbacks, "an unreadable answer must be recorded in the trace"
     assert ranked.ids == [d["id"] for d in docs]  # no information: the input order stands
+
+
+def _trace_data(ranked, key: str) -> int:
+    return next(event.data[key] for event in ranked.trace.events if key in event.data)
+
+
+@pytest.mark.parametrize("method", ["prp-allpair", "prp-heapsort", "prp-sliding"])
+async def test_a_judge_that_always_names_the_first_passage_leaves_the_input_order(
+    stub, method
+) -> None:
+    """PRP asks both orders so that position bias cancels out: a judge that answers
+    "Passage A" whatever the passages split every comparison into a tie."""
+    stub.handler = position_biased(margin=1.0)
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
+    ranked = await Reranker(method, api_backend(stub)).arerank("q", docs)
+    assert ranked.ids == [d["id"] for d in docs]
+    assert _trace_data(ranked, "split") == _trace_data(ranked, "comparisons") > 0
+    assert ranked.trace.fallbacks == []  # every answer was readable
+    if method == "prp-allpair":
+        assert [item.score for item in ranked.items] == [2.0] * 5  # half a win per pair
+
+
+async def test_all_pairs_scores_a_win_in_both_orders_as_one_and_a_split_as_a_half(stub) -> None:
+    stub.handler = position_biased(margin=0.3)  # right only where relevance differs by > 0.3
+    relevance = [0.1, 0.9, 0.5, 0.7, 0.3]
+    ranked = await Reranker("prp-allpair", api_backend(stub)).arerank(
+        "q", relevance_docs(relevance)
+    )
+
+    def wins(mine: float, other: float) -> float:
+        return 1.0 if mine - other > 0.3 else 0.0 if other - mine > 0.3 else 0.5
+
+    expected = {
+        f"d{i}": sum(wins(mine, other) for j, other in enumerate(relevance) if j != i)
+        for i, mine in enumerate(relevance)
+    }
+    assert expected == {"d0": 0.5, "d1": 3.5, "d2": 2.0, "d3": 3.0, "d4": 1.0}
+    assert {item.id: item.score for item in ranked.items} == expected
+    assert ranked.ids == ["d1", "d3", "d2", "d4", "d0"]
+    assert _trace_data(ranked, "split") == 4  # d0-d4, d1-d3, d2-d3, d2-d4
+    assert ranked.usage.calls == 20
 
 
 @pytest.mark.parametrize(

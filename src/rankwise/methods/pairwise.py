@@ -6,7 +6,8 @@ otherwise it is a tie. Local models read the answer after the chat template plus
 log-probs of " A" and " B", in generation mode from one greedy token. Chat APIs generate a
 reply of up to ``answer_tokens`` (8; more for a model that writes a sentence before the label)
 that is parsed ("Passage A/B", else a bare letter). Unreadable answers count as
-ties and are summed up in the trace.
+ties and are summed up in the trace, as are comparisons whose two answers name the same
+position (``split``): a model that picks by position, not by passage.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Comparator:
         self.comparisons = 0
         self.unreadable = 0
         self.answers = 0
+        self.split = 0
 
     async def choose(self, positions: Sequence[int], **fields: str) -> int | None:
         """Index (into ``positions``) of the passage the model picks, or None if unreadable."""
@@ -93,7 +95,9 @@ class Comparator:
         return choice
 
     async def prefer(self, a: int, b: int) -> int:
-        """+1 if ``a`` beats ``b`` in both orders, -1 if ``b`` beats ``a``, else 0."""
+        """+1 if ``a`` beats ``b`` in both orders, -1 if ``b`` beats ``a``, else 0: a tie
+        when an answer is unreadable, or when both answers name the same position (the
+        model chose by position, not by passage), which :attr:`split` counts."""
         self.comparisons += 1
         first, second = await gather_all(
             [
@@ -105,15 +109,25 @@ class Comparator:
             return 1
         if first == 1 and second == 0:
             return -1
+        if first is not None and first == second:
+            self.split += 1
         return 0
 
     def report(self) -> None:
-        """Record comparison counts and unreadable answers in the trace."""
+        """Record comparison counts, split comparisons and unreadable answers in the trace."""
         self.context.trace.record(
             "info",
             f"{self.comparisons} comparisons, mode {self.mode}",
             comparisons=self.comparisons,
         )
+        if self.split:
+            self.context.trace.record(
+                "info",
+                f"{self.split} of {self.comparisons} comparisons named the same position in "
+                "both orders (position bias); counted as ties",
+                split=self.split,
+                comparisons=self.comparisons,
+            )
         if self.unreadable:
             self.context.trace.record(
                 "fallback",
