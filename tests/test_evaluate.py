@@ -23,3 +23,5 @@ def test_ndcg_by_hand() -> None:
     assert ndcg_at_k(["z", "a"], {}) == 0.0
     assert reciprocal_rank(["c", "b"], judged) == 0.5
     assert recall_at_k(["a"], judged) == 1 / 3
+    assert recall_at_k(["c", "b", "a"], judged, k=2) == 1 / 3  # "a" is below the cut
+    assert reciprocal_rank(["c", "b"], judged, k=1) == 0.0

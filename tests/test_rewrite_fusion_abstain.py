@@ -16,6 +16,7 @@ from rankwise.abstain import (
     confidence_entropy,
     confidence_margin,
     cross_validated_nauc,
+    quantile,
     risk_coverage,
 )
 from rankwise.cli import main
@@ -228,6 +229,9 @@ def test_confidence_functions() -> None:
     assert confidence_entropy([5.0, 5.0, 5.0]) == pytest.approx(0.0)
     assert confidence_entropy([50.0, 0.0, 0.0]) == pytest.approx(1.0, abs=1e-6)
     assert Abstention("max", 0.5).decide([0.4, 0.1]) == (True, 0.4)
+    assert Abstention("max", 0.5).decide([0.5, 0.1]) == (False, 0.5)  # below, not at
+    assert quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert quantile([0.0, 10.0], 0.25) == 2.5  # interpolated, as numpy's default
 
 
 def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:

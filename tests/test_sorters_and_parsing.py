@@ -35,7 +35,8 @@ def test_a_clean_answer_is_read_exactly(order: list[int]) -> None:
 
 @given(st.permutations(list(range(8))), st.integers(min_value=1, max_value=8))
 def test_a_partial_answer_keeps_its_order_then_the_rest(order: list[int], keep: int) -> None:
-    text = "<think>[1] > [2]</think>" + " > ".join(f"[{i + 1}]" for i in order[:keep])
+    thinking = "<think>[1] > [2]</think><think>[2] > [1]</think>"  # the answer follows the last
+    text = thinking + " > ".join(f"[{i + 1}]" for i in order[:keep])
     repair = parse_permutation(text, 8)
     assert repair.order[:keep] == order[:keep]
     assert repair.order[keep:] == sorted(order[keep:])
