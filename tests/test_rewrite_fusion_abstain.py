@@ -286,6 +286,31 @@ async def test_reranker_abstains_with_a_calibrator(stub) -> None:
     assert not good.abstained and math.isclose(good.confidence, 0.8, abs_tol=1e-3)
 
 
+@pytest.mark.parametrize("rule", ["max", "std", "margin", "entropy", "calibrator"])
+async def test_empty_documents_do_not_change_the_abstention_confidence(stub, rule) -> None:
+    """An empty document is placed last under a placeholder score, without a call. Abstention
+    read that score too: with pointwise-qlm's -1e9, one empty chunk turned 'std' from 0.169
+    (abstain) into 4.3e8 (answer), and 'margin' over one passage into 1e9."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url)
+    if rule == "calibrator":
+        abstain = Calibrator(n=4)  # predicted quality = the lowest of the top 4 (padded)
+        abstain.weights, abstain.threshold = [0.0, 1.0, 0.0, 0.0, 0.0], 0.5
+    else:
+        abstain = Abstention(rule, 0.5)
+    reranker = Reranker("pointwise", backend, abstain=abstain)
+    docs = relevance_docs([0.1, 0.2, 0.3])
+    plain = await reranker.arerank("q", docs)
+    padded = await reranker.arerank("q", [*docs, {"id": "blank", "text": " "}])
+    assert plain.abstained and padded.abstained
+    assert padded.confidence == pytest.approx(plain.confidence, abs=1e-9)
+    assert padded.judged_scores == plain.judged_scores == [i.score for i in plain.items]
+    assert padded.ids == [*plain.ids, "blank"]
+    nothing = await reranker.arerank("q", ["", "  "])
+    assert nothing.abstained and nothing.confidence is None and nothing.usage.calls == 0
+    assert "no document had text to judge" in str(nothing.trace.events)
+
+
 @pytest.mark.parametrize(
     ("method", "kind"), [("pointwise-qlm", "log_likelihood"), ("icr", "attention")]
 )

@@ -582,9 +582,10 @@ def _check_eval_outputs(args: argparse.Namespace) -> None:
 
 
 def _judged(records, results, qrels):  # type: ignore[no-untyped-def]
-    """Each query's scores and nDCG@10; ``records`` are judged ones (``_judged_records``)."""
+    """Each query's scores of the documents with text, and its nDCG@10; ``records`` are
+    judged ones (``_judged_records``)."""
     pairs = list(zip(records, results, strict=True))
-    scores = [[item.score for item in res.items] for _, res in pairs]
+    scores = [res.judged_scores for _, res in pairs]
     metrics = [ndcg_at_k(res.ids, qrels[r.qid]) for r, res in pairs]
     return scores, metrics
 

@@ -27,7 +27,14 @@ from rankwise.methods import (
 )
 from rankwise.methods.base import CallBounds, MethodResult, rank_scores
 from rankwise.prompts import PromptLibrary, check_fields
-from rankwise.types import Candidate, RankedCandidate, RankedList, Usage, check_top_n
+from rankwise.types import (
+    Candidate,
+    RankedCandidate,
+    RankedList,
+    Usage,
+    check_top_n,
+    judged_scores,
+)
 
 
 class Reranker:
@@ -302,8 +309,11 @@ class Reranker:
             context.trace.record(
                 "info", "the rerank stopped before its scores were complete: " + "; ".join(unjudged)
             )
+        elif self.abstain is not None and items and not judged_scores(items):
+            abstained = True
+            context.trace.record("info", "abstained: no document had text to judge")
         elif self.abstain is not None and items:
-            abstained, confidence = self.abstain.decide([item.score for item in items])
+            abstained, confidence = self.abstain.decide(judged_scores(items))
             if abstained:
                 context.trace.record(
                     "info",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -115,6 +115,13 @@ class Trace(BaseModel):
         return [event for event in self.events if event.kind == "fallback"]
 
 
+def judged_scores(items: Sequence[RankedCandidate]) -> list[float]:
+    """The scores of the items with text, in list order. A document with no text is placed
+    last without an LLM call, under a placeholder score (``-1e9`` for log-likelihoods), which
+    says nothing of relevance: abstention and calibration read only these scores."""
+    return [item.score for item in items if item.text.strip()]
+
+
 ScoreKind = Literal["probability", "log_likelihood", "wins", "rank", "attention", "fused"]
 
 
@@ -172,6 +179,11 @@ class RankedList(BaseModel):
         """The candidates that :attr:`selected` leaves out, in ranked order."""
         kept = {item.id for item in self.selected}
         return [item for item in self.items if item.id not in kept]
+
+    @property
+    def judged_scores(self) -> list[float]:
+        """The scores of the items the method judged, best first (:func:`judged_scores`)."""
+        return judged_scores(self.items)
 
     @property
     def ids(self) -> list[str]:
