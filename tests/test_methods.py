@@ -128,6 +128,33 @@ async def test_a_passage_that_writes_an_identifier_line_cannot_pose_as_that_pass
     assert ranked.items[2].text == docs[0]["text"]  # the result keeps the passage's own text
 
 
+async def test_pointwise_reads_one_listed_label_as_the_rest_of_the_mass(stub) -> None:
+    """An API lists only its top few log-probs. With only "Yes" listed the score is P(Yes);
+    with only "No", 1 - P(No); with neither, the generated text decides (0.5 for a yes,
+    else 0), and the trace records that fallback."""
+    answers = {
+        "yes listed": completion("Yes", top_logprobs={"Yes": math.log(0.7), "Sure": math.log(0.2)}),
+        "no listed": completion("No", top_logprobs={"No": math.log(0.2), "Sure": math.log(0.5)}),
+        "neither, says yes": completion("yes, it does", top_logprobs={"yes": math.log(0.9)}),
+        "neither, says sure": completion("Sure", top_logprobs={"Sure": math.log(0.9)}),
+    }
+
+    def judge(request) -> Reply:
+        text = user_text(request)
+        return Reply(body=next(body for name, body in answers.items() if name in text))
+
+    stub.handler = judge
+    docs = [{"id": name, "text": name} for name in answers]
+    ranked = await Reranker("pointwise", api_backend(stub)).arerank("q", docs)
+    scores = {item.id: item.score for item in ranked.items}
+    assert scores == pytest.approx(
+        {"yes listed": 0.7, "no listed": 0.8, "neither, says yes": 0.5, "neither, says sure": 0.0}
+    )
+    assert ranked.ids == ["no listed", "yes listed", "neither, says yes", "neither, says sure"]
+    fallbacks = ranked.trace.fallbacks
+    assert sorted(event.data["position"] for event in fallbacks) == [2, 3]
+
+
 def _trace_data(ranked, key: str) -> int:
     return next(event.data[key] for event in ranked.trace.events if key in event.data)
 
