@@ -44,7 +44,7 @@ def oracle(request: dict[str, Any]) -> Reply:
         found = _labelled(text, r"^\[([A-Z])\] (.*)$")
         ranked = sorted(found, key=lambda item: -item[1])
         top = {label: -0.1 * rank for rank, (label, _) in enumerate(ranked)}
-        return Reply(body=_first_answer(top))
+        return Reply(body=first_answer(top))
     if "RankGPT" in str(messages[0].get("content", "")) or "numerical identifier" in text:
         found = _labelled(text, r"^\[(\d+)\] (.*)$")
         ranked = sorted(found, key=lambda item: -item[1])
@@ -52,7 +52,7 @@ def oracle(request: dict[str, Any]) -> Reply:
     return Reply(body=completion("I cannot help with that."))
 
 
-def _first_answer(letter_logprobs: dict[str, float]) -> dict[str, Any]:
+def first_answer(letter_logprobs: dict[str, float]) -> dict[str, Any]:
     """Two generated tokens, "[" then the best letter, with top log-probs at each."""
     body = completion("[" + max(letter_logprobs, key=letter_logprobs.__getitem__))
     best = max(letter_logprobs, key=letter_logprobs.__getitem__)

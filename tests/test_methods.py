@@ -10,7 +10,7 @@ import pytest
 
 from rankwise import CapabilityError, InputError, OpenAIBackend, Reranker
 from rankwise.methods import method_names
-from tests.oracle import oracle, position_biased, prose, relevance_docs
+from tests.oracle import first_answer, oracle, position_biased, prose, relevance_docs
 from tests.stub_server import Reply, completion, user_text
 
 API_METHODS = [
@@ -153,6 +153,24 @@ async def test_pointwise_reads_one_listed_label_as_the_rest_of_the_mass(stub) ->
     assert ranked.ids == ["no listed", "yes listed", "neither, says yes", "neither, says sure"]
     fallbacks = ranked.trace.fallbacks
     assert sorted(event.data["position"] for event in fallbacks) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected", "kind"),
+    [({"C": -0.1, "A": -0.5}, ["d2", "d0", "d1", "d3", "d4"], "repair"), ({}, None, "fallback")],
+)
+async def test_first_keeps_labels_without_a_log_prob_in_window_order_after_the_rest(
+    stub, listed, expected, kind
+) -> None:
+    """An API lists only its top log-probs: FIRST ranks the labels it lists by log-prob, then
+    the others in window order, and says so in the trace (a fallback when none is listed)."""
+    stub.handler = lambda request: Reply(body=first_answer(listed or {"x": -0.1}))
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
+    ranked = await Reranker("first", api_backend(stub)).arerank("q", docs)
+    assert ranked.ids == (expected or [d["id"] for d in docs])
+    assert [(event.kind, event.data["missing"]) for event in ranked.trace.events] == [
+        (kind, 5 - len(listed))
+    ]
 
 
 def _trace_data(ranked, key: str) -> int:
