@@ -187,6 +187,26 @@ async def test_retry_after_in_milliseconds_or_as_a_date_is_honoured(
     assert ranked.usage.retries == 1 and ranked.ids == ["high", "low"]
 
 
+async def test_a_retry_after_longer_than_max_backoff_waits_max_backoff(stub) -> None:
+    """A server that asks for an hour gets ``max_backoff``: the retry is not parked for an
+    hour inside a rerank (the wait_for fails the test if it is)."""
+    calls = {"n": 0}
+
+    def handler(request):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            headers = {"retry-after": "3600"}
+            return Reply(status=429, body={"error": {"message": "slow down"}}, headers=headers)
+        return by_stated_relevance(request)
+
+    stub.handler = handler
+    started = time.perf_counter()
+    reranker = Reranker("pointwise", backend_for(stub, backoff=0.01, max_backoff=0.3))
+    ranked = await asyncio.wait_for(reranker.arerank("q", DOCS[:2]), timeout=30)
+    assert time.perf_counter() - started >= 0.3
+    assert ranked.usage.retries == 1 and ranked.ids == ["high", "low"]
+
+
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_errors_are_retried(stub, status) -> None:
     failures = {"left": 2}
