@@ -109,6 +109,8 @@ def test_selected_and_cut_partition_the_list() -> None:
     ranked.score_threshold = 0.7
     assert [i.id for i in ranked.selected] == ["a"]
     assert [i.id for i in ranked.cut] == ["b", "c"]
+    ranked.score_threshold = 0.6  # a score at the threshold passes it
+    assert [i.id for i in ranked.selected] == ["a", "b"]
     ranked.abstained = True
     assert ranked.selected == [] and len(ranked.cut) == 3
 
