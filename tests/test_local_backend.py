@@ -286,6 +286,26 @@ async def test_shared_prefix_reuse_gives_the_same_logprobs(local_backend, dl19) 
             assert math.isclose(a.logprobs[label], b.logprobs[label], abs_tol=2e-3)
 
 
+async def test_concurrent_reranks_of_the_same_query_get_the_same_scores(local_backend, dl19):
+    """Two users asking the same question at once send the same prompts into one batch, where
+    each prompt is the whole common prefix: each must keep a token of its own to read its
+    answer from."""
+    record = dl19[0]
+    docs = _docs(record, 3)
+    reranker = Reranker("pointwise", local_backend)
+    local_backend.clear_prefix_cache()
+    alone = await reranker.arerank(record.query, docs)
+    local_backend.clear_prefix_cache()
+    first, second = await asyncio.gather(
+        reranker.arerank(record.query, docs), reranker.arerank(record.query, docs)
+    )
+    for ranked in (first, second):
+        assert ranked.ids == alone.ids
+        assert [i.score for i in ranked.items] == pytest.approx(
+            [i.score for i in alone.items], abs=2e-3
+        )
+
+
 async def test_prefixes_kept_across_calls_give_the_same_logprobs(local_backend, dl19) -> None:
     """Sequential calls (setwise, PRP heapsort/sliding) start from the longest prefix kept
     from an earlier call; the numbers match a forward pass over each whole prompt, and a
