@@ -309,18 +309,20 @@ class Reranker:
             context.trace.record(
                 "info", "the rerank stopped before its scores were complete: " + "; ".join(unjudged)
             )
-        elif self.abstain is not None and items and not judged_scores(items):
-            abstained = True
-            context.trace.record("info", "abstained: no document had text to judge")
         elif self.abstain is not None and items:
-            abstained, confidence = self.abstain.decide(judged_scores(items))
-            if abstained:
-                context.trace.record(
-                    "info",
-                    f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
-                    confidence=confidence,
-                    rule=type(self.abstain).__name__,
-                )
+            judged = judged_scores(items)
+            if not judged:
+                abstained = True
+                context.trace.record("info", "abstained: no document had text to judge")
+            else:
+                abstained, confidence = self.abstain.decide(judged)
+                if abstained:
+                    context.trace.record(
+                        "info",
+                        f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
+                        confidence=confidence,
+                        rule=type(self.abstain).__name__,
+                    )
         return RankedList(
             query=query,
             method=self.method.name,
