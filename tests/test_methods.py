@@ -34,6 +34,11 @@ EXACT_PREFIX = {
 }
 
 
+def _trace_data(ranked, key: str) -> int:
+    """The first value the trace records under ``key``."""
+    return next(event.data[key] for event in ranked.trace.events if key in event.data)
+
+
 def api_backend(server) -> OpenAIBackend:
     return OpenAIBackend("oracle", base_url=server.base_url, backoff=0.01, timeout=5)
 
@@ -63,9 +68,7 @@ async def test_perfect_judge_gives_the_true_order_with_exact_calls(stub, method,
     if expected is not None:
         assert ranked.usage.calls == expected == fewest == most
     else:  # answer-dependent methods report their comparisons in the trace
-        comparisons = next(
-            e.data["comparisons"] for e in ranked.trace.events if "comparisons" in e.data
-        )
+        comparisons = _trace_data(ranked, "comparisons")
         per_comparison = 2 if method.startswith("prp") else 1
         asked = ranked.usage.calls + ranked.usage.reused_answers
         assert asked == per_comparison * comparisons
@@ -171,10 +174,6 @@ async def test_first_keeps_labels_without_a_log_prob_in_window_order_after_the_r
     assert [(event.kind, event.data["missing"]) for event in ranked.trace.events] == [
         (kind, 5 - len(listed))
     ]
-
-
-def _trace_data(ranked, key: str) -> int:
-    return next(event.data[key] for event in ranked.trace.events if key in event.data)
 
 
 @pytest.mark.parametrize("method", ["prp-allpair", "prp-heapsort", "prp-sliding"])
