@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rankwise.methods import build_method
-from rankwise.methods.heap import heap_groups, heap_top_k
+from rankwise.methods.heap import heap_groups, heap_new_groups, heap_top_k
 from rankwise.methods.windows import window_starts
 from rankwise.parsing import clean_answer, parse_choice, parse_permutation
 
@@ -136,6 +136,8 @@ def test_any_answers_ask_between_the_fewest_and_the_most_groups(
     # setwise makes one call per group, PRP heapsort one comparison per child in it
     assert len(fewest) <= len(asked) <= len(most)
     assert sum(fewest) - len(fewest) <= sum(asked) - len(asked) <= sum(most) - len(most)
+    new = heap_new_groups(size, children)  # asked whatever the answers: the lower bound
+    assert len(new) <= len(asked) and sum(new) - len(new) <= sum(asked) - len(asked)
 
 
 def test_the_most_groups_are_reached_when_the_first_child_keeps_winning() -> None:
@@ -146,3 +148,11 @@ def test_the_most_groups_are_reached_when_the_first_child_keeps_winning() -> Non
     assert heap_groups(7, 2, 2, descend=False) == [3, 3, 3, 3]
     assert heap_groups(7, 2, 2, descend=True) == [3, 3, 3, 3, 3, 3]
     assert heap_groups(1, 5, 2, descend=True) == [] == heap_groups(0, 5, 3, descend=True)
+
+
+def test_the_groups_no_answers_can_repeat_are_the_first_of_each_build_sift_down() -> None:
+    # 6 items, binary: roots 2, 1 and 0 have children; root 2 has one (item 5)
+    assert heap_new_groups(6, 2) == [2, 3, 3]
+    # 10 items, 3 children: roots 2, 1 and 0, each with three children
+    assert heap_new_groups(10, 3) == [4, 4, 4]
+    assert heap_new_groups(1, 2) == [] == heap_new_groups(0, 3)
