@@ -314,6 +314,20 @@ async def test_empty_choices_is_retried(stub) -> None:
     assert ranked.usage.retries == 1
 
 
+async def test_a_timed_out_request_is_retried(stub) -> None:
+    calls = {"n": 0}
+
+    def handler(request):
+        calls["n"] += 1
+        return Reply(body=yes_no(0.9), delay=1.0 if calls["n"] == 1 else 0.0)
+
+    stub.handler = handler
+    backend = backend_for(stub, timeout=0.3, max_retries=1, concurrency=1)
+    ranked = await Reranker("pointwise", backend).arerank("q", DOCS[:1])
+    assert ranked.usage.retries == 1 and len(stub.requests) == 2
+    assert ranked.items[0].score == pytest.approx(0.9)
+
+
 async def test_timeout_then_unavailable(stub) -> None:
     stub.handler = lambda request: Reply(body=yes_no(0.5), delay=1.0)
     backend = backend_for(stub, timeout=0.2, max_retries=1)
