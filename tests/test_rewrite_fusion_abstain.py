@@ -142,6 +142,34 @@ async def test_adaptive_selection_runs_only_what_it_picked(rewriter_backend, stu
     assert result.usage.calls == 3  # selection + KWR + CCE
 
 
+async def test_an_unreadable_selection_falls_back_to_the_general_rewrite(stub) -> None:
+    def answers(request) -> Reply:
+        if "choose query rewriting strategies" in user_text(request):
+            return Reply(body=completion("I would pick the best ones."))
+        return Reply(body=completion("How long does a flea live?"))
+
+    stub.handler = answers
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
+    assert [r.strategy for r in result.rewrites] == ["original", "general"]
+    assert "strategy selection unreadable" in result.trace.fallbacks[0].message
+    assert "Rewrite the search query below" in user_text(stub.requests[-1])
+
+
+async def test_a_pseudo_answer_may_write_four_times_the_tokens_of_a_query(
+    rewriter_backend, stub
+) -> None:
+    """HyDE writes a passage, not a query: 4 × max_tokens."""
+    await QueryRewriter(rewriter_backend, ["pseudo_answer", "keywords"], max_tokens=50).arewrite(
+        QUESTION
+    )
+    room = {
+        "pseudo_answer" if "write a passage" in user_text(r) else "keywords": r["max_tokens"]
+        for r in stub.requests
+    }
+    assert room == {"pseudo_answer": 200, "keywords": 50}
+
+
 async def test_conversational_rewrite_sees_the_history(rewriter_backend, stub) -> None:
     rewriter = QueryRewriter(rewriter_backend, ["conversational"], include_original=False)
     result = await rewriter.arewrite("and for cat fleas?", chat_history="Human: flea life cycle?")
