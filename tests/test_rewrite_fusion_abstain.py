@@ -156,6 +156,24 @@ async def test_an_unreadable_selection_falls_back_to_the_general_rewrite(stub) -
     assert "Rewrite the search query below" in user_text(stub.requests[-1])
 
 
+async def test_the_selected_strategies_run_in_the_order_the_model_gave(stub) -> None:
+    replies = {
+        "choose query rewriting strategies": "PAR, then KWR, then PAR again",
+        "write a passage": "Fleas live for up to a year.",
+        "search keywords": "flea lifespan",
+    }
+
+    def answers(request) -> Reply:
+        text = user_text(request)
+        return Reply(body=completion(next(a for m, a in replies.items() if m in text)))
+
+    stub.handler = answers
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
+    assert [r.strategy for r in result.rewrites] == ["original", "pseudo_answer", "keywords"]
+    assert result.usage.calls == 3  # the selection, then each strategy once
+
+
 async def test_a_pseudo_answer_may_write_four_times_the_tokens_of_a_query(
     rewriter_backend, stub
 ) -> None:
