@@ -6,6 +6,7 @@ import json
 import math
 import random
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -38,12 +39,18 @@ ANSWERS = {  # checked in order: the selection prompt mentions the other strateg
 }
 
 
-def scripted(request) -> Reply:
-    text = user_text(request)
-    for marker, answer in ANSWERS.items():
-        if marker in text:
-            return Reply(body=completion(answer))
-    return Reply(body=completion("?"))
+def replying(answers: dict[str, str], otherwise: str = "?") -> Callable[[dict], Reply]:
+    """A stub handler that answers with the first answer whose marker the prompt holds."""
+
+    def reply(request) -> Reply:
+        text = user_text(request)
+        found = (answer for marker, answer in answers.items() if marker in text)
+        return Reply(body=completion(next(found, otherwise)))
+
+    return reply
+
+
+scripted = replying(ANSWERS)
 
 
 @pytest.fixture
@@ -143,12 +150,10 @@ async def test_adaptive_selection_runs_only_what_it_picked(rewriter_backend, stu
 
 
 async def test_an_unreadable_selection_falls_back_to_the_general_rewrite(stub) -> None:
-    def answers(request) -> Reply:
-        if "choose query rewriting strategies" in user_text(request):
-            return Reply(body=completion("I would pick the best ones."))
-        return Reply(body=completion("How long does a flea live?"))
-
-    stub.handler = answers
+    stub.handler = replying(
+        {"choose query rewriting strategies": "I would pick the best ones."},
+        otherwise="How long does a flea live?",
+    )
     backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
     result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
     assert [r.strategy for r in result.rewrites] == ["original", "general"]
@@ -157,17 +162,13 @@ async def test_an_unreadable_selection_falls_back_to_the_general_rewrite(stub) -
 
 
 async def test_the_selected_strategies_run_in_the_order_the_model_gave(stub) -> None:
-    replies = {
-        "choose query rewriting strategies": "PAR, then KWR, then PAR again",
-        "write a passage": "Fleas live for up to a year.",
-        "search keywords": "flea lifespan",
-    }
-
-    def answers(request) -> Reply:
-        text = user_text(request)
-        return Reply(body=completion(next(a for m, a in replies.items() if m in text)))
-
-    stub.handler = answers
+    stub.handler = replying(
+        {
+            "choose query rewriting strategies": "PAR, then KWR, then PAR again",
+            "write a passage": "Fleas live for up to a year.",
+            "search keywords": "flea lifespan",
+        }
+    )
     backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
     result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
     assert [r.strategy for r in result.rewrites] == ["original", "pseudo_answer", "keywords"]
