@@ -663,10 +663,11 @@ def _rerank(args: argparse.Namespace) -> int:
             "would hold one of those under a name that says otherwise"
         )
     records = load_queries(args.data, args.queries)
-    if output.suffix.lower() != ".jsonl":  # before any call is paid for
+    as_json_lines = output.suffix.lower() == ".jsonl"
+    if not as_json_lines:  # before any call is paid for
         check_trec_ids((r.qid, (d["id"] for d in r.documents(args.depth))) for r in records)
     results, seconds = _run(args, check_run(args), records)
-    if output.suffix.lower() == ".jsonl":
+    if as_json_lines:
         with output.open("w", encoding="utf-8") as handle:
             for record, result in zip(records, results, strict=True):
                 handle.write(json.dumps({"qid": record.qid, **result.model_dump()}) + "\n")
