@@ -182,8 +182,40 @@ async def test_retriever_pipeline_and_abstention(store, local_backend) -> None:
     events = _TextEvents()
     abstaining = RankwiseRetriever(base_retriever=base, reranker=never)
     assert await abstaining.ainvoke(query, config={"callbacks": [events]}) == []
-    assert any("abstained" in text for text in events.texts)
+    confidence = never.last_result.confidence
+    assert f"rankwise abstained: confidence {confidence:.4g} below 1.01" in events.texts
     assert never.last_result.abstained and len(never.last_result.items) == 5
+
+
+async def test_the_retriever_says_why_it_abstained(minilm, local_backend) -> None:
+    """The callback text is the reason the Reranker gave. A list with no text to judge once
+    read as a rerank that stopped early, as it has no confidence either."""
+    blank = InMemoryVectorStore(MiniLMEmbeddings(minilm))
+    blank.add_documents([Document(page_content=" ", id="a"), Document(page_content="", id="b")])
+    judged = RankwiseRerank(
+        method="pointwise", backend=local_backend, abstain=Abstention("max", threshold=0.5)
+    )
+    events = _TextEvents()
+    retriever = RankwiseRetriever(base_retriever=blank.as_retriever(), reranker=judged)
+    assert await retriever.ainvoke("fleas", config={"callbacks": [events]}) == []
+    assert judged.last_result.abstain_reason == "no document had text to judge"
+    assert events.texts == ["rankwise abstained: no document had text to judge"]
+
+    texts = InMemoryVectorStore(MiniLMEmbeddings(minilm))
+    texts.add_documents([Document(page_content=f"fleas live {n} days", id=str(n)) for n in (9, 30)])
+    stopped = RankwiseRerank(
+        method="pointwise",
+        backend=local_backend,
+        abstain=Abstention("max", threshold=0.5),
+        method_options={"max_calls": 1},
+    )
+    events = _TextEvents()
+    retriever = RankwiseRetriever(base_retriever=texts.as_retriever(), reranker=stopped)
+    assert await retriever.ainvoke("fleas", config={"callbacks": [events]}) == []
+    assert stopped.last_result.confidence is None
+    reason = "the rerank stopped before its scores were complete"
+    assert stopped.last_result.abstain_reason == reason
+    assert events.texts == [f"rankwise abstained: {reason}"]
 
 
 async def test_retriever_takes_the_chat_history_for_a_conversational_rewrite(

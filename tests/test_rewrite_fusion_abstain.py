@@ -327,10 +327,12 @@ async def test_reranker_abstains_with_a_calibrator(stub) -> None:
     )
     assert junk.abstained and junk.selected == [] and len(junk.items) == 3
     assert junk.confidence == pytest.approx(0.3, abs=1e-3)
+    assert junk.abstain_reason == f"confidence {junk.confidence:.4g} below 0.5"
     good = await Reranker("pointwise", backend, abstain=calibrator).arerank(
         "q", relevance_docs([0.1, 0.8])
     )
     assert not good.abstained and math.isclose(good.confidence, 0.8, abs_tol=1e-3)
+    assert good.abstain_reason is None
 
 
 @pytest.mark.parametrize("rule", ["max", "std", "margin", "entropy", "calibrator"])

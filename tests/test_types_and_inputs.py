@@ -129,9 +129,11 @@ def test_the_agent_tool_answer_honours_the_threshold() -> None:
     assert ids(ranked.as_tool_result(top_n=0)) == []
     ranked.score_threshold = None
     assert ids(ranked.as_tool_result(top_n=3)) == ["a", "b", "c"]
-    ranked.abstained = True
+    assert ranked.as_tool_result()["abstain_reason"] is None
+    ranked.abstained, ranked.abstain_reason = True, "confidence 0.1 below 0.5"
     assert ranked.as_tool_result(top_n=3)["results"] == []
     assert ranked.as_tool_result()["abstained"] is True
+    assert ranked.as_tool_result()["abstain_reason"] == "confidence 0.1 below 0.5"
 
 
 def test_the_agent_tool_answer_refuses_a_top_n_that_is_not_a_count() -> None:

@@ -57,7 +57,8 @@ class Reranker:
         abstain: an :class:`~rankwise.abstain.Abstention` rule (a fixed threshold, so
             methods with absolute scores only, as for ``score_threshold``) or a fitted
             :class:`~rankwise.abstain.Calibrator` (any method that scores); when it fires,
-            ``RankedList.abstained`` is True and ``selected`` is empty (``items`` keeps all).
+            ``RankedList.abstained`` is True, ``selected`` is empty (``items`` keeps all)
+            and ``RankedList.abstain_reason`` says why.
         cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
             an identical second rerank makes no LLM call.
         deadline: seconds one rerank may take; when it runs out, the candidates keep the
@@ -297,29 +298,30 @@ class Reranker:
             scores = dict(enumerate(rank_scores(order)))
         context.usage.seconds = time.perf_counter() - started
         items = _ranked_items(candidates, order, scores)
-        abstained, confidence = False, None
+        abstained, confidence, reason = False, None, None
         if stopped and items and (self.abstain is not None or self.score_threshold is not None):
             # Rank scores say nothing of relevance: nothing is known to pass the rule.
             abstained = self.abstain is not None
+            stop = "the rerank stopped before its scores were complete"
             unjudged = []
             if abstained:
+                reason = stop
                 unjudged.append("abstention could not judge it (abstained)")
             if self.score_threshold is not None:
                 unjudged.append("no candidate is known to pass score_threshold (none selected)")
-            context.trace.record(
-                "info", "the rerank stopped before its scores were complete: " + "; ".join(unjudged)
-            )
+            context.trace.record("info", f"{stop}: " + "; ".join(unjudged))
         elif self.abstain is not None and items:
             judged = judged_scores(items)
             if not judged:
-                abstained = True
-                context.trace.record("info", "abstained: no document had text to judge")
+                abstained, reason = True, "no document had text to judge"
+                context.trace.record("info", f"abstained: {reason}")
             else:
                 abstained, confidence = self.abstain.decide(judged)
                 if abstained:
+                    reason = f"confidence {confidence:.4g} below {self.abstain.threshold}"
                     context.trace.record(
                         "info",
-                        f"abstained: confidence {confidence:.4g} below {self.abstain.threshold}",
+                        f"abstained: {reason}",
                         confidence=confidence,
                         rule=type(self.abstain).__name__,
                     )
@@ -335,6 +337,7 @@ class Reranker:
             trace=context.trace,
             abstained=abstained,
             confidence=confidence,
+            abstain_reason=reason,
         )
 
     def rerank(

@@ -148,6 +148,10 @@ class RankedList(BaseModel):
     trace: Trace = Field(default_factory=Trace)
     abstained: bool = False
     confidence: float | None = None
+    abstain_reason: str | None = None
+    """Why the list abstained, in words ("confidence 0.012 below 0.05", "no document had
+    text to judge", "the rerank stopped before its scores were complete"); None when it
+    did not."""
 
     @model_validator(mode="after")
     def _check_contract(self) -> RankedList:
@@ -204,6 +208,7 @@ class RankedList(BaseModel):
         return {
             "abstained": self.abstained,
             "confidence": self.confidence,
+            "abstain_reason": self.abstain_reason,
             "results": [
                 {"rank": item.rank, "id": item.id, "score": item.score, "text": item.text}
                 for item in chosen

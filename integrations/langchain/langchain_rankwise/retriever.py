@@ -63,12 +63,7 @@ class RankwiseRetriever(BaseRetriever):
         ranked = await pipeline.arun(query, retrieve, chat_history=chat_history)
         self.reranker._last = ranked
         if ranked.abstained:
-            reason = (
-                f"confidence {ranked.confidence:.4g} below the threshold"
-                if ranked.confidence is not None
-                else "the rerank stopped before its scores were complete"
-            )
-            await run_manager.on_text(f"rankwise abstained: {reason}", verbose=False)
+            await run_manager.on_text(f"rankwise abstained: {ranked.abstain_reason}", verbose=False)
         return selected_documents(ranked, originals)
 
     def _get_relevant_documents(

@@ -39,7 +39,7 @@ def rankwise_tool(
 ) -> StructuredTool:
     """A structured tool: with ``retriever``, "search with reranking"; without, "rerank these
     passages for this query". Results are JSON: rank, id, score and text per passage, plus
-    ``abstained`` and ``confidence``.
+    ``abstained``, ``confidence`` and ``abstain_reason``.
 
     An empty query from the agent, or one too long for the model's context, comes back to it
     as the tool's answer, an error message it can act on (a ``ToolException``, with
