@@ -10,6 +10,7 @@ from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_rankwise import RankwiseRerank, RankwiseRetriever, rankwise_tool
 
@@ -264,6 +265,43 @@ async def test_retriever_fuses_rewrites(store, local_backend) -> None:
     for text in [query, *await rewrite(query)]:
         pool |= {d.id for d in await base.ainvoke(text)}
     assert sorted(d.id for d in got) == sorted(pool)  # fused, deduplicated, nothing lost
+
+
+class _ChunksById(BaseRetriever):
+    """A retriever whose documents have no ``id``; every chunk of one manual carries the
+    manual's ``metadata["id"]``, as chunks split from one source often do."""
+
+    chunks: dict[str, list[str]]
+
+    def _get_relevant_documents(self, query: str, *, run_manager) -> list[Document]:
+        return [
+            Document(page_content=text, metadata={"id": "manual"}) for text in self.chunks[query]
+        ]
+
+
+async def test_chunks_sharing_an_id_across_rewrites_are_all_kept(local_backend) -> None:
+    """Repeated ids are numbered per list ("manual", "manual#2"), so the same key named
+    different chunks in two lists, and fusion merged them: a chunk only the rewrite found
+    was dropped from the pool without a word."""
+    chunks = {
+        "how long do fleas live": ["Fleas live up to a year.", "Flea eggs hatch in days."],
+        "flea lifespan": ["An adult flea lives two to three months.", "Fleas live up to a year."],
+    }
+
+    async def rewrite(text: str) -> list[str]:
+        return ["flea lifespan"]
+
+    reranker = RankwiseRerank(method="pointwise-qlm", backend=local_backend, top_n=None)
+    retriever = RankwiseRetriever(
+        base_retriever=_ChunksById(chunks=chunks), reranker=reranker, rewrite=rewrite
+    )
+    got = await retriever.ainvoke("how long do fleas live")
+    texts = sorted(d.page_content for d in got)
+    assert texts == sorted(set(chunks["how long do fleas live"]) | set(chunks["flea lifespan"]))
+    for document in got:  # each rank's score is its own chunk's score
+        item = reranker.last_result.items[document.metadata["rank"] - 1]
+        assert item.text == document.page_content
+        assert item.score == document.metadata["relevance_score"]
 
 
 async def test_tools_have_typed_schemas_and_work(store, local_backend) -> None:

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rankwise import Candidate, DuplicateIdError, InputError, RankedList
+from rankwise.adapters import CandidateKeys
 from rankwise.inputs import normalise_documents, normalise_query
 from rankwise.types import RankedCandidate
 
@@ -157,3 +158,21 @@ def test_a_reranker_shows_what_it_will_do() -> None:
     assert shown == (
         "Reranker('pointwise', backend='openai:gpt-4o-mini', score_threshold=0.5, max_calls=10)"
     )
+
+
+def test_candidate_keys_give_one_key_to_one_document_across_lists() -> None:
+    keys = CandidateKeys()
+    # a copy in one list is numbered; a literal "x#2" takes the next free number
+    assert keys.assign([("x", "A"), ("x", "A"), ("x#2", "B")]) == ["x", "x#2", "x#2#2"]
+    # a later list: the same document keeps its key, another document with its id does not
+    assert keys.assign([("x", "C"), ("x", "A"), ("x#2", "B")]) == ["x#3", "x", "x#2#2"]
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from("xy"), st.sampled_from("ABC")), max_size=6)))
+def test_candidate_keys_are_unique_per_list_and_name_one_text(lists) -> None:
+    keys, named = CandidateKeys(), {}
+    for documents in lists:
+        assigned = keys.assign(documents)
+        assert len(set(assigned)) == len(assigned) == len(documents)
+        for key, (_, text) in zip(assigned, documents, strict=True):
+            assert named.setdefault(key, text) == text

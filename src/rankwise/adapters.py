@@ -131,16 +131,28 @@ def make_reranker(
     )
 
 
-def unique_ids(ids: Iterable[str]) -> list[str]:
-    """The ids made unique in order: a repeat of ``x`` becomes ``x#2``, ``x#3``... so that a
-    framework list holding the same document twice is ranked whole, nothing dropped."""
-    unique: list[str] = []
-    taken: set[str] = set()
-    for base in ids:
-        key, n = base, 1
-        while key in taken:
-            n += 1
-            key = f"{base}#{n}"
-        taken.add(key)
-        unique.append(key)
-    return unique
+class CandidateKeys:
+    """Candidate ids for framework documents, across the lists of one retrieval.
+
+    A document keeps its own id where it can. A second copy in one list is numbered
+    (``x#2``, ``x#3``...) so that the list is ranked whole, nothing dropped. A key already
+    given to a document of other text, in this list or an earlier one, is never given
+    again: fusion merges documents by key, so two chunks that share an id (the id of the
+    file they were split from) must not share a key, or the second would be lost."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+
+    def assign(self, documents: Iterable[tuple[str, str]]) -> list[str]:
+        """The keys of one list of ``(id, text)`` pairs, in order."""
+        keys: list[str] = []
+        here: set[str] = set()
+        for base, text in documents:
+            key, n = base, 1
+            while key in here or self._texts.get(key, text) != text:
+                n += 1
+                key = f"{base}#{n}"
+            here.add(key)
+            self._texts.setdefault(key, text)
+            keys.append(key)
+        return keys

@@ -6,23 +6,25 @@ from collections.abc import Sequence
 
 from langchain_core.documents import Document
 
-from rankwise.adapters import unique_ids
+from rankwise.adapters import CandidateKeys
 from rankwise.fusion import text_id
 from rankwise.types import Candidate, RankedCandidate, RankedList
 
 
-def to_candidates(documents: Sequence[Document]) -> tuple[list[Candidate], dict[str, Document]]:
+def to_candidates(
+    documents: Sequence[Document], keys: CandidateKeys | None = None
+) -> tuple[list[Candidate], dict[str, Document]]:
     """Candidates with stable ids (the document's id, ``metadata["id"]``, or a content hash),
-    and the map back to the original documents. Repeated ids get a ``#n`` suffix."""
-    keys = unique_ids(
-        str(document.id or document.metadata.get("id") or text_id(document.page_content))
-        for document in documents
-    )
-    candidates = [
-        Candidate(id=key, text=document.page_content)
-        for key, document in zip(keys, documents, strict=True)
+    and the map back to the original documents. Repeated ids get a ``#n`` suffix; pass the
+    same ``keys`` for every list of one retrieval, so that a key names one document in all."""
+    texts = [document.page_content for document in documents]
+    ids = [
+        str(document.id or document.metadata.get("id") or text_id(text))
+        for document, text in zip(documents, texts, strict=True)
     ]
-    return candidates, dict(zip(keys, documents, strict=True))
+    assigned = (keys or CandidateKeys()).assign(zip(ids, texts, strict=True))
+    candidates = [Candidate(id=key, text=text) for key, text in zip(assigned, texts, strict=True)]
+    return candidates, dict(zip(assigned, documents, strict=True))
 
 
 def to_document(item: RankedCandidate, originals: dict[str, Document]) -> Document:

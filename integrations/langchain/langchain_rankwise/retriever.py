@@ -17,6 +17,7 @@ from pydantic import ConfigDict
 from langchain_rankwise._convert import selected_documents, to_candidates
 from langchain_rankwise.compressor import RankwiseRerank
 from rankwise._sync import run_sync
+from rankwise.adapters import CandidateKeys
 from rankwise.pipeline import RetrievalPipeline, Rewrite
 from rankwise.types import Candidate
 
@@ -47,12 +48,13 @@ class RankwiseRetriever(BaseRetriever):
         chat_history: str | Sequence[BaseMessage] = "",
     ) -> list[Document]:
         originals: dict[str, Document] = {}
+        keys = CandidateKeys()  # one key, one document, in every list of this retrieval
 
         async def retrieve(text: str) -> list[Candidate]:
             documents = await self.base_retriever.ainvoke(
                 text, config={"callbacks": run_manager.get_child()}
             )
-            candidates, mapping = to_candidates(documents)
+            candidates, mapping = to_candidates(documents, keys)
             for key, document in mapping.items():
                 originals.setdefault(key, document)
             return candidates

@@ -13,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention
-from rankwise.adapters import AdapterReranker, unique_ids
+from rankwise.adapters import AdapterReranker, CandidateKeys
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -22,16 +22,17 @@ dispatcher = get_dispatcher(__name__)
 
 
 def nodes_to_candidates(
-    nodes: Sequence[NodeWithScore],
+    nodes: Sequence[NodeWithScore], keys: CandidateKeys | None = None
 ) -> tuple[list[Candidate], dict[str, NodeWithScore]]:
     """Candidates keyed by node id (a node given twice is ranked twice, its second copy as
-    ``id#2``), with the node's text as the model sees it, and the map back to the nodes."""
-    keys = unique_ids(n.node.node_id for n in nodes)
-    candidates = [
-        Candidate(id=key, text=n.node.get_content(metadata_mode=MetadataMode.EMBED))
-        for key, n in zip(keys, nodes, strict=True)
-    ]
-    return candidates, dict(zip(keys, nodes, strict=True))
+    ``id#2``), with the node's text as the model sees it, and the map back to the nodes.
+    Pass the same ``keys`` for every list of one retrieval, so that a key names one node."""
+    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+    assigned = (keys or CandidateKeys()).assign(
+        zip((n.node.node_id for n in nodes), texts, strict=True)
+    )
+    candidates = [Candidate(id=key, text=text) for key, text in zip(assigned, texts, strict=True)]
+    return candidates, dict(zip(assigned, nodes, strict=True))
 
 
 def selected_nodes(

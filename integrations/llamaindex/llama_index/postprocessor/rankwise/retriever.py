@@ -13,6 +13,7 @@ from llama_index.postprocessor.rankwise.base import (
 )
 
 from rankwise._sync import run_sync
+from rankwise.adapters import CandidateKeys
 from rankwise.errors import InputError
 from rankwise.pipeline import RetrievalPipeline, Rewrite
 from rankwise.rewrite import QueryRewriter
@@ -63,9 +64,11 @@ class RankwiseRetriever(BaseRetriever):
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         seen: dict[str, NodeWithScore] = {}
+        keys = CandidateKeys()  # one key, one node, in every list of this retrieval
 
         async def retrieve(text: str) -> list[Candidate]:
-            candidates, originals = nodes_to_candidates(await self._retriever.aretrieve(text))
+            nodes = await self._retriever.aretrieve(text)
+            candidates, originals = nodes_to_candidates(nodes, keys)
             for key, node in originals.items():
                 seen.setdefault(key, node)
             return candidates
