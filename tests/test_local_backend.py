@@ -127,6 +127,33 @@ def test_truncation_is_remembered_and_exact(local_backend) -> None:
     assert local_backend._truncate_cached.cache_info().misses == misses
 
 
+@pytest.mark.parametrize("backend_kind", ["local", "api"])
+def test_a_cut_inside_a_character_keeps_whole_characters(local_backend, backend_kind) -> None:
+    """An emoji or a rare CJK character spans several byte-level tokens. Cutting between
+    them decoded the stray bytes as U+FFFD: '🦄🦄🦄 龘' cut to 10 tokens gave '🦄🦄🦄 �', not
+    a prefix of the passage, and 11 tokens long on the local model. A cut now ends at the
+    last whole character."""
+    from rankwise.backends.openai import OpenAIBackend
+
+    backend = (
+        local_backend
+        if backend_kind == "local"
+        else OpenAIBackend("gpt-4o-mini", base_url="http://127.0.0.1:9/v1", api_key="unused")
+    )
+    text = "🦄🦄🦄 龘龘龘 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 fleas"
+    total = backend.count_tokens(text)
+    assert total > 2 * len(text.split())  # many tokens per character: cuts fall inside them
+    previous = ""
+    for tokens in range(1, total + 1):
+        cut = backend.truncate(text, tokens)
+        assert text.startswith(cut) and "\ufffd" not in cut, (tokens, cut)
+        assert backend.count_tokens(cut) <= tokens
+        assert len(cut) >= len(previous)  # a longer budget never cuts shorter
+        previous = cut
+    assert backend.truncate(text, total) == text
+    assert backend.truncate(text, 1) == ""  # the first character needs three tokens
+
+
 async def test_model_work_does_not_block_the_event_loop(local_backend, dl19) -> None:
     record = dl19[1]
     ticks = 0

@@ -90,7 +90,27 @@ class TokenCounter:
         if encoding is None:
             return text[: max_tokens * CHARS_PER_TOKEN]
         ids = encoding.encode(text, disallowed_special=())
-        return text if len(ids) <= max_tokens else encoding.decode(ids[:max_tokens])
+        return (
+            text if len(ids) <= max_tokens else whole_characters(encoding.decode, ids[:max_tokens])
+        )
+
+
+_STRAY_BYTES = "\ufffd"
+"""What a byte-level tokenizer decodes a part of a character to."""
+UTF8_MAX_BYTES = 4
+
+
+def whole_characters(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> str:
+    """``decode(ids)`` without a character cut in two at its end. An emoji or a rare CJK
+    character spans several byte-level tokens; a cut between them decodes the stray bytes to
+    U+FFFD, which is not in the text and costs tokens of its own. The last whole character
+    ends at most three tokens back (a character is at most four bytes)."""
+    end = len(ids)
+    text = decode(ids[:end])
+    while text.endswith(_STRAY_BYTES) and end > 0 and len(ids) - end < UTF8_MAX_BYTES - 1:
+        end -= 1
+        text = decode(ids[:end])
+    return text
 
 
 def estimate_chat_prompt_tokens(count: Callable[[str], int], contents: Sequence[str]) -> int:

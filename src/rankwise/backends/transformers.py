@@ -42,6 +42,7 @@ from rankwise.backends.model_files import (
 )
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.backends.special_text import SpecialText
+from rankwise.backends.tokens import whole_characters
 from rankwise.errors import ContextOverflowError, InputError, ModelNotFoundError
 from rankwise.prompts import Message
 
@@ -378,7 +379,7 @@ class TransformersBackend:
         ids = self._encode_framed(text, head=False, tail=False)
         if len(ids) <= max_tokens:
             return text
-        return self.tokenizer.decode(ids[:max_tokens])
+        return whole_characters(self.tokenizer.decode, ids[:max_tokens])
 
     def chat_prompt(self, messages: Sequence[Message], assistant_prefix: str = "") -> str:
         """The text fed to the model: the model's own chat template plus an assistant prefix."""
