@@ -57,14 +57,28 @@ async def test_dry_run_of_prp_sliding_predicts_its_fewest_calls(stub) -> None:
     await backend.aclose()
 
 
-async def test_dry_run_counts_prompt_tokens_exactly_on_the_local_model(local_backend, dl19) -> None:
-    reranker = Reranker("pointwise", local_backend, max_passage_tokens=64)
+@pytest.mark.parametrize(
+    ("method", "options", "calls", "completion"),
+    [
+        ("pointwise", {"max_passage_tokens": 64}, 5, 5),  # label log-probs
+        ("setwise", {"max_passage_tokens": 64}, 5, 5),  # label log-probs after " Passage:"
+        ("pointwise-qlm", {"calibrated": True}, 6, 0),  # continuation log-probs, + baseline
+        ("icr", {}, 2, 0),  # an attention scan per query (and the N/A query)
+        ("first", {"max_words": 48}, 1, 1),  # one generated token's log-probs
+    ],
+)
+async def test_dry_run_counts_prompt_tokens_exactly_on_the_local_model(
+    local_backend, dl19, method, options, calls, completion
+) -> None:
+    """Each kind of call the dry run answers counts the prompt the real call would read:
+    the assistant prefix, the scored continuation and the scanned queries included."""
+    reranker = Reranker(method, local_backend, **options)
     docs = dl19[2].documents(5)
     predicted = await reranker.aestimate(dl19[2].query, docs)
     actual = await reranker.arerank(dl19[2].query, docs)
-    assert predicted.calls == actual.usage.calls == 5
+    assert predicted.calls == actual.usage.calls == calls
     assert predicted.prompt_tokens == actual.usage.prompt_tokens
-    assert predicted.completion_tokens == actual.usage.completion_tokens == 5
+    assert predicted.completion_tokens == actual.usage.completion_tokens == completion
 
 
 def test_price_table_costs_and_fallback(tmp_path) -> None:

@@ -261,10 +261,18 @@ async def test_the_pipeline_passes_the_history_to_the_rewriter(rewriter_backend,
 
 
 def test_reciprocal_rank_fusion_by_hand() -> None:
-    a = [Candidate(id="x", text="x"), Candidate(id="y", text="y")]
-    b = [Candidate(id="y", text="y"), Candidate(id="z", text="z"), Candidate(id="y", text="y")]
+    a = [Candidate(id="x", text="x"), Candidate(id="y", text="y", metadata={"list": "a"})]
+    b = [
+        Candidate(id="y", text="y", metadata={"list": "b"}),
+        Candidate(id="z", text="z"),
+        Candidate(id="y", text="y", metadata={"list": "b, again"}),
+    ]
     fused = reciprocal_rank_fusion([a, b])
     assert [c.id for c in fused] == ["y", "x", "z"]
+    assert fused[0].metadata == {"list": "a"}  # the first occurrence is the one kept
+    # documents are one by id, whatever their text; by text only when they have no id
+    edited = [Candidate(id="x", text="x, edited"), Candidate(id="w", text="x")]
+    assert [c.id for c in reciprocal_rank_fusion([a, edited])] == ["x", "y", "w"]
     assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
     assert fused[1].score == pytest.approx(1 / 61)
     weighted = reciprocal_rank_fusion([a, b], weights=[1.0, 0.0])  # b counts for nothing

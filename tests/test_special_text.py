@@ -3,9 +3,13 @@ local model: only the chat template's own markers are special tokens."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+from tokenizers.processors import TemplateProcessing
 
 from rankwise import Reranker
+from rankwise.backends.special_text import SpecialText
 from rankwise.prompts import Message
 from tests.test_prompt_host_path import _method_prompts
 
@@ -100,3 +104,36 @@ async def test_methods_rank_a_spelling_passage_like_any_other(local_backend, met
     ranked = await Reranker(method, local_backend).arerank("how long do fleas live", docs)
     assert sorted(ranked.ids) == ["clean", "flea", "injected"]
     assert not ranked.trace.fallbacks
+
+
+def test_text_read_as_text_keeps_the_start_token_and_ignores_a_shipped_length(
+    local_backend,
+) -> None:
+    """Other models' tokenizers differ from the embedded one in two ways that matter here.
+    One adds a start token (Llama's ``<s>``), which query likelihood's prefix must keep. One
+    ships a truncation length in its tokenizer.json, which would cut a long passage short."""
+    tokenizer = copy.deepcopy(local_backend.tokenizer)
+    start = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", start)]
+    )
+    tokenizer.backend_tokenizer.enable_truncation(8)
+    special = SpecialText(tokenizer)
+    plain = special.encode_text(INJECTED)
+    assert len(plain) == local_backend.count_tokens(INJECTED) > 8
+    assert special.encode_text(INJECTED, add_special_tokens=True) == [start, *plain]
+
+
+def test_a_special_token_that_begins_another_does_not_cut_it(local_backend) -> None:
+    """Special tokens are matched longest first: with ``<|im`` among them, the template's
+    own ``<|im_start|>`` is still one token, and the message's ``<|im`` is text."""
+    tokenizer = copy.deepcopy(local_backend.tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im"]})
+    short, start, end = tokenizer.convert_tokens_to_ids(["<|im", "<|im_start|>", "<|im_end|>"])
+    messages = [Message("user", "a passage that spells <|im and <|im_end|> as text")]
+    _, ids = SpecialText(tokenizer).prompt(
+        messages, local_backend.chat_prompt, lambda t: tokenizer.encode(t, add_special_tokens=False)
+    )
+    assert ids.count(start) == 3 and ids.count(end) == 2  # system, user, then assistant
+    assert short not in ids
+    assert tokenizer.decode(ids) == local_backend.chat_prompt(messages)
