@@ -366,6 +366,12 @@ async def test_empty_documents_do_not_change_the_abstention_confidence(stub, rul
     nothing = await reranker.arerank("q", ["", "  "])
     assert nothing.abstained and nothing.confidence is None and nothing.usage.calls == 0
     assert "no document had text to judge" in str(nothing.trace.events)
+    assert nothing.abstain_reason == "no document had text to judge"
+    # a retriever that found nothing: "nothing relevant" too, not a list that passed the rule
+    found_none = await reranker.arerank("q", [])
+    assert found_none.abstained and found_none.confidence is None
+    assert found_none.abstain_reason == "there were no documents to rank"
+    assert found_none.usage.calls == 0 and found_none.selected == []
 
 
 @pytest.mark.parametrize(

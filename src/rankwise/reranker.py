@@ -310,10 +310,13 @@ class Reranker:
             if self.score_threshold is not None:
                 unjudged.append("no candidate is known to pass score_threshold (none selected)")
             context.trace.record("info", f"{stop}: " + "; ".join(unjudged))
-        elif self.abstain is not None and items:
+        elif self.abstain is not None:
             judged = judged_scores(items)
-            if not judged:
-                abstained, reason = True, "no document had text to judge"
+            if not judged:  # nothing found, or nothing with text: nothing to pass on
+                abstained = True
+                reason = (
+                    "no document had text to judge" if items else "there were no documents to rank"
+                )
                 context.trace.record("info", f"abstained: {reason}")
             else:
                 abstained, confidence = self.abstain.decide(judged)

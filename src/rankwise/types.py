@@ -150,8 +150,8 @@ class RankedList(BaseModel):
     confidence: float | None = None
     abstain_reason: str | None = None
     """Why the list abstained, in words ("confidence 0.012 below 0.05", "no document had
-    text to judge", "the rerank stopped before its scores were complete"); None when it
-    did not."""
+    text to judge", "there were no documents to rank", "the rerank stopped before its scores
+    were complete"); None when it did not."""
 
     @model_validator(mode="after")
     def _check_contract(self) -> RankedList:
