@@ -324,3 +324,38 @@ async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_bac
     assert baseline < -1  # a content-free passage explains the query poorly
     # that baseline subtracted from every score (within float noise between batches)
     assert shifts == pytest.approx([-baseline] * len(docs), abs=1e-4)
+
+
+async def test_a_nan_score_from_the_model_is_placed_last_and_not_judged(stub) -> None:
+    """A model with broken numerics (an fp16 overflow) sends NaN log-probs, and JSON carries
+    them. The NaN score compared false with every other, which left the sort out of order:
+    the passage scored 1.0 ranked third, behind 0.14 and the NaN. And the NaN reached
+    thresholds, abstention and the output."""
+    from rankwise.abstain import Abstention
+    from rankwise.methods.base import order_by_scores
+
+    assert order_by_scores([0.1, math.nan, 1.0, math.nan, 0.5]) == [2, 4, 0, 1, 3]
+
+    def answer(request):
+        text = user_text(request)
+        if "broken" in text:
+            return Reply(body=completion("Yes", top_logprobs={"Yes": math.nan, "No": -1.0}))
+        p_yes = 0.99 if "relevant passage" in text else 0.1
+        return Reply(
+            body=completion("Yes", top_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)})
+        )
+
+    stub.handler = answer
+    backend = OpenAIBackend("m", base_url=stub.base_url, api_key="unused")
+    docs = ["a plain passage", "a broken passage", "a relevant passage", "another plain one"]
+    ranked = await Reranker("pointwise", backend, abstain=Abstention("max", 0.5)).arerank(
+        "how long do fleas live", docs
+    )
+    assert ranked.ids == ["2", "0", "3", "1"]
+    assert [item.judged for item in ranked.items] == [True, True, True, False]
+    assert all(math.isfinite(item.score) for item in ranked.items)
+    assert ranked.items[-1].score == 0.0  # pointwise's placeholder, as for an empty document
+    assert ranked.judged_scores == pytest.approx([0.99, 0.1, 0.1])
+    assert not ranked.abstained and ranked.confidence == pytest.approx(0.99)
+    (event,) = ranked.trace.fallbacks
+    assert event.data == {"positions": [1]} and "NaN" in event.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -290,14 +291,24 @@ class Reranker:
                 positions=empty,
             )
         result = await self._rank_nonempty(query, [candidates[i] for i in ranked], context)
-        order = [ranked[i] for i in result.order] + empty
+        unscored = [ranked[i] for i in result.order if math.isnan(result.scores[i])]
+        if unscored:  # a model with broken numerics: its NaN says nothing, and breaks sorting
+            context.trace.record(
+                "fallback",
+                f"{len(unscored)} document(s) got no usable score from the model (NaN); "
+                "placed last",
+                positions=unscored,
+            )
+        unjudged = set(unscored) | set(empty)
+        order = [ranked[i] for i in result.order if ranked[i] not in unjudged]
+        order += unscored + empty
         scores = dict(zip(ranked, result.scores, strict=True))
-        scores.update(dict.fromkeys(empty, self.method.empty_score()))
+        scores.update(dict.fromkeys(unjudged, self.method.empty_score()))
         stopped = context.budget_stopped
         if self.method.score_kind == "rank" or stopped:
             scores = dict(enumerate(rank_scores(order)))
         context.usage.seconds = time.perf_counter() - started
-        items = _ranked_items(candidates, order, scores)
+        items = _ranked_items(candidates, order, scores, unjudged)
         abstained, confidence, reason = False, None, None
         if stopped and items and (self.abstain is not None or self.score_threshold is not None):
             # Rank scores say nothing of relevance: nothing is known to pass the rule.
@@ -403,7 +414,7 @@ class Reranker:
 
 
 def _ranked_items(
-    candidates: list[Candidate], order: list[int], scores: dict[int, float]
+    candidates: list[Candidate], order: list[int], scores: dict[int, float], unjudged: set[int]
 ) -> list[RankedCandidate]:
     return [
         RankedCandidate(
@@ -414,6 +425,7 @@ def _ranked_items(
             rank=rank,
             input_rank=position + 1,
             input_score=candidates[position].score,
+            judged=position not in unjudged,
         )
         for rank, position in enumerate(order, start=1)
     ]

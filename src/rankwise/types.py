@@ -41,12 +41,15 @@ class RankedCandidate(Candidate):
 
     ``rank`` is 1-based. ``score`` is the reranker's score (its meaning depends on the method,
     see :attr:`RankedList.score_kind`); ``input_rank`` and ``input_score`` keep the first stage.
+    ``judged`` is False for a document placed last without a judgement, under a placeholder
+    score: one with no text, or one the model gave no usable score (NaN).
     """
 
     score: float
     rank: int
     input_rank: int
     input_score: float | None = None
+    judged: bool = True
 
 
 class Usage(BaseModel):
@@ -116,10 +119,11 @@ class Trace(BaseModel):
 
 
 def judged_scores(items: Sequence[RankedCandidate]) -> list[float]:
-    """The scores of the items with text, in list order. A document with no text is placed
-    last without an LLM call, under a placeholder score (``-1e9`` for log-likelihoods), which
-    says nothing of relevance: abstention and calibration read only these scores."""
-    return [item.score for item in items if item.text.strip()]
+    """The scores of the judged items, in list order. A document with no text, or with no
+    usable score from the model, is placed last under a placeholder score (``-1e9`` for
+    log-likelihoods), which says nothing of relevance: abstention and calibration read only
+    these scores."""
+    return [item.score for item in items if item.judged]
 
 
 ScoreKind = Literal["probability", "log_likelihood", "wins", "rank", "attention", "fused"]

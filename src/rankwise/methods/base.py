@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +84,9 @@ class RankingMethod(ABC):
 
 
 def order_by_scores(scores: Sequence[float]) -> list[int]:
-    """Positions sorted by descending score; ties keep input order (stable)."""
-    return sorted(range(len(scores)), key=lambda i: -scores[i])
+    """Positions sorted by descending score; ties keep input order (stable). A NaN score
+    goes last: it compares false with everything, which leaves a plain sort out of order."""
+    return sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i]))
 
 
 def rank_scores(order: Sequence[int]) -> list[float]:
