@@ -160,7 +160,16 @@ async def test_pointwise_reads_one_listed_label_as_the_rest_of_the_mass(stub) ->
 
 @pytest.mark.parametrize(
     ("listed", "expected", "kind"),
-    [({"C": -0.1, "A": -0.5}, ["d2", "d0", "d1", "d3", "d4"], "repair"), ({}, None, "fallback")],
+    [
+        ({"C": -0.1, "A": -0.5}, ["d2", "d0", "d1", "d3", "d4"], "repair"),
+        ({}, None, "fallback"),
+        # a NaN log-prob says nothing: as if not listed (it broke the sort by log-prob)
+        (
+            {"C": -0.1, "B": math.nan, "A": -0.5, "D": math.nan},
+            ["d2", "d0", "d1", "d3", "d4"],
+            "repair",
+        ),
+    ],
 )
 async def test_first_keeps_labels_without_a_log_prob_in_window_order_after_the_rest(
     stub, listed, expected, kind
@@ -171,8 +180,9 @@ async def test_first_keeps_labels_without_a_log_prob_in_window_order_after_the_r
     docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
     ranked = await Reranker("first", api_backend(stub)).arerank("q", docs)
     assert ranked.ids == (expected or [d["id"] for d in docs])
+    usable = [value for value in listed.values() if not math.isnan(value)]
     assert [(event.kind, event.data["missing"]) for event in ranked.trace.events] == [
-        (kind, 5 - len(listed))
+        (kind, 5 - len(usable))
     ]
 
 
@@ -326,36 +336,56 @@ async def test_calibrated_query_likelihood_shifts_scores_not_the_order(local_bac
     assert shifts == pytest.approx([-baseline] * len(docs), abs=1e-4)
 
 
-async def test_a_nan_score_from_the_model_is_placed_last_and_not_judged(stub) -> None:
-    """A model with broken numerics (an fp16 overflow) sends NaN log-probs, and JSON carries
-    them. The NaN score compared false with every other, which left the sort out of order:
-    the passage scored 1.0 ranked third, behind 0.14 and the NaN. And the NaN reached
-    thresholds, abstention and the output."""
+class _NaNForBroken:
+    """The local model, except that it answers NaN log-probs for a passage saying "broken":
+    a model with broken numerics (an fp16 overflow) as the methods meet it."""
+
+    def __init__(self, backend) -> None:
+        self.wrapped = backend
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
+
+    async def continuation_logprobs(self, prefix: str, continuation: str):
+        scored = await self.wrapped.continuation_logprobs(prefix, continuation)
+        if "broken" in prefix:
+            scored.token_logprobs = [math.nan] * len(scored.token_logprobs)
+        return scored
+
+
+async def test_a_nan_score_from_the_model_is_placed_last_and_not_judged(
+    local_backend, stub
+) -> None:
+    """A NaN score compared false with every other, which left the sort out of order, and
+    it reached thresholds, abstention and the output. A NaN label log-prob (JSON carries
+    them) is left out, like a label the API did not list."""
     from rankwise.abstain import Abstention
     from rankwise.methods.base import order_by_scores
 
     assert order_by_scores([0.1, math.nan, 1.0, math.nan, 0.5]) == [2, 4, 0, 1, 3]
 
-    def answer(request):
-        text = user_text(request)
-        if "broken" in text:
-            return Reply(body=completion("Yes", top_logprobs={"Yes": math.nan, "No": -1.0}))
-        p_yes = 0.99 if "relevant passage" in text else 0.1
-        return Reply(
-            body=completion("Yes", top_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)})
-        )
-
-    stub.handler = answer
-    backend = OpenAIBackend("m", base_url=stub.base_url, api_key="unused")
-    docs = ["a plain passage", "a broken passage", "a relevant passage", "another plain one"]
-    ranked = await Reranker("pointwise", backend, abstain=Abstention("max", 0.5)).arerank(
-        "how long do fleas live", docs
-    )
-    assert ranked.ids == ["2", "0", "3", "1"]
+    docs = [
+        "Fleas live for a few weeks.",
+        "A broken passage about fleas.",
+        "The adult flea lives two to three months on its host.",
+        "Concrete is made of cement, sand and gravel.",
+    ]
+    backend = _NaNForBroken(local_backend)
+    plain = await Reranker("pointwise-qlm", local_backend).arerank("how long do fleas live", docs)
+    reranker = Reranker("pointwise-qlm", backend, calibrated=True, abstain=Abstention("max", -50))
+    ranked = await reranker.arerank("how long do fleas live", docs)
+    expected = [i for i in plain.ids if i != "1"] + ["1"]
+    assert ranked.ids == expected
     assert [item.judged for item in ranked.items] == [True, True, True, False]
-    assert all(math.isfinite(item.score) for item in ranked.items)
-    assert ranked.items[-1].score == 0.0  # pointwise's placeholder, as for an empty document
-    assert ranked.judged_scores == pytest.approx([0.99, 0.1, 0.1])
-    assert not ranked.abstained and ranked.confidence == pytest.approx(0.99)
+    assert ranked.items[-1].score == -1e9  # query likelihood's placeholder, as for no text
+    assert all(math.isfinite(score) for score in ranked.judged_scores)
+    assert len(ranked.judged_scores) == 3 and ranked.confidence == ranked.judged_scores[0]
     (event,) = ranked.trace.fallbacks
     assert event.data == {"positions": [1]} and "NaN" in event.message
+
+    stub.handler = lambda request: Reply(
+        body=completion("Yes", top_logprobs={"Yes": math.nan, "No": -1.0})
+    )
+    api = OpenAIBackend("m", base_url=stub.base_url, api_key="unused")
+    judged = await Reranker("pointwise", api).arerank("q", ["a passage"])
+    assert judged.items[0].score == pytest.approx(1 - math.exp(-1.0))  # from "No" alone

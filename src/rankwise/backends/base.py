@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -69,6 +70,11 @@ class LabelLogprobs:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
+
+    def __post_init__(self) -> None:
+        # A NaN log-prob (a model with broken numerics; JSON carries it) says nothing and
+        # compares false with every number, so it is left out, like a label not seen.
+        self.logprobs = {label: lp for label, lp in self.logprobs.items() if not math.isnan(lp)}
 
 
 @dataclass
