@@ -94,3 +94,12 @@ def test_a_misspelt_override_or_prompts_folder_is_refused(tmp_path, monkeypatch)
     monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path / "absent"))
     with pytest.raises(PromptNotFoundError, match=r"RANKWISE_PROMPTS_DIR is .*not a folder"):
         Reranker("pointwise", backend)
+
+
+def test_a_prompt_file_saved_with_a_byte_order_mark_does_not_send_it(tmp_path, monkeypatch) -> None:
+    from rankwise.prompts import PromptLibrary
+
+    (tmp_path / "mine.txt").write_text("\ufeffQuery: {query}\nPassage: {text}", encoding="utf-8")
+    monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path))
+    [message] = PromptLibrary().get("mine").render(query="fleas", text="t")
+    assert message.content == "Query: fleas\nPassage: t"

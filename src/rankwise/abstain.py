@@ -249,7 +249,7 @@ class Calibrator:
     ) -> Calibrator:
         """Read a calibrator; warns when it was fitted for another method or model."""
         try:
-            fields = json.loads(Path(path).read_text(encoding="utf-8"))
+            fields = json.loads(Path(path).read_text(encoding="utf-8-sig"))
             calibrator = cls(**fields)
         except (OSError, ValueError, TypeError) as error:
             raise InputError(

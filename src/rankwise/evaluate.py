@@ -36,7 +36,8 @@ class QueryRecord:
 def _open_input(path: str | Path, what: str) -> TextIO:
     """``path`` opened for reading, or an :class:`InputError` that names it."""
     try:
-        return open(path, encoding="utf-8")  # the caller closes it
+        # utf-8-sig: a byte order mark, as Windows editors write, is not read as text
+        return open(path, encoding="utf-8-sig")  # the caller closes it
     except OSError as error:
         raise InputError(f"cannot read the {what} {str(path)!r}: {error.strerror}") from error
 

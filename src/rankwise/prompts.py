@@ -169,7 +169,7 @@ class PromptLibrary:
         if directory is not None:
             candidate = directory / f"{name}.txt"
             if candidate.is_file():
-                return PromptTemplate.parse(name, candidate.read_text(encoding="utf-8"))
+                return PromptTemplate.parse(name, candidate.read_text(encoding="utf-8-sig"))
         return _packaged(name)
 
 
