@@ -363,6 +363,7 @@ async def test_empty_documents_do_not_change_the_abstention_confidence(stub, rul
     assert padded.confidence == pytest.approx(plain.confidence, abs=1e-9)
     assert padded.judged_scores == plain.judged_scores == [i.score for i in plain.items]
     assert padded.ids == [*plain.ids, "blank"]
+    assert [item.judged for item in padded.items] == [True, True, True, False]
     nothing = await reranker.arerank("q", ["", "  "])
     assert nothing.abstained and nothing.confidence is None and nothing.usage.calls == 0
     assert "no document had text to judge" in str(nothing.trace.events)

@@ -112,6 +112,9 @@ def test_selected_and_cut_partition_the_list() -> None:
     assert [i.id for i in ranked.cut] == ["b", "c"]
     ranked.score_threshold = 0.6  # a score at the threshold passes it
     assert [i.id for i in ranked.selected] == ["a", "b"]
+    # a placeholder score (no text, or NaN from the model)
+    ranked.items[1] = ranked.items[1].model_copy(update={"judged": False})
+    assert [i.id for i in ranked.selected] == ["a"]
     ranked.abstained = True
     assert ranked.selected == [] and len(ranked.cut) == 3
 

@@ -180,7 +180,8 @@ class RankedList(BaseModel):
             return self.items
         if self.score_kind == "rank":  # a stopped rerank: ranks are not relevance
             return []
-        return [item for item in self.items if item.score >= self.score_threshold]
+        # a placeholder score is no judgement: it passes no threshold, not even one it meets
+        return [i for i in self.items if i.judged and i.score >= self.score_threshold]
 
     @property
     def cut(self) -> list[RankedCandidate]:
