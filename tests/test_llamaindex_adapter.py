@@ -273,3 +273,27 @@ async def test_an_llm_that_refuses_the_detected_keyword_gets_an_error_that_says_
         await Reranker("listwise", refusing).arerank("q", documents)
     kept = LlamaIndexBackend(_recording_llm(True, refuses_max_tokens=True), max_tokens_kwarg=None)
     assert (await Reranker("listwise", kept).arerank("q", documents)).ids == ["d1", "d2", "d0"]
+
+
+async def test_llm_settings_is_read_at_each_query_not_when_built(monkeypatch) -> None:
+    """``llm="settings"`` stands for ``Settings.llm``, which an app often sets after building
+    its postprocessors: reading it when built would fail (LlamaIndex's default needs the
+    OpenAI package), and a later change of it must reach the next query."""
+    from llama_index.core import Settings
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    monkeypatch.setattr(Settings, "_llm", None)  # unset: reading it now raises
+    with pytest.raises(ImportError):
+        _ = Settings.llm
+    rerank = RankwiseRerank(method="listwise", llm="settings", top_n=None)
+    nodes = [NodeWithScore(node=TextNode(text=f"passage {i}", id_=f"n{i}")) for i in range(3)]
+    first = _recording_llm(declares_max_tokens=False)
+    Settings.llm = first
+    ranked = await rerank.apostprocess_nodes(nodes, query_str="q")
+    assert [n.node.node_id for n in ranked] == ["n1", "n2", "n0"] and len(first.calls) == 1
+    same = rerank.reranker
+    assert rerank.reranker is same  # nothing changed: the Reranker is kept
+    second = _recording_llm(declares_max_tokens=False)
+    Settings.llm = second
+    await rerank.apostprocess_nodes(nodes, query_str="q")
+    assert len(first.calls) == 1 and len(second.calls) == 1
