@@ -248,6 +248,9 @@ async def test_retriever_takes_the_chat_history_for_a_conversational_rewrite(
     }
     assert sorted(d.id for d in got) == sorted(pool)
     assert [d.id for d in retriever.invoke("and on cats?", chat_history="Human: fleas?")]
+    pairs = [("human", "how long do fleas live?"), {"role": "assistant", "content": "A year."}]
+    await retriever.ainvoke("and on cats?", chat_history=pairs)
+    assert "Human: how long do fleas live?\nAI: A year." in user_text(stub.requests[-1])
 
 
 async def test_retriever_fuses_rewrites(store, local_backend) -> None:

@@ -10,7 +10,11 @@ from langchain_core.callbacks import (
     CallbackManagerForRetrieverRun,
 )
 from langchain_core.documents import Document
-from langchain_core.messages import BaseMessage, get_buffer_string
+from langchain_core.messages import (
+    MessageLikeRepresentation,
+    convert_to_messages,
+    get_buffer_string,
+)
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
@@ -31,7 +35,8 @@ class RankwiseRetriever(BaseRetriever):
 
     For a follow-up question, pass the earlier turns to a ``QueryRewriter`` with the
     ``conversational`` strategy: ``retriever.invoke(question, chat_history=messages)``
-    (a list of LangChain messages, or text).
+    (LangChain messages, or what LangChain reads as messages, such as ``("human", "...")``
+    pairs and role/content dicts; or text).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -45,7 +50,7 @@ class RankwiseRetriever(BaseRetriever):
         query: str,
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
-        chat_history: str | Sequence[BaseMessage] = "",
+        chat_history: str | Sequence[MessageLikeRepresentation] = "",
     ) -> list[Document]:
         originals: dict[str, Document] = {}
         keys = CandidateKeys()  # one key, one document, in every list of this retrieval
@@ -61,7 +66,7 @@ class RankwiseRetriever(BaseRetriever):
 
         pipeline = RetrievalPipeline(self.reranker.reranker, rewrite=self.rewrite)
         if not isinstance(chat_history, str):
-            chat_history = get_buffer_string(chat_history)
+            chat_history = get_buffer_string(convert_to_messages(chat_history))
         ranked = await pipeline.arun(query, retrieve, chat_history=chat_history)
         self.reranker._last = ranked
         if ranked.abstained:
@@ -73,7 +78,7 @@ class RankwiseRetriever(BaseRetriever):
         query: str,
         *,
         run_manager: CallbackManagerForRetrieverRun,
-        chat_history: str | Sequence[BaseMessage] = "",
+        chat_history: str | Sequence[MessageLikeRepresentation] = "",
     ) -> list[Document]:
         async def run() -> list[Document]:
             return await self._aget_relevant_documents(
