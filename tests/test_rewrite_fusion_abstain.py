@@ -556,6 +556,12 @@ async def test_a_rewrite_function_that_returns_one_string_searches_it_once(
     with pytest.raises(InputError, match=r"returned \['fine', None\]; it must return a list"):
         await RetrievalPipeline(reranker, rewrite=not_queries).arun(QUESTION, retrieve)
 
+    # a plain function works too ("object list can't be used in 'await' expression" before)
+    searched.clear()
+    quick = RetrievalPipeline(reranker, rewrite=lambda query: [query + " lifespan"])
+    await quick.arun(QUESTION, retrieve)
+    assert searched == [QUESTION, QUESTION + " lifespan"]
+
 
 async def test_the_pipeline_searches_each_distinct_query_once(rewriter_backend) -> None:
     """A rewrite function's repeats (or an echo of the question) were each searched again,

@@ -7,6 +7,7 @@ adapter; everything here is async.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from rankwise._concurrency import gather_all
@@ -18,7 +19,7 @@ from rankwise.rewrite import QueryRewriter, RewriteResult, same_query_key
 from rankwise.types import Candidate, RankedList
 
 Retrieve = Callable[[str], Awaitable[Sequence[Candidate]]]
-Rewrite = Callable[[str], Awaitable[Sequence[str]]]
+Rewrite = Callable[[str], Awaitable[Sequence[str] | str] | Sequence[str] | str]
 
 
 class RetrievalPipeline:
@@ -26,9 +27,11 @@ class RetrievalPipeline:
 
     Args:
         reranker: the configured :class:`Reranker` (method, backend, top_n, abstention).
-        rewrite: optional async function returning extra queries for a query (a list of
-            strings, or one string for one query); results for the original and every
-            rewrite are fused with reciprocal rank fusion.
+        rewrite: optional function returning extra queries for a query (a list of
+            strings, or one string for one query), or a
+            :class:`~rankwise.rewrite.QueryRewriter`; results for the original and every
+            rewrite are fused with reciprocal rank fusion. An ``async`` function is awaited;
+            a plain one runs on the event loop, so it should be quick (no model call).
         rrf_k: the RRF constant (60, as published).
     """
 
@@ -61,7 +64,8 @@ class RetrievalPipeline:
             rewriting = await self.rewrite.arewrite(query, chat_history=chat_history)
             rewrites = [r.text for r in rewriting.rewrites if r.strategy != "original"]
         elif self.rewrite is not None:
-            rewrites = _as_queries(await self.rewrite(query))
+            returned = self.rewrite(query)
+            rewrites = _as_queries(await returned if inspect.isawaitable(returned) else returned)
         else:
             rewrites = []
         queries = _distinct(queries + rewrites)
