@@ -301,6 +301,8 @@ async def test_chunks_sharing_an_id_across_rewrites_are_all_kept(local_backend) 
     got = await retriever.ainvoke("how long do fleas live")
     texts = sorted(d.page_content for d in got)
     assert texts == sorted(set(chunks["how long do fleas live"]) | set(chunks["flea lifespan"]))
+    # keyed by metadata["id"], numbered where chunks differ
+    assert sorted(reranker.last_result.ids) == ["manual", "manual#2", "manual#3"]
     for document in got:  # each rank's score is its own chunk's score
         item = reranker.last_result.items[document.metadata["rank"] - 1]
         assert item.text == document.page_content
