@@ -514,3 +514,19 @@ def test_ids_a_trec_run_cannot_hold_are_refused_before_any_call(
     assert main([*args, "--output", str(tmp_path / "run.jsonl")]) == 0  # JSON Lines holds any id
     written = json.loads((tmp_path / "run.jsonl").read_text(encoding="utf-8"))
     assert written["qid"] == qid and [item["id"] for item in written["items"]] == [docid]
+
+
+def test_eval_reports_every_fallback_of_the_run(stub, tmp_path) -> None:
+    """A model whose answers cannot be read leaves the input order, and the report says how
+    often: here every window of both queries."""
+    from tests.stub_server import Reply, completion
+
+    stub.handler = lambda request: Reply(body=completion("I cannot rank these passages."))
+    path = tmp_path / "report.json"
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "2"]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "6", "--backend", "openai"]
+    args += ["--model", "m", "--base-url", stub.base_url, "--api-key", "unused"]
+    assert main([*args, "--method", "listwise", "--report", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["calls"] == 2 and report["fallbacks"] == 2
+    assert report["ndcg@10"] == report["input_ndcg@10"]  # the input order, kept
