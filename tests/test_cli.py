@@ -9,7 +9,7 @@ import pytest
 
 from rankwise import InputError
 from rankwise.cli import _printable, main
-from rankwise.evaluate import write_trec_run
+from rankwise.evaluate import load_qrels, load_queries, ndcg_at_k, write_trec_run
 from tests.conftest import DL19
 from tests.oracle import oracle
 
@@ -54,6 +54,11 @@ def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
     assert report["completion_tokens"] == 12
     assert 0.0 <= report["ndcg@10"] <= 1.0 and report["seconds"] > 0
     rows = report["per_query"]
+    # the first stage is judged on the same depth-6 lists the reranker was given
+    records = load_queries(DL19 / "bm25-top100.jsonl", 2)
+    qrels = load_qrels(DL19 / "qrels.txt")
+    first_stage = [ndcg_at_k([d["id"] for d in r.documents(6)], qrels[r.qid]) for r in records]
+    assert [row["input_ndcg@10"] for row in rows] == [round(v, 4) for v in first_stage]
     assert report["queries_improved"] == sum(r["ndcg@10"] > r["input_ndcg@10"] for r in rows)
     assert report["queries_worsened"] == sum(r["ndcg@10"] < r["input_ndcg@10"] for r in rows)
     assert json.loads(capsys.readouterr().out)["calls"] == 12
