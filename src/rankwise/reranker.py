@@ -314,13 +314,13 @@ class Reranker:
             # Rank scores say nothing of relevance: nothing is known to pass the rule.
             abstained = self.abstain is not None
             stop = "the rerank stopped before its scores were complete"
-            unjudged = []
+            consequences = []
             if abstained:
                 reason = stop
-                unjudged.append("abstention could not judge it (abstained)")
+                consequences.append("abstention could not judge it (abstained)")
             if self.score_threshold is not None:
-                unjudged.append("no candidate is known to pass score_threshold (none selected)")
-            context.trace.record("info", f"{stop}: " + "; ".join(unjudged))
+                consequences.append("no candidate is known to pass score_threshold (none selected)")
+            context.trace.record("info", f"{stop}: " + "; ".join(consequences))
         elif self.abstain is not None:
             judged = judged_scores(items)
             if not judged:  # nothing found, or nothing with text: nothing to pass on
