@@ -1,5 +1,6 @@
-"""Token counting for API backends without any network access, and the count that fits a
-prompt into a model's context (:func:`prompt_counter`).
+"""Token counting for API backends without any network access, the count that fits a
+prompt into a model's context (:func:`prompt_counter`), and the cut at a token count that
+keeps whole characters, for every backend (:func:`whole_characters`).
 
 tiktoken downloads its encodings on first use. rankwise never lets it: an encoding is loaded
 only when its file is already on disk (tiktoken's own cache, ``TIKTOKEN_CACHE_DIR``, or the
