@@ -54,8 +54,8 @@ async def main() -> None:
         documents = await retriever.ainvoke(question)
         result = reranker.last_result
         abstained[question] = result.abstained
-        verdict = "ABSTAIN: nothing relevant" if result.abstained else f"{len(documents)} passages"
-        print(f"{question[:50]:50} confidence {result.confidence:7.3f} -> {verdict}")
+        verdict = f"ABSTAIN: {result.abstain_reason}" if result.abstained else "answer"
+        print(f"{question[:50]:50} {verdict}; {len(documents)} passages passed on")
         print(f"{'':4}pool of {len(result.items)} fused candidates from the query and its rewrite")
     on_topic_kept = sum(not abstained[r.query] for r in records[:3])
     off_topic_abstained = sum(abstained[q] for q in OFF_TOPIC)
