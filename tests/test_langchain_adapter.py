@@ -4,6 +4,7 @@ embeddings, ContextualCompressionRetriever, callbacks and tools, reranked by the
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -23,7 +24,7 @@ from rankwise import (
 )
 from rankwise.abstain import Abstention
 from tests.oracle import oracle, relevance_docs
-from tests.stub_server import user_text
+from tests.stub_server import Reply, completion, user_text
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -225,7 +226,6 @@ async def test_retriever_takes_the_chat_history_for_a_conversational_rewrite(
     from langchain_core.messages import AIMessage, HumanMessage
 
     from rankwise.rewrite import QueryRewriter
-    from tests.stub_server import Reply, completion
 
     stub.handler = lambda request: Reply(body=completion("How long does a cat flea live?"))
     vector_store, _ = store
@@ -422,6 +422,13 @@ async def test_a_chat_model_with_a_max_tokens_field_is_asked_for_few_tokens(stub
     assert judged.ids == ["d1", "d2", "d3", "d0"]
     assert len(stub.requests) == 4
     assert [r.get("max_completion_tokens") for r in stub.requests] == [1, 1, 1, 1]
+
+    # The listed alternatives count, not the chosen token alone: P(Yes) / (P(Yes) + P(No)).
+    listed = {"Yes": math.log(0.6), "No": math.log(0.2), "Maybe": math.log(0.1)}
+    stub.handler = lambda request: Reply(body=completion("Yes", top_logprobs=listed))
+    shared = await Reranker("pointwise", LangChainBackend(chat, logprobs=True)).arerank("q", ["a"])
+    assert shared.items[0].score == pytest.approx(0.75)
+    stub.handler = oracle
 
     stub.requests.clear()
     ranked = await Reranker("listwise", chat).arerank("q", documents)
