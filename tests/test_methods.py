@@ -189,6 +189,16 @@ async def test_first_keeps_labels_without_a_log_prob_in_window_order_after_the_r
     ]
 
 
+async def test_first_reads_the_letters_after_a_bracket_token_that_ends_in_a_space(stub) -> None:
+    """An API cannot continue FIRST's "[", so the model writes it, and the letters are read
+    at the next position. A vocabulary may spell it "[ ", with the space."""
+    body = first_answer({"B": -0.1, "A": -0.5, "C": -1.0})
+    body["choices"][0]["logprobs"]["content"][0]["token"] = "[ "
+    stub.handler = lambda request: Reply(body=body)
+    ranked = await Reranker("first", api_backend(stub)).arerank("q", ["a", "b", "c"])
+    assert ranked.ids == ["1", "0", "2"] and ranked.trace.events == []
+
+
 @pytest.mark.parametrize("method", ["prp-allpair", "prp-heapsort", "prp-sliding"])
 async def test_a_judge_that_always_names_the_first_passage_leaves_the_input_order(
     stub, method
