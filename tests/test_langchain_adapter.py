@@ -428,6 +428,7 @@ async def test_a_chat_model_with_a_max_tokens_field_is_asked_for_few_tokens(stub
     stub.handler = lambda request: Reply(body=completion("Yes", top_logprobs=listed))
     shared = await Reranker("pointwise", LangChainBackend(chat, logprobs=True)).arerank("q", ["a"])
     assert shared.items[0].score == pytest.approx(0.75)
+    assert (shared.usage.prompt_tokens, shared.usage.completion_tokens) == (10, 1)  # as sent
     stub.handler = oracle
 
     stub.requests.clear()
