@@ -3,6 +3,9 @@ embeddings, a query engine with the postprocessor, instrumentation events, retri
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pytest
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.embeddings import BaseEmbedding
@@ -297,3 +300,56 @@ async def test_llm_settings_is_read_at_each_query_not_when_built(monkeypatch) ->
     Settings.llm = second
     await rerank.apostprocess_nodes(nodes, query_str="q")
     assert len(first.calls) == 1 and len(second.calls) == 1
+
+
+def _chat_llm(**response_fields):
+    """A user-defined LlamaIndex LLM whose chat answers "Yes" with the given ChatResponse
+    fields (raw usage, additional_kwargs, log-probs), as LLM integrations fill them."""
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+    from llama_index.core.llms import CustomLLM, LLMMetadata
+
+    class ChatLLM(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="chat", context_window=2048, is_chat_model=True)
+
+        async def achat(self, messages, **kwargs) -> ChatResponse:
+            message = ChatMessage(role="assistant", content="Yes")
+            return ChatResponse(message=message, **response_fields)
+
+        def complete(self, prompt: str, formatted: bool = False, **kwargs):
+            raise NotImplementedError
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+            raise NotImplementedError
+
+    return ChatLLM()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"raw": {"usage": {"prompt_tokens": 11, "completion_tokens": 2}}},  # a dict body
+        {"raw": SimpleNamespace(usage=SimpleNamespace(prompt_tokens=11, completion_tokens=2))},
+        {"additional_kwargs": {"prompt_tokens": 11, "completion_tokens": 2}},
+    ],
+)
+async def test_an_llms_usage_and_log_probs_reach_the_rerank(fields, monkeypatch) -> None:
+    """Usage is read where LlamaIndex LLMs put it; the listed log-probs give the yes/no
+    share (0.75 from Yes 0.6 and No 0.2); the context comes from the LLM's metadata."""
+    from llama_index.core.base.llms.types import LogProb
+
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    listed = [
+        LogProb(token="Yes", logprob=math.log(0.6)),
+        LogProb(token="No", logprob=math.log(0.2)),
+    ]
+    llm = _chat_llm(logprobs=[listed], **fields)
+    backend = LlamaIndexBackend(llm, logprobs=True)
+    assert backend.capabilities.max_context == 2048
+    ranked = await Reranker("pointwise", backend).arerank("q", ["a passage"])
+    assert ranked.items[0].score == pytest.approx(0.75)
+    assert (ranked.usage.prompt_tokens, ranked.usage.completion_tokens) == (11, 2)
+    monkeypatch.setattr(Settings, "_llm", llm)
+    assert LlamaIndexBackend().llm is llm  # no LLM given: Settings.llm
