@@ -395,7 +395,7 @@ async def test_a_chat_model_passed_as_the_backend_is_wrapped(stub) -> None:
     assert reranker.backend.kind == "langchain"
     documents = relevance_docs([0.1, 0.9, 0.5, 0.3])
     ranked = await reranker.arerank("q", documents)
-    assert ranked.ids == ["d1", "d2", "d3", "d0"]
+    assert ranked.ids == ["d1", "d2", "d3", "d0"] and ranked.model == "oracle"
     assert Reranker(backend=chat).method.name == "listwise"  # wrapped without log-probs
     rewriter = QueryRewriter(chat, "keywords")
     assert rewriter.backend.kind == "langchain"
@@ -443,3 +443,21 @@ async def test_a_chat_model_with_a_max_tokens_field_is_asked_for_few_tokens(stub
     await Reranker("pointwise", kept).arerank("q", documents)
     assert len(stub.requests) == 4
     assert not any("max_completion_tokens" in r or "max_tokens" in r for r in stub.requests)
+
+
+async def test_a_chat_model_that_answers_in_content_parts_is_read_whole() -> None:
+    """Some chat models (Anthropic's among them) answer with a list of content parts, not a
+    string: the ranking is read from their text parts, joined; a thinking part is not the
+    answer."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    parts = [
+        {"type": "thinking", "thinking": "Maybe [1] > [3] > [2]?", "signature": "s"},
+        {"type": "text", "text": "[2] > "},
+        {"type": "text", "text": "[3] > [1]"},
+    ]
+    chat = GenericFakeChatModel(messages=iter([AIMessage(content=parts)]))
+    ranked = await Reranker("listwise", chat).arerank("q", ["a", "b", "c"])
+    assert ranked.ids == ["1", "2", "0"] and ranked.trace.fallbacks == []
+    assert ranked.model == "GenericFakeChatModel"  # no model name: the class names it
