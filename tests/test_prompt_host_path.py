@@ -241,12 +241,15 @@ def test_templates_that_change_the_text_are_rendered_every_time(fresh_tokenizer)
         [Message("system", "Rank well."), Message("user", "a secret passage")],
         [Message("user", "the first"), Message("assistant", "ok"), Message("user", "the next")],
     ]
-    for tokenizer in (trimming, shouting, branching):
+    getting = fresh_tokenizer()  # the same branch, reading the text through dict.get
+    getting.chat_template = branching.chat_template.replace("m['content']", "m.get('content')")
+    for tokenizer in (trimming, shouting, branching, getting):
         renderer = ChatRenderer(tokenizer)
         for messages in conversations + conversations:
             _renders_like_the_template(renderer, tokenizer, messages)
-    assert [ChatRenderer(t).fills_in for t in (trimming, shouting, branching)] == [
+    assert [ChatRenderer(t).fills_in for t in (trimming, shouting, branching, getting)] == [
         True,
+        False,
         False,
         False,
     ]
@@ -266,6 +269,7 @@ def test_only_templates_that_just_print_the_text_are_filled_in(
         "{% for m in messages %}{{ m.content }}{% endfor %}",
         "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] | trim }}{% endfor %}",
         "{% for m in messages %}{{ m.role ~ ': ' ~ m.content }}\n{% endfor %}",
+        "{% for m in messages %}{{ m.get('content') }}{% endfor %}",
     ]
     read = [
         "{% for m in messages %}{% set content = m.content %}{{ content }}{% endfor %}",
@@ -274,6 +278,8 @@ def test_only_templates_that_just_print_the_text_are_filled_in(
         "{% for m in messages %}{{ m.content[:10] }}{% endfor %}",
         "{% for m in messages %}{{ m.content if m.role == 'user' else 'x' }}{% endfor %}",
         "{% for m in messages %}{{ m.content ",  # not even a template
+        # read through dict.get: the check missed it, and a branch on it was filled in
+        "{% for m in messages %}{% if 'x' in m.get('content', '') %}x{% endif %}{% endfor %}",
     ]
     dated = fresh_tokenizer()
     dated.chat_template = "{{ strftime_now('%d %b %Y') }}{% for m in messages %}{{ m.content }}"

@@ -121,9 +121,9 @@ _JOINS = (nodes.Add, nodes.Concat, nodes.Output)
 
 
 def prints_content_only(template: str) -> bool:
-    """Whether ``template`` uses message text (``m['content']``, ``m.content``, or a name
-    ``content``) only to print it, unchanged or trimmed, so the text around it does not
-    depend on it."""
+    """Whether ``template`` uses message text (``m['content']``, ``m.content``,
+    ``m.get('content')``, or a name ``content``) only to print it, unchanged or trimmed, so
+    the text around it does not depend on it."""
     try:
         tree = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
     except TemplateSyntaxError:
@@ -144,12 +144,25 @@ def _content_reads(
         )
         or (isinstance(node, nodes.Getattr) and node.attr == "content")
         or (isinstance(node, nodes.Name) and node.name == "content")
+        or _gets_content(node)
     )
     if reads:
         found.append((*parents, node))
     for child in node.iter_child_nodes():
         found += _content_reads(child, (*parents, node))
     return found
+
+
+def _gets_content(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``m.get('content')`` (with or without a default)."""
+    return (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Getattr)
+        and node.node.attr == "get"
+        and bool(node.args)
+        and isinstance(node.args[0], nodes.Const)
+        and node.args[0].value == "content"
+    )
 
 
 def _only_printed(path: tuple[nodes.Node, ...]) -> bool:
