@@ -11,7 +11,7 @@ import pytest
 from jinja2.exceptions import TemplateError
 
 from rankwise import Reranker
-from rankwise.backends.chat_rendering import ChatRenderer, prints_content_only
+from rankwise.backends.chat_rendering import MAX_LAYOUTS, ChatRenderer, prints_content_only
 from rankwise.backends.chunked_encoding import (
     _CUT,
     GPT2_PATTERN,
@@ -288,6 +288,37 @@ def test_only_templates_that_just_print_the_text_are_filled_in(
     assert not ChatRenderer(dated).fills_in  # the layout would keep yesterday's date
     assert all(prints_content_only(template) for template in printed)
     assert not any(prints_content_only(template) for template in read)
+
+
+def test_a_read_the_check_cannot_follow_is_caught_by_the_placeholders_or_the_first_prompt(
+    fresh_tokenizer,
+) -> None:
+    """The syntax check cannot follow every read of the text (here through ``m.items()``).
+    Then a layout is kept only where both sets of placeholders and the first real prompt
+    render as the template does: a filter that changes the second set's placeholder
+    ("rankwise"), or the first prompt ("fleas"), leaves the template to render every time."""
+    for changed, first in (("rankwise", "a passage"), ("fleas", "fleas")):
+        tokenizer = fresh_tokenizer()
+        tokenizer.chat_template = (
+            "{% for m in messages %}{% for k, v in m.items() %}{% if k == 'content' %}"
+            f"{{{{ v | replace('{changed}', 'X') }}}};"
+            "{% endif %}{% endfor %}{% endfor %}"
+        )
+        assert prints_content_only(tokenizer.chat_template)  # the read is not seen
+        renderer = ChatRenderer(tokenizer)
+        for text in (first, "about rankwise and fleas"):
+            _renders_like_the_template(renderer, tokenizer, [Message("user", text)])
+        assert not renderer.uses_layout(["user"])
+
+
+def test_remembered_layouts_stay_within_bounds(fresh_tokenizer) -> None:
+    """One layout per sequence of roles, and at most MAX_LAYOUTS of them."""
+    renderer = ChatRenderer(fresh_tokenizer())
+    for n in range(MAX_LAYOUTS + 40):  # as many distinct sequences of nine roles
+        roles = ["assistant" if bit == "1" else "user" for bit in format(n, "09b")]
+        renderer.render([Message(role, "t") for role in roles])
+        assert 0 < len(renderer._layouts) <= MAX_LAYOUTS
+    assert renderer.uses_layout(roles)
 
 
 def test_a_replaced_template_is_checked_again(fresh_tokenizer) -> None:
