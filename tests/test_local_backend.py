@@ -270,6 +270,9 @@ async def test_generation_stops_where_the_context_ends(local_backend, local_cont
     local_context(prompt)
     with pytest.raises(ContextOverflowError):
         await local_backend.generate(messages, max_tokens=40)
+    local_context(prompt + 1)  # exactly full: the prompt and the one label token it reads
+    judged = await local_backend.label_logprobs(messages, ["Yes", "No"])
+    assert set(judged.logprobs) == {"Yes", "No"} and judged.prompt_tokens == prompt
 
 
 async def test_generation_is_greedy_and_deterministic(local_backend) -> None:

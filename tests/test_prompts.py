@@ -103,3 +103,12 @@ def test_a_prompt_file_saved_with_a_byte_order_mark_does_not_send_it(tmp_path, m
     monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path))
     [message] = PromptLibrary().get("mine").render(query="fleas", text="t")
     assert message.content == "Query: fleas\nPassage: t"
+
+
+def test_a_template_fills_the_fields_it_is_given_once_and_leaves_the_rest() -> None:
+    """A brace pair that names no given field stays as written (a template may show JSON),
+    and a value that spells a field is not filled again."""
+    from rankwise.prompts import fill
+
+    assert fill("{query} {example}", {"query": "fleas"}) == "fleas {example}"
+    assert fill("{query} {text}", {"query": "{text}", "text": "t"}) == "{text} t"

@@ -260,3 +260,33 @@ async def test_first_fits_chinese_passages_into_the_local_models_context(
     assert ranked.trace.count("truncation") == 1
     assert ranked.usage.calls == 1
     assert ranked.usage.prompt_tokens + 1 <= context  # the prompt and the one label read
+
+
+def test_a_sync_call_made_from_inside_a_sync_call_is_an_error_not_a_hang() -> None:
+    """Sync calls run on one background event loop. A sync call made from code that runs on
+    it (a plain rewrite function calling ``reranker.rerank``, under ``retriever.invoke``)
+    would wait on that loop from the loop itself and never return."""
+    import threading
+
+    from rankwise._sync import run_sync
+
+    async def inner() -> int:
+        return 1
+
+    async def outer() -> int:
+        return run_sync(inner())
+
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            run_sync(outer())
+        except RuntimeError as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the nested sync call hung"
+    assert "rankwise's own sync loop" in str(raised[0])
+    assert run_sync(inner()) == 1  # the loop still serves later calls

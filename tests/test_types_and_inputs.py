@@ -29,6 +29,9 @@ def test_dicts_keep_id_score_and_metadata() -> None:
     )
     assert docs[0] == Candidate(id="7", text="x", score=1.5, metadata={"source": "s"})
     assert docs[1].id == "d"
+    # a LangChain Document's fields, as a dict (Document.model_dump())
+    [dumped] = normalise_documents([{"id": "a", "page_content": "z", "metadata": {}}])
+    assert (dumped.id, dumped.text) == ("a", "z")
 
 
 def test_candidates_pass_through() -> None:
