@@ -118,6 +118,8 @@ def test_the_local_backend_without_torch_says_which_extra_to_install() -> None:
         ("listwise", {"window": 1}, "window must be in"),
         ("first", {"step": 0}, "step >= 1"),
         ("setwise", {"children": 0}, "children must be between 1 and 25, got 0"),
+        # a parent and 26 children need 27 labels, one more than the alphabet
+        ("setwise", {"children": 26}, "children must be between 1 and 25, got 26"),
         ("prp-heapsort", {"top_k": 0}, "top_k must be >= 1, got 0"),
         ("prp-allpair", {"ties": "coin"}, "ties must be"),
     ],
@@ -126,6 +128,11 @@ def test_out_of_range_method_options_are_input_errors(method, options, message) 
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(InputError, match=message):
         Reranker(method, backend, **options)
+
+
+def test_setwise_takes_as_many_children_as_the_alphabet_labels() -> None:
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    assert Reranker("setwise", backend, children=25).method.children == 25  # labels A to Z
 
 
 @pytest.mark.parametrize(
