@@ -104,6 +104,20 @@ async def test_answers_that_say_nothing_fall_back_without_raising(stub, method) 
     assert ranked.ids == [d["id"] for d in docs]  # no information: the input order stands
 
 
+@pytest.mark.parametrize("method", ["setwise", "prp-heapsort"])
+async def test_published_ties_keep_the_parent_and_so_shuffle_a_list_with_no_answers(
+    stub, method
+) -> None:
+    """With ``ties="published"`` an unreadable answer keeps the heap's parent, as the
+    published code does. Each extraction then takes the root, and the last item moved up to
+    it wins again: d0, then d4, d3, d2, d1."""
+    stub.handler = prose
+    docs = relevance_docs([0.1, 0.9, 0.5, 0.7, 0.3])
+    ranked = await Reranker(method, api_backend(stub), ties="published").arerank("q", docs)
+    assert ranked.ids == ["d0", "d4", "d3", "d2", "d1"]
+    assert ranked.trace.fallbacks
+
+
 @pytest.mark.parametrize(
     ("method", "ids"), [("listwise", "123"), ("listwise-full", "123"), ("first", "ABC")]
 )
