@@ -104,6 +104,19 @@ async def test_answers_that_say_nothing_fall_back_without_raising(stub, method) 
     assert ranked.ids == [d["id"] for d in docs]  # no information: the input order stands
 
 
+@pytest.mark.parametrize(("n", "bounds"), [(2, (1, 1)), (4, (1, 3))])
+async def test_setwise_call_bounds_are_tight_where_they_can_be(stub, n, bounds) -> None:
+    """Two passages make one group: one call whatever the answer, so the bounds are exact.
+    Four make one group of a parent and three children (a call at least); at most, that
+    group, then the three left after the top, then the two left: three calls."""
+    stub.handler = oracle
+    docs = relevance_docs([(7 * i % n) / n for i in range(n)])
+    reranker = Reranker("setwise", api_backend(stub))
+    assert reranker.call_bounds(docs) == bounds
+    ranked = await reranker.arerank("q", docs)
+    assert bounds[0] <= ranked.usage.calls <= bounds[1]
+
+
 @pytest.mark.parametrize("method", ["setwise", "prp-heapsort"])
 async def test_published_ties_keep_the_parent_and_so_shuffle_a_list_with_no_answers(
     stub, method
