@@ -273,6 +273,9 @@ async def test_generation_stops_where_the_context_ends(local_backend, local_cont
     local_context(prompt + 1)  # exactly full: the prompt and the one label token it reads
     judged = await local_backend.label_logprobs(messages, ["Yes", "No"])
     assert set(judged.logprobs) == {"Yes", "No"} and judged.prompt_tokens == prompt
+    # its text is the token the model would write, whether or not it is a label
+    first = await local_backend.generate(messages, max_tokens=1)
+    assert judged.text == first.text != ""
 
 
 async def test_generation_is_greedy_and_deterministic(local_backend) -> None:
