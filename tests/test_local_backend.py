@@ -276,6 +276,7 @@ async def test_generation_stops_where_the_context_ends(local_backend, local_cont
     # its text is the token the model would write, whether or not it is a label
     first = await local_backend.generate(messages, max_tokens=1)
     assert judged.text == first.text != ""
+    assert (first.prompt_tokens, first.completion_tokens) == (prompt, 1)
 
 
 async def test_generation_is_greedy_and_deterministic(local_backend) -> None:
