@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from rankwise.cache import ResponseCache
 from rankwise.cli import main
 from tests.conftest import DL19
 from tests.oracle import oracle, relevance_docs
+from tests.stub_server import Reply, completion, user_text
 
 
 async def test_second_identical_rerank_makes_no_call(stub, tmp_path) -> None:
@@ -233,3 +235,43 @@ async def test_a_closed_cache_is_opened_again_for_a_new_reranker(stub, tmp_path)
     assert [e.message for e in stale.trace.events if "Cannot operate" in e.message]
     again = await Reranker("pointwise", backend, cache=path).arerank("q", docs)
     assert again.usage.calls == 0 and again.usage.cache_hits == 3 and not again.trace.events
+
+
+def _labels_below_five_others(request: dict) -> Reply:
+    """A yes/no answer whose labels rank sixth and seventh among the alternatives; the
+    server lists as many alternatives as the request asks for, as OpenAI's does."""
+    relevance = float(re.search(r"relevance (\d\.\d+)", user_text(request))[1])
+    ranked = {"Maybe": -0.5, "Sure": -0.6, "I": -0.7, "The": -0.8, "Based": -0.9}
+    ranked |= {"Yes": -1.0 - (1 - relevance), "No": -1.0 - relevance}
+    body = completion("Maybe", top_logprobs=ranked)
+    listed = body["choices"][0]["logprobs"]["content"][0]
+    listed["top_logprobs"] = listed["top_logprobs"][: request["top_logprobs"]]
+    return Reply(body=body)
+
+
+async def test_asking_for_more_alternatives_does_not_read_answers_asked_with_fewer(
+    stub, tmp_path
+) -> None:
+    """A server lists only ``top_logprobs`` alternatives, so a label outside the top 5 is
+    missing from an answer asked with 5 and present with 10. The key held the prompt and
+    the labels but not how many alternatives were asked for, so a user who raised
+    ``top_logprobs`` to find the labels was given the answers without them again."""
+    stub.handler = _labels_below_five_others
+    docs = relevance_docs([0.3, 0.9, 0.1])
+    cache = tmp_path / "cache.sqlite"
+    few = OpenAIBackend("m", base_url=stub.base_url, top_logprobs=5)
+    blind = await Reranker("pointwise", few, cache=cache).arerank("q", docs)
+    assert blind.usage.calls == 3
+    fallbacks = [e for e in blind.trace.events if e.kind == "fallback"]
+    assert len(fallbacks) == 3  # neither label was listed: scored from the text
+    more = OpenAIBackend("m", base_url=stub.base_url, top_logprobs=10)
+    expected = await Reranker("pointwise", more).arerank("q", docs)
+    assert expected.ids == ["d1", "d0", "d2"] and not expected.trace.events
+    seen = await Reranker("pointwise", more, cache=cache).arerank("q", docs)
+    assert seen.usage.calls == 3 and seen.usage.cache_hits == 0
+    assert seen.ids == expected.ids
+    assert [i.score for i in seen.items] == [i.score for i in expected.items]
+    again = await Reranker("pointwise", more, cache=cache).arerank("q", docs)
+    assert again.usage.cache_hits == 3 and again.ids == expected.ids
+    asked_fewer = await Reranker("pointwise", few, cache=cache).arerank("q", docs)
+    assert asked_fewer.usage.cache_hits == 3 and asked_fewer.ids == blind.ids

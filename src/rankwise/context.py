@@ -112,8 +112,13 @@ class RankContext:
     async def label_logprobs(
         self, messages: Sequence[Message], labels: Sequence[str], *, assistant_prefix: str = ""
     ) -> LabelLogprobs:
-        """First-token log-probs of ``labels`` and count the call."""
+        """First-token log-probs of ``labels`` and count the call. An API lists only the
+        alternatives asked for, so how many (the backend's ``top_logprobs``) is part of the
+        request's cache key: a label missing from the top 5 may be among the top 10."""
         request = {"messages": _plain(messages), "labels": list(labels), "prefix": assistant_prefix}
+        alternatives = getattr(self.backend, "top_logprobs", None)
+        if alternatives is not None:
+            request["top_logprobs"] = alternatives
         return await self._cached(
             "label_logprobs",
             request,
