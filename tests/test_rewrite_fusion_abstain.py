@@ -23,7 +23,7 @@ from rankwise.abstain import (
 from rankwise.cli import main
 from rankwise.fusion import reciprocal_rank_fusion
 from rankwise.pipeline import RetrievalPipeline
-from rankwise.rewrite import QueryRewriter
+from rankwise.rewrite import QueryRewriter, Rewrite
 from tests.conftest import DL19
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import Reply, completion, sent_tokens, user_text
@@ -609,3 +609,46 @@ async def test_rewriting_counts_its_retries(stub) -> None:
     result = await QueryRewriter(backend, ["keywords"]).arewrite(QUESTION)
     assert result.queries == [QUESTION, "flea life cycle duration"]
     assert result.usage.calls == 1 and result.usage.retries == 1
+
+
+REASONING = "<think>\nGQR would paraphrase it; KWR, PAR and CCE also fit. Fleas live\n"
+
+
+async def test_a_reasoning_models_thoughts_are_not_searched_for(stub) -> None:
+    """Reasoning models (Qwen3, DeepSeek-R1 distills) write ``<think>…</think>`` before
+    the answer. The pseudo answer searched with the whole text, thoughts included, and the
+    adaptive selection read strategy names from the thoughts, so it ran every one the
+    model had thought about."""
+    stub.handler = replying(
+        {
+            "choose query rewriting strategies": REASONING + "</think>\n\nPAR",
+            "write a passage": REASONING + "</think>\n\nFleas live up to a year.",
+        }
+    )
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
+    assert result.rewrites[1:] == [Rewrite("Fleas live up to a year.", "pseudo_answer")]
+    assert result.usage.calls == 2  # the selection, then the pseudo answer alone
+
+
+@pytest.mark.parametrize("strategy", ["pseudo_answer", "multi_query", "keywords"])
+async def test_thoughts_cut_short_by_the_token_limit_are_no_rewrite(stub, strategy) -> None:
+    """When ``max_tokens`` ends the answer inside the thoughts, no answer was written; the
+    thoughts were searched for as if they were the rewrite."""
+    stub.handler = lambda request: Reply(body=completion(REASONING))
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, [strategy]).arewrite(QUESTION)
+    assert result.queries == [QUESTION]
+    assert "no usable rewrite" in result.trace.fallbacks[0].message
+
+
+async def test_a_selection_cut_short_in_its_thoughts_falls_back_to_the_general_rewrite(
+    stub,
+) -> None:
+    stub.handler = replying(
+        {"choose query rewriting strategies": REASONING}, otherwise="How long does a flea live?"
+    )
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    result = await QueryRewriter(backend, ["adaptive"]).arewrite(QUESTION)
+    assert [r.strategy for r in result.rewrites] == ["original", "general"]
+    assert "strategy selection unreadable" in result.trace.fallbacks[0].message

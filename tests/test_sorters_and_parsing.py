@@ -156,3 +156,13 @@ def test_the_groups_no_answers_can_repeat_are_the_first_of_each_build_sift_down(
     # 10 items, 3 children: roots 2, 1 and 0, each with three children
     assert heap_new_groups(10, 3) == [4, 4, 4]
     assert heap_new_groups(1, 2) == [] == heap_new_groups(0, 3)
+
+
+@pytest.mark.parametrize("cut", ["<think>", "  <think>\n"])
+def test_an_answer_cut_short_in_its_thoughts_names_nothing(cut: str) -> None:
+    """A token limit that ends a reasoning model's answer inside ``<think>`` leaves only
+    thoughts; the ids and labels they weigh up were read as the answer."""
+    thoughts = cut + "Passage [2] or passage B? [3] > [1] looks"
+    repair = parse_permutation(thoughts, 3)
+    assert repair.order == [0, 1, 2] and repair.missing == [0, 1, 2]
+    assert parse_choice(thoughts, "AB") is None

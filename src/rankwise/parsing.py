@@ -32,10 +32,21 @@ class PermutationRepair:
         return not self.well_formed or bool(self.missing or self.duplicates or self.out_of_range)
 
 
-def clean_answer(text: str) -> str:
-    """Keep the text after the last ``</think>`` and map exotic digits to ASCII."""
+def after_reasoning(text: str) -> str:
+    """The answer a reasoning model (Qwen3, DeepSeek-R1) wrote after its thoughts: the text
+    after the last ``</think>``. An answer that opens ``<think>`` and never closes it was cut
+    short by the token limit inside its thoughts, and has no answer: ``""``."""
     if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
+        return text.rsplit("</think>", 1)[1]
+    if text.lstrip().startswith("<think>"):
+        return ""
+    return text
+
+
+def clean_answer(text: str) -> str:
+    """Keep the answer after a reasoning model's thoughts (:func:`after_reasoning`) and map
+    exotic digits to ASCII."""
+    text = after_reasoning(text)
     out = []
     for char in text:
         if char.isascii():

@@ -33,6 +33,7 @@ from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_bac
 from rankwise.backends.tokens import prompt_counter
 from rankwise.errors import InputError
 from rankwise.inputs import normalise_query
+from rankwise.parsing import after_reasoning
 from rankwise.prompts import PromptLibrary, check_fields
 from rankwise.types import Trace, Usage
 
@@ -84,8 +85,7 @@ class RewriteResult:
 
 def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]:
     """Usable queries from raw model output."""
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
+    text = after_reasoning(text)
     lines = text.splitlines() if multi_line else [" ".join(text.split("\n\n")[0].split())]
     seen = {same_query_key(original)} if original else set()
     cleaned: list[str] = []
@@ -213,7 +213,7 @@ class QueryRewriter:
         return [r.text for r in result.rewrites if r.strategy != "original"]
 
     async def _select(self, question: str, result: RewriteResult) -> list[str]:
-        text = await self._generate("rewrite_select", result, question=question)
+        text = after_reasoning(await self._generate("rewrite_select", result, question=question))
         picked = [_SELECTABLE[name] for name in re.findall(r"\b(GQR|KWR|PAR|CCE)\b", text.upper())]
         if not picked:
             result.trace.record(
@@ -236,7 +236,8 @@ class QueryRewriter:
             chat_history=chat_history,
         )
         if strategy == "pseudo_answer":
-            cleaned = [" ".join(text.split())] if text.strip() else []
+            passage = " ".join(after_reasoning(text).split())
+            cleaned = [passage] if passage else []
         else:
             cleaned = clean_lines(text, multi_line=strategy in _MULTI_LINE, original=question)
         if not cleaned:
