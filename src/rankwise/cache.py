@@ -1,8 +1,9 @@
 """A persistent response cache (sqlite), so repeated experiments do not pay again.
 
 Entries are keyed by a hash of (backend kind, model, operation, prompt and decoding
-parameters); a local model counts with its dtype and, read from a folder or file, its path
-and when its weights last changed, since those change its answers. Each entry is one row
+parameters, with the number of alternatives an API lists for label log-probs); a local
+model counts with its dtype and, read from a folder or file, its path and when its weights
+last changed, since those change its answers. Each entry is one row
 written in one statement, so a cancelled rerank never leaves half an entry. Enable it with
 ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on the command line, or the
 ``RANKWISE_CACHE`` environment variable.
