@@ -199,3 +199,32 @@ def test_a_bad_model_kwarg_is_the_callers_error_not_a_damaged_copy(local_backend
     assert not caplog.records, [record.getMessage() for record in caplog.records]
     assert is_complete(folder)
     assert (folder / "model.safetensors").stat().st_mtime_ns == written
+
+
+def test_gguf_files_of_one_name_and_size_are_not_given_each_others_weights(
+    tmp_path, monkeypatch
+) -> None:
+    """Two fine-tunes of one model, exported with one quantisation under one file name,
+    have the same size to the byte. The converted copy was named after the file's stem and
+    size only, so the second model loaded the first one's weights, and said nothing."""
+    from rankwise.backends.transformers import TransformersBackend
+
+    monkeypatch.setenv("RANKWISE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    paths = []
+    for seed, folder in enumerate(("first", "second")):
+        (tmp_path / folder).mkdir()
+        paths.append(write_tiny_gguf(default_gguf_path(), tmp_path / folder / "tuned.gguf", seed))
+    assert paths[0].stat().st_size == paths[1].stat().st_size
+    loaded = [TransformersBackend(f"~/{path.parent.name}/{path.name}") for path in paths]
+    weights = [backend.model.get_input_embeddings().weight for backend in loaded]
+    assert not torch.equal(weights[0], weights[1])
+    direct = transformers.AutoModelForCausalLM.from_pretrained(
+        paths[1].parent, gguf_file=paths[1].name, dtype=torch.float32
+    )
+    assert torch.equal(weights[1], direct.get_input_embeddings().weight)
+    assert loaded[0].cache_identity != loaded[1].cache_identity  # and answers are kept apart
+    before = converted_model_dir(paths[0])
+    status = paths[0].stat()
+    os.utime(paths[0], ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+    assert converted_model_dir(paths[0]) != before  # replaced in place: converted again

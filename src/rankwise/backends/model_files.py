@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from importlib import metadata
@@ -47,12 +48,17 @@ def converted_model_dir(gguf: Path, converter_major: int | None = None) -> Path:
     The folder is named after the ``transformers`` major version that writes it
     (``converter_major``, the installed one by default): a copy written by one major version
     is not always readable by another (5.x saves a tokenizer class 4.x does not have), so each
-    keeps its own.
+    keeps its own. It is also named after the file's full path and when it last changed:
+    two fine-tunes of one model exported under one name with one quantisation have the same
+    size to the byte, and must not share a copy; nor must a file replaced in place.
     """
     if converter_major is None:
         converter_major = installed_transformers_major()
-    size = gguf.stat().st_size
-    return cache_root() / "models" / f"{gguf.stem}-{size}-transformers{converter_major}"
+    status = gguf.stat()
+    origin = f"{gguf.resolve()}\0{status.st_mtime_ns}".encode()
+    fingerprint = hashlib.sha256(origin).hexdigest()[:12]
+    name = f"{gguf.stem}-{status.st_size}-{fingerprint}-transformers{converter_major}"
+    return cache_root() / "models" / name
 
 
 def installed_transformers_major() -> int:

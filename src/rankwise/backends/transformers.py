@@ -1048,7 +1048,7 @@ def _tokens(request: _LabelRequest) -> list[int]:
 def _model_source(model: str) -> str:
     """`` at PATH (weights of TIME)`` for a model read from a local folder or file, else
     empty (the embedded model, a hub id)."""
-    path = Path(model)
+    path = Path(model).expanduser()
     if model == DEFAULT_MODEL_ALIAS or not path.exists():
         return ""
     path = path.resolve()
