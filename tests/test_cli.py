@@ -359,6 +359,7 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, m
         (["--base-url", "http://127.0.0.1:9/v1"], "--base-url", "--backend local; drop it"),
         (["--stream-logprobs"], "--stream-logprobs", "--backend local; drop it"),
         (["--max-context", "4096"], "--max-context", "--backend local; drop it"),
+        (["--request-option", "seed=1"], "--request-option", "--backend local; drop it"),
         (
             ["--backend", "openai", "--model", "m", "--dtype", "bfloat16"],
             "--dtype",
@@ -535,3 +536,23 @@ def test_eval_reports_every_fallback_of_the_run(stub, tmp_path) -> None:
     report = json.loads(path.read_text())
     assert report["calls"] == 2 and report["fallbacks"] == 2
     assert report["ndcg@10"] == report["input_ndcg@10"]  # the input order, kept
+
+
+def test_request_options_on_the_command_line_reach_every_request(stub, tmp_path, capsys) -> None:
+    from tests.oracle import oracle
+
+    stub.handler = oracle
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "1"]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "3", "--backend", "openai"]
+    args += ["--model", "oracle", "--base-url", stub.base_url, "--method", "pointwise"]
+    options = ["--request-option", "reasoning_effort=minimal"]
+    options += ["--request-option", 'chat_template_kwargs={"enable_thinking": false}']
+    assert main([*args, *options]) == 0
+    assert len(stub.requests) == 3
+    for request in stub.requests:
+        assert request["reasoning_effort"] == "minimal"
+        assert request["chat_template_kwargs"] == {"enable_thinking": False}
+    capsys.readouterr()
+    assert main([*args, "--request-option", "temperature=0.7"]) == 2
+    assert "request_options sets temperature" in capsys.readouterr().err
+    assert len(stub.requests) == 3

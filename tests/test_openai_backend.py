@@ -18,6 +18,7 @@ from rankwise import (
     OpenAIBackend,
     Reranker,
 )
+from tests.oracle import oracle, relevance_docs
 from tests.stub_server import (
     Reply,
     StubServer,
@@ -411,3 +412,123 @@ async def test_one_backend_serves_the_sync_api_and_several_loops(stub) -> None:
     first = await reranker.arerank("q", DOCS)
     second = await asyncio.to_thread(reranker.rerank, "q", DOCS)
     assert first.ids == second.ids == ["high", "mid", "low"]
+
+
+def _refusal(param: str, code: str, message: str) -> Reply:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return Reply(status=400, body={"error": error})
+
+
+UNSUPPORTED_MAX_TOKENS = _refusal(
+    "max_tokens",
+    "unsupported_parameter",
+    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead.",
+)
+UNSUPPORTED_TEMPERATURE = _refusal(
+    "temperature",
+    "unsupported_value",
+    "Unsupported value: 'temperature' does not support 0 with this model. Only the default "
+    "(1) value is supported.",
+)
+
+
+def like_a_reasoning_model(request) -> Reply:
+    """OpenAI's reasoning models (o-series, GPT-5): they refuse ``max_tokens`` and any
+    temperature but 1, with these bodies, and otherwise answer (here, like the oracle)."""
+    if "max_tokens" in request:
+        return UNSUPPORTED_MAX_TOKENS
+    if request.get("temperature", 1) != 1:
+        return UNSUPPORTED_TEMPERATURE
+    assert request["max_completion_tokens"] >= 1
+    return oracle(request)
+
+
+@pytest.mark.parametrize("method", ["listwise", "pointwise"])
+async def test_a_model_that_refuses_max_tokens_and_temperature_is_sent_what_it_takes(
+    stub, caplog, method
+) -> None:
+    """Every request to OpenAI's reasoning models failed with "Unsupported parameter:
+    'max_tokens'", and there was no option to send another field. Now the refused fields
+    are sent as the model asks. Listwise sends its windows one after another; pointwise
+    sends every passage at once, so each refused request is sent again."""
+    stub.handler = like_a_reasoning_model
+    values = [0.3, 0.9, 0.1, 0.6, 0.5, 0.8, 0.2, 0.7] * 3
+    docs = relevance_docs(values)
+    backend = OpenAIBackend("reasoner", base_url=stub.base_url, max_retries=0)
+    options = {"window": 8, "step": 4} if method == "listwise" else {}
+    with caplog.at_level("WARNING", logger="rankwise.backends.openai"):
+        ranked = await Reranker(method, backend, **options).arerank("q", docs)
+    found = [values[int(i[1:])] for i in ranked.ids]
+    best = sorted(values, reverse=True)
+    if method == "listwise":  # one pass of sliding windows puts the best `step` first
+        found, best = found[:4], best[:4]
+    assert found == best
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    answered = [r for r in stub.requests if "max_completion_tokens" in r and "temperature" not in r]
+    assert len(answered) == ranked.usage.calls
+    refused = len(stub.requests) - len(answered)
+    assert ranked.usage.retries == refused >= 2  # each refused request was sent again
+    if method == "listwise":
+        assert refused == 2  # one request learnt both; the later ones were sent right
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rankwise.backends.openai"]
+    assert len(warnings) == 2
+    assert "'max_tokens'" in warnings[0] and "max_completion_tokens instead" in warnings[0]
+    assert "'temperature'" in warnings[1]
+
+
+async def test_a_refusal_of_a_value_is_not_taken_for_an_unsupported_field(stub) -> None:
+    """A limit too large for the model is refused with ``param: max_tokens`` too; sending
+    it as ``max_completion_tokens`` would not help, so it fails at once, saying why."""
+    stub.handler = lambda request: _refusal(
+        "max_tokens", "invalid_value", "max_tokens is too large: 100000."
+    )
+    backend = OpenAIBackend("m", base_url=stub.base_url)
+    with pytest.raises(BackendError, match="max_tokens is too large"):
+        await Reranker("listwise", backend).arerank("q", relevance_docs([0.2, 0.8]))
+    assert len(stub.requests) == 1 and "max_tokens" in stub.requests[0]
+
+
+async def test_request_options_go_in_every_request_and_in_the_cache_key(stub, tmp_path) -> None:
+    stub.handler = oracle
+    docs = relevance_docs([0.2, 0.8, 0.5])
+    thinking_off = {"chat_template_kwargs": {"enable_thinking": False}, "seed": 7}
+    backend = OpenAIBackend("m", base_url=stub.base_url, request_options=thinking_off)
+    cache = tmp_path / "cache.sqlite"
+    first = await Reranker("pointwise", backend, cache=cache).arerank("q", docs)
+    assert first.ids == ["d1", "d2", "d0"]
+    assert len(stub.requests) == 3
+    for request in stub.requests:
+        assert request["chat_template_kwargs"] == {"enable_thinking": False}
+        assert request["seed"] == 7 and request["max_tokens"] == 1 and request["logprobs"]
+    plain = OpenAIBackend("m", base_url=stub.base_url)
+    other = await Reranker("pointwise", plain, cache=cache).arerank("q", docs)
+    assert other.usage.calls == 3 and other.usage.cache_hits == 0  # other answers
+    again = OpenAIBackend("m", base_url=stub.base_url, request_options=dict(thinking_off))
+    assert (await Reranker("pointwise", again, cache=cache).arerank("q", docs)).usage.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_tokens": 5, "temperature": 0.7}, "max_tokens, temperature"),
+        ({"messages": []}, "messages"),
+        (["reasoning_effort"], "must map field names"),
+        ({1: "x"}, "must map field names"),
+    ],
+)
+def test_request_options_that_rankwise_sets_itself_are_refused(options, message) -> None:
+    with pytest.raises(InputError, match=message):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", request_options=options)
+
+
+async def test_a_server_that_refuses_a_field_it_was_not_sent_is_not_asked_forever(stub) -> None:
+    """Each refused request is sent again once without the field it was refused for; a
+    server that goes on naming that field fails the request, rather than looping."""
+    stub.handler = lambda request: UNSUPPORTED_MAX_TOKENS
+    backend = OpenAIBackend("m", base_url=stub.base_url, max_retries=0)
+    with pytest.raises(BackendError, match="Unsupported parameter"):
+        await asyncio.wait_for(
+            Reranker("listwise", backend).arerank("q", relevance_docs([0.2, 0.8])), 10
+        )
+    assert ["max_tokens" in r for r in stub.requests] == [True, False]

@@ -105,6 +105,14 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         f"(default {API_MAX_CONTEXT}); for a self-hosted model, somewhat below the server's",
     )
     group.add_argument(
+        "--request-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="openai: a field for every request's body, e.g. --request-option "
+        "reasoning_effort=minimal (values read as JSON)",
+    )
+    group.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16"], help="local (default float32)"
     )
 
@@ -116,6 +124,7 @@ API_ONLY_OPTIONS = (
     "timeout",
     "stream_logprobs",
     "max_context",
+    "request_option",
 )
 LOCAL_ONLY_OPTIONS = ("dtype",)
 
@@ -228,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def method_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to keyword arguments; values are JSON when they parse."""
+def key_values(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--option``, ``--request-option``) to a dict; values are
+    JSON when they parse."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -257,6 +267,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
             timeout=args.timeout or API_TIMEOUT,
             stream_logprobs=bool(args.stream_logprobs),
             max_context=args.max_context or API_MAX_CONTEXT,
+            request_options=key_values(args.request_option or []),
         )
     from rankwise.backends.transformers import TransformersBackend
 
@@ -311,7 +322,7 @@ def check_run(args: argparse.Namespace, *, scores_for: str | None = None) -> Run
     when ``scores_for`` names what reads the scores, a method whose scores are only ranks.
     """
     _check_backend_options(args)
-    options = method_options(args.option)
+    options = key_values(args.option)
     prices = _price_table(args)
     if args.backend == "local":
         # Built on the model's name, a Reranker checks the method, its options and prompts

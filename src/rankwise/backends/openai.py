@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import json
+import logging
 import os
 import random
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,12 +52,18 @@ from rankwise.prompts import Message
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
 class MalformedResponseError(BackendError):
     """The server answered 200 but the body is not a usable completion."""
+
+
+class _Resend(Exception):
+    """The model refused a field that the request can be sent again without."""
 
 
 @dataclass
@@ -104,6 +112,19 @@ class OpenAIBackend:
             tokenizer (SmolLM2's counts about twice as many for Chinese), so for a self-hosted
             model set it somewhat below the server's context. A prompt the server refuses as
             too long raises :class:`~rankwise.errors.ContextOverflowError`.
+        request_options: more fields for the body of every request, such as
+            ``{"reasoning_effort": "minimal"}`` for OpenAI's reasoning models, or
+            ``{"chat_template_kwargs": {"enable_thinking": False}}`` for Qwen3 on vLLM. They
+            are part of the response cache's key. Fields that rankwise sets itself (the
+            model, messages, token limit, temperature, log-probs, streaming) are refused.
+        client_kwargs: more arguments for ``openai.AsyncOpenAI`` (``default_headers``,
+            ``http_client``, ...).
+
+    A model that refuses ``max_tokens`` and asks for ``max_completion_tokens`` (OpenAI's
+    reasoning models) is sent that instead, and one that refuses ``temperature=0`` is sent
+    none, from the refusal on, with a warning. A reasoning model spends that limit on its
+    thoughts too: with a low ``reasoning_effort`` in ``request_options`` its thoughts stay
+    short enough to leave room for the answer.
     """
 
     kind = "openai"
@@ -123,11 +144,13 @@ class OpenAIBackend:
         top_logprobs: int = 5,
         stream_logprobs: bool = False,
         max_context: int = API_MAX_CONTEXT,
+        request_options: Mapping[str, Any] | None = None,
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         _check_options(
             concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs, max_context
         )
+        self.request_options = _checked_request_options(request_options)
         if base_url is not None:
             _check_base_url(base_url)
         key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -151,6 +174,8 @@ class OpenAIBackend:
             raise InputError(f"stream_logprobs must be True or False, got {stream_logprobs!r}")
         self.stream_logprobs = stream_logprobs
         self._client_kwargs = client_kwargs or {}
+        self._token_limit_field = "max_tokens"  # "max_completion_tokens" once refused
+        self._sends_temperature = True  # False once the model refused one
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
@@ -160,6 +185,14 @@ class OpenAIBackend:
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
+
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache keys this model by: its name, and the
+        ``request_options`` that change its answers."""
+        if not self.request_options:
+            return self.model_name
+        return f"{self.model_name} {json.dumps(self.request_options, sort_keys=True, default=str)}"
 
     def count_tokens(self, text: str) -> int:
         return self._tokens.count(text)
@@ -254,13 +287,16 @@ class OpenAIBackend:
         """One chat completion, retried; with ``stream``, streamed and its chunks put back
         together. Returns the answer and the retry count."""
         resources = self._loop_resources()
-        body = {"model": self.model_name, "messages": [m.as_dict() for m in messages], **params}
-        if stream:
-            body |= {"stream": True, "stream_options": {"include_usage": True}}
 
         async def attempt() -> Any:
+            body = self._body(messages, stream, params)  # as the model's refusals taught
             async with resources.semaphore:
-                response = await resources.client.chat.completions.create(**body)
+                try:
+                    response = await resources.client.chat.completions.create(**body)
+                except openai.BadRequestError as error:
+                    if self._adapt_to_refusal(error, body):
+                        raise _Resend from error
+                    raise
                 if stream:
                     async with response:
                         chunks = [chunk async for chunk in response]
@@ -272,6 +308,43 @@ class OpenAIBackend:
 
         reply, retries = await self.with_retries(attempt)
         return (reply if stream else _answer_of(reply)), retries
+
+    def _body(self, messages: Sequence[Message], stream: bool, params: dict[str, Any]) -> Any:
+        """The arguments of one request: ``params`` with the token limit under the field the
+        model takes, without a temperature where it refused one, and ``request_options``."""
+        fields = dict(params)
+        if "max_tokens" in fields:
+            fields[self._token_limit_field] = fields.pop("max_tokens")
+        if not self._sends_temperature:
+            fields.pop("temperature", None)
+        body = {"model": self.model_name, "messages": [m.as_dict() for m in messages], **fields}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        if self.request_options:
+            body["extra_body"] = self.request_options
+        return body
+
+    def _adapt_to_refusal(self, error: openai.BadRequestError, body: dict[str, Any]) -> bool:
+        """Whether ``error`` refused a field of ``body`` that can be sent otherwise: then
+        every request from now on sends ``max_completion_tokens`` for an unsupported
+        ``max_tokens``, or no ``temperature`` for one the model does not support. Each
+        refused request is sent again once, without the field it was refused for."""
+        refused = error.param
+        if refused not in body:  # refused what it was not sent: no other way to send it
+            return False
+        if refused == "max_tokens" and error.code == "unsupported_parameter":
+            change = "sending max_completion_tokens instead"
+            first = self._token_limit_field == "max_tokens"
+            self._token_limit_field = "max_completion_tokens"
+        elif refused == "temperature":  # 0, which every model with a temperature supports
+            change = "sending none, so its answers are sampled at its default temperature"
+            first = self._sends_temperature
+            self._sends_temperature = False
+        else:
+            return False
+        if first:
+            logger.warning("%s refused %r (%s); %s", self.model_name, refused, error, change)
+        return True
 
     def _assemble(self, chunks: Sequence[Any], messages: Sequence[Message]) -> _Answer:
         """One answer from a streamed reply's chunks (the first choice of each)."""
@@ -324,6 +397,8 @@ class OpenAIBackend:
                 await asyncio.sleep(delay)
 
     def _retry_delay(self, error: Exception, retries: int) -> float | None:
+        if isinstance(error, _Resend):
+            return 0.0
         if retries >= self.max_retries or not _is_retryable(error):
             return None
         delay = min(self.max_backoff, self.backoff * (2**retries)) * (0.5 + random.random() / 2)
@@ -435,6 +510,41 @@ def _check_base_url(base_url: object) -> None:
             f"base_url must be an http:// or https:// URL with a host, such as "
             f"http://127.0.0.1:8080/v1; got {base_url!r}"
         )
+
+
+_RANKWISE_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "logprobs",
+        "top_logprobs",
+        "stream",
+        "stream_options",
+        "n",
+    }
+)
+
+
+def _checked_request_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``request_options`` as a dict: refused where it is not a mapping of names, or sets a
+    field rankwise sets itself."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise InputError(
+            f"request_options must map field names to values, such as "
+            f'{{"reasoning_effort": "minimal"}}; got {options!r:.100}'
+        )
+    taken = sorted(_RANKWISE_FIELDS.intersection(options))
+    if taken:
+        raise InputError(
+            f"request_options sets {', '.join(taken)}, which rankwise sets itself for each "
+            "method; leave them out (pass top_logprobs= to OpenAIBackend for the alternatives)"
+        )
+    return dict(options)
 
 
 def _check_options(
