@@ -309,7 +309,9 @@ class OpenAIBackend:
         reply, retries = await self.with_retries(attempt)
         return (reply if stream else _answer_of(reply)), retries
 
-    def _body(self, messages: Sequence[Message], stream: bool, params: dict[str, Any]) -> Any:
+    def _body(
+        self, messages: Sequence[Message], stream: bool, params: dict[str, Any]
+    ) -> dict[str, Any]:
         """The arguments of one request: ``params`` with the token limit under the field the
         model takes, without a temperature where it refused one, and ``request_options``."""
         fields = dict(params)
