@@ -461,3 +461,37 @@ async def test_a_chat_model_that_answers_in_content_parts_is_read_whole() -> Non
     ranked = await Reranker("listwise", chat).arerank("q", ["a", "b", "c"])
     assert ranked.ids == ["1", "2", "0"] and ranked.trace.fallbacks == []
     assert ranked.model == "GenericFakeChatModel"  # no model name: the class names it
+
+
+async def test_the_cache_keeps_apart_chat_models_of_one_name_with_other_settings(
+    stub, tmp_path
+) -> None:
+    """The key held the wrapped model's name only, so a ChatOpenAI of that name at another
+    temperature, or at another server, read the first one's answers as its own."""
+    from langchain_openai import ChatOpenAI
+
+    from rankwise.backends.langchain import LangChainBackend
+
+    stub.handler = oracle
+    documents = relevance_docs([0.1, 0.9, 0.5])
+    cache = tmp_path / "cache.sqlite"
+
+    def chat(**settings) -> Reranker:
+        model = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key="k", **settings)
+        return Reranker("listwise", model, cache=cache)
+
+    first = await chat(temperature=0.0).arerank("q", documents)
+    assert first.usage.calls == 1 and first.ids == ["d1", "d2", "d0"]
+    warmer = await chat(temperature=0.9).arerank("q", documents)
+    assert warmer.usage.calls == 1 and warmer.usage.cache_hits == 0
+    assert stub.requests[-1]["temperature"] == 0.9
+    again = await chat(temperature=0.0).arerank("q", documents)  # a new, equal model
+    assert again.usage.calls == 0 and again.usage.cache_hits == 1
+    assert again.ids == first.ids
+
+    def identity(api_key: str) -> str:
+        model = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key=api_key)
+        return LangChainBackend(model).cache_identity
+
+    assert identity("k") == identity("rotated")  # a new API key keeps the answers
+    assert "rotated" not in identity("rotated")

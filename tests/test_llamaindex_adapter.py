@@ -353,3 +353,50 @@ async def test_an_llms_usage_and_log_probs_reach_the_rerank(fields, monkeypatch)
     assert (ranked.usage.prompt_tokens, ranked.usage.completion_tokens) == (11, 2)
     monkeypatch.setattr(Settings, "_llm", llm)
     assert LlamaIndexBackend().llm is llm  # no LLM given: Settings.llm
+
+
+def _tuned_llm(temperature: float, api_key: str = "k"):
+    """A user-defined LlamaIndex LLM with settings, as LLM integrations declare them; it
+    answers one ranking and records the temperature each call ran at."""
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+    from llama_index.core.llms import CustomLLM, LLMMetadata
+
+    class TunedLLM(CustomLLM):
+        temperature: float = 0.0
+        api_key: str = ""
+        calls: int = 0
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="tuned", context_window=2048, is_chat_model=True)
+
+        async def achat(self, messages, **kwargs) -> ChatResponse:
+            self.calls += 1
+            return ChatResponse(message=ChatMessage(role="assistant", content="[2] > [1]"))
+
+        def complete(self, prompt: str, formatted: bool = False, **kwargs):
+            raise NotImplementedError
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+            raise NotImplementedError
+
+    return TunedLLM(temperature=temperature, api_key=api_key)
+
+
+async def test_the_cache_keeps_apart_llms_of_one_name_with_other_settings(tmp_path) -> None:
+    """The key held the LLM's model name only, so the same LLM at another temperature read
+    the first one's answers as its own."""
+    from rankwise.backends.llamaindex import LlamaIndexBackend
+
+    cache = tmp_path / "cache.sqlite"
+    documents = ["fleas live a year", "concrete"]
+    cold, warm, cold_again = _tuned_llm(0.0), _tuned_llm(0.9), _tuned_llm(0.0)
+    for llm in (cold, warm, cold_again):
+        ranked = await Reranker("listwise", llm, cache=cache).arerank("q", documents)
+        assert ranked.ids == ["1", "0"]
+    assert (cold.calls, warm.calls, cold_again.calls) == (1, 1, 0)
+    identities = {
+        LlamaIndexBackend(llm).cache_identity for llm in (_tuned_llm(0.0), _tuned_llm(0.0, "new"))
+    }
+    assert len(identities) == 1  # a new API key keeps the answers
+    assert '"new"' not in identities.pop()

@@ -1,10 +1,11 @@
 """A persistent response cache (sqlite), so repeated experiments do not pay again.
 
 Entries are keyed by a hash of (backend kind, model, operation, prompt and decoding
-parameters, with the number of alternatives an API lists for label log-probs); a local
+parameters, with the number of alternatives an API lists for label log-probs). A local
 model counts with its dtype and, read from a folder or file, its path and when its weights
-last changed, since those change its answers. Each entry is one row
-written in one statement, so a cancelled rerank never leaves half an entry. Enable it with
+last changed; an API model with its ``request_options``; a LangChain or LlamaIndex model
+with its settings (class, server, temperature; not its API key): all of these change its
+answers. Each entry is one row written in one statement, so a cancelled rerank never leaves half an entry. Enable it with
 ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on the command line, or the
 ``RANKWISE_CACHE`` environment variable.
 

@@ -159,6 +159,18 @@ class FrameworkBackend(ABC):
     def capabilities(self) -> Capabilities:
         return self._capabilities
 
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache keys this model by: its name and its settings (the
+        class, server, temperature and the like), which change its answers: two
+        providers' models of one name, or one model at two temperatures, must not share
+        answers."""
+        return f"{self.model_name} {self._settings()}"
+
+    @abstractmethod
+    def _settings(self) -> str:
+        """The wrapped model's settings as stable text, without secrets."""
+
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)
 

@@ -69,6 +69,11 @@ class LangChainBackend(FrameworkBackend):
         name = getattr(model, "model_name", None) or getattr(model, "model", None)
         self.model_name = str(name or type(model).__name__)
 
+    def _settings(self) -> str:
+        """The model as LangChain's own response cache keys it: its class and constructor
+        arguments, secrets masked."""
+        return self.model._get_llm_string()
+
     async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
         converted = [_ROLES[m.role](content=m.content) for m in messages]
         response = await self.model.ainvoke(converted, **extra)

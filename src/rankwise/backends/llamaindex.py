@@ -7,6 +7,7 @@ the LLM fills ``ChatResponse.logprobs`` (LlamaIndex's OpenAI LLMs do, when asked
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,12 +77,31 @@ class LlamaIndexBackend(FrameworkBackend):
         self.llm = llm
         self.model_name = str(metadata.model_name or type(llm).__name__)
 
+    def _settings(self) -> str:
+        """The LLM's class and its plain settings (text, numbers, flags), without fields
+        that name a key or secret: what LlamaIndex serialises of it, less what could differ
+        between two equal LLMs or leak a credential."""
+        fields = {
+            name: value
+            for name, value in self.llm.to_dict().items()
+            if isinstance(value, str | int | float | bool | None) and not _names_a_secret(name)
+        }
+        kind = f"{type(self.llm).__module__}.{type(self.llm).__qualname__}"
+        return f"{kind} {json.dumps(fields, sort_keys=True)}"
+
     async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
         converted = [ChatMessage(role=_ROLES[m.role], content=m.content) for m in messages]
         response = await self.llm.achat(converted, **extra)
         positions = [[(lp.token, lp.logprob) for lp in entry] for entry in response.logprobs or []]
         prompt, completion = _usage(response)
         return Reply(str(response.message.content or ""), positions, prompt, completion)
+
+
+def _names_a_secret(field: str) -> bool:
+    """Whether a field's name says it holds a credential (``api_key``, ``token``,
+    ``client_secret``; not ``max_tokens``)."""
+    name = field.lower()
+    return any(word in name for word in ("key", "secret", "password")) or name.endswith("token")
 
 
 def _usage(response: ChatResponse) -> tuple[int, int]:
