@@ -5,9 +5,9 @@ parameters, with the number of alternatives an API lists for label log-probs). A
 model counts with its dtype and, read from a folder or file, its path and when its weights
 last changed; an API model with its ``request_options``; a LangChain or LlamaIndex model
 with its settings (class, server, temperature; not its API key): all of these change its
-answers. Each entry is one row written in one statement, so a cancelled rerank never leaves half an entry. Enable it with
-``Reranker(cache="path.sqlite")``, ``--cache PATH`` on the command line, or the
-``RANKWISE_CACHE`` environment variable.
+answers. Each entry is one row written in one statement, so a cancelled rerank never
+leaves half an entry. Enable it with ``Reranker(cache="path.sqlite")``, ``--cache PATH`` on
+the command line, or the ``RANKWISE_CACHE`` environment variable.
 
 Several processes may share one cache file. Opening waits while another process is
 setting the file up; a write waits up to 5 s for another writer's lock. A rerank whose
