@@ -10,7 +10,7 @@ import random
 import pytest
 from jinja2.exceptions import TemplateError
 
-from rankwise import Reranker
+from rankwise import InputError, Reranker
 from rankwise.backends.chat_rendering import MAX_LAYOUTS, ChatRenderer, prints_content_only
 from rankwise.backends.chunked_encoding import (
     _CUT,
@@ -351,3 +351,54 @@ def test_a_template_that_refuses_roles_still_raises(fresh_tokenizer) -> None:
     with pytest.raises(TemplateError, match="no system messages"):
         renderer.render([Message("system", "Rank well."), Message("user", "the query")])
     assert renderer.render([Message("user", "the query")]) == "the query"
+
+
+QWEN3_SWITCH = (
+    "{% if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}"
+    "<think>\n\n</think>\n\n{% endif %}"
+)
+"""Qwen3's switch: with thinking off, its template writes an empty thought after the
+assistant's marker, so the answer starts at once."""
+
+
+async def test_a_thinking_model_is_asked_for_its_answer_not_its_thoughts(local_backend) -> None:
+    """A thinking model's template (Qwen3's) starts the answer with its thoughts unless it is
+    rendered with ``enable_thinking=False``, which the local backend could not pass: a yes/no
+    judgement read the log-probs of "Yes" and "No" where the model writes ``<think>``."""
+    from rankwise.backends.transformers import TransformersBackend
+
+    thinking = local_backend.tokenizer.chat_template + QWEN3_SWITCH
+    answering = TransformersBackend("default")
+    kept = TransformersBackend("default", chat_template_kwargs={})
+    try:
+        for backend in (answering, kept):
+            backend.tokenizer.chat_template = thinking
+        messages = [Message("user", "Does the passage answer the query?")]
+        for _ in range(2):  # rendered, then filled into the remembered layout
+            assert answering.chat_prompt(messages).endswith(
+                "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+            )
+            assert kept.chat_prompt(messages).endswith("<|im_start|>assistant\n")
+        assert answering.renderer.uses_layout(["user"])
+        thought = len(_whole(answering.tokenizer, "<think>\n\n</think>\n\n"))
+        judged = [await b.label_logprobs(messages, ["Yes", "No"]) for b in (answering, kept)]
+        assert judged[0].prompt_tokens == judged[1].prompt_tokens + thought
+        assert answering.cache_identity != kept.cache_identity  # other prompts, other answers
+        assert answering.cache_identity == local_backend.cache_identity  # the default: as before
+    finally:
+        await answering.aclose()
+        await kept.aclose()
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"tokenize": True}, "sets tokenize"),
+        (["enable_thinking"], "must map template variable names"),
+    ],
+)
+def test_template_variables_rankwise_passes_itself_are_refused(variables, message) -> None:
+    from rankwise.backends.transformers import TransformersBackend
+
+    with pytest.raises(InputError, match=message):
+        TransformersBackend("default", chat_template_kwargs=variables)

@@ -27,7 +27,7 @@ template every time, as before.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jinja2 import nodes
@@ -47,10 +47,12 @@ _UNKNOWN: Any = object()
 
 
 class ChatRenderer:
-    """Renders chat messages with ``tokenizer``'s chat template (``add_generation_prompt``)."""
+    """Renders chat messages with ``tokenizer``'s chat template (``add_generation_prompt``),
+    passing ``template_kwargs`` (such as ``enable_thinking``) to it."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, template_kwargs: Mapping[str, Any] | None = None) -> None:
         self._tokenizer = tokenizer
+        self._template_kwargs = dict(template_kwargs or {})
         self._layouts: dict[tuple[str, ...], Layout | None] = {}
         self._template_seen: Any = None
         self.fills_in = False
@@ -95,6 +97,7 @@ class ChatRenderer:
             [message.as_dict() for message in messages],
             tokenize=False,
             add_generation_prompt=True,
+            **self._template_kwargs,
         )
         return str(rendered)
 

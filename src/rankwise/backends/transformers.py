@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -242,6 +243,10 @@ class TransformersBackend:
             captured once per bucket of batch shapes (see
             :mod:`rankwise.backends.cuda_graphs`). ``None``: on for a CUDA device, off
             elsewhere; ``True`` on another device is an error.
+        chat_template_kwargs: variables for the model's chat template. ``None``:
+            ``{"enable_thinking": False}``, since every method reads the answer's first
+            tokens, which a thinking model (Qwen3) would spend on ``<think>``; templates
+            that do not read it are not changed. ``{}`` keeps the template's own default.
     """
 
     kind = "transformers"
@@ -261,8 +266,10 @@ class TransformersBackend:
         pack_prompts: bool | None = None,
         cuda_graphs: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
+        self._template_kwargs = _checked_template_kwargs(chat_template_kwargs)
         self._dtype = _torch_dtype(dtype)
         self._device = _torch_device(device)
         defaults = device_defaults(self._device)
@@ -289,7 +296,7 @@ class TransformersBackend:
         self._pad_id = int(self.tokenizer.pad_token_id)
         self._greedy_loop = True  # False once the greedy loop failed on this model
         self.encoder = ChunkedEncoder(self.tokenizer)
-        self.renderer = ChatRenderer(self.tokenizer)
+        self.renderer = ChatRenderer(self.tokenizer, self._template_kwargs)
         self.special_text = SpecialText(self.tokenizer)
         self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
             "a", add_special_tokens=False
@@ -348,8 +355,13 @@ class TransformersBackend:
         and float32 answers differ (a bfloat16 run must not read float32 answers); for a
         model from a folder or file, also its full path and when its weights last changed,
         so two folders of the same name, or a model trained again in place, do not share
-        answers; for a hub model, the snapshot's revision."""
-        return f"{self.model_name} {str(self._dtype).removeprefix('torch.')}{self._source}"
+        answers; for a hub model, the snapshot's revision; and the chat template variables,
+        where they are not the default."""
+        identity = f"{self.model_name} {str(self._dtype).removeprefix('torch.')}{self._source}"
+        if self._template_kwargs != THINKING_OFF:  # they change the prompts
+            variables = json.dumps(self._template_kwargs, sort_keys=True, default=str)
+            identity += f" template {variables}"
+        return identity
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode_framed(text))
@@ -1043,6 +1055,31 @@ def _length(request: _LabelRequest | _ContinuationRequest | _GenerateRequest) ->
 
 def _tokens(request: _LabelRequest) -> list[int]:
     return request.input_ids
+
+
+THINKING_OFF: dict[str, Any] = {"enable_thinking": False}
+"""The chat template variables a local model is rendered with by default."""
+
+_RENDERING_ARGUMENTS = frozenset({"messages", "tokenize", "add_generation_prompt", "conversation"})
+
+
+def _checked_template_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``chat_template_kwargs`` as a dict (the default where ``None``), refused where it is
+    not a mapping of names or sets what rankwise passes itself."""
+    if kwargs is None:
+        return dict(THINKING_OFF)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+        raise InputError(
+            "chat_template_kwargs must map template variable names to values, such as "
+            f'{{"enable_thinking": False}}; got {kwargs!r:.100}'
+        )
+    taken = sorted(_RENDERING_ARGUMENTS.intersection(kwargs))
+    if taken:
+        raise InputError(
+            f"chat_template_kwargs sets {', '.join(taken)}, which rankwise passes to the "
+            "template itself; leave them out"
+        )
+    return dict(kwargs)
 
 
 def _model_source(model: str) -> str:
