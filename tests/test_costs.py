@@ -195,3 +195,46 @@ def test_eval_report_carries_a_cost_estimate(tmp_path, capsys, monkeypatch) -> N
     assert query["calls"] == report["calls"] == 3
     assert query["prompt_tokens"] == report["prompt_tokens"]
     assert query["cost_usd"] == pytest.approx(report["cost_usd"], abs=1e-6)
+
+
+async def test_dry_run_counts_what_the_response_cache_already_holds(stub, tmp_path) -> None:
+    """With a cache, a real rerank pays only for the answers the cache lacks, but the dry
+    run predicted every call, as if there were no cache: a warm rerun was priced in full."""
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, backoff=0.01, timeout=5)
+    path = tmp_path / "cache.sqlite"
+    reranker = Reranker("pointwise", backend, cache=path)
+    docs = relevance_docs([0.3, 0.9, 0.1, 0.6])
+    paid = await reranker.arerank("q", docs)
+    assert paid.usage.calls == 4 and len(reranker.cache) == 4
+    sent = len(stub.requests)
+    warm = await reranker.aestimate("q", docs)
+    assert (warm.calls, warm.cache_hits, warm.prompt_tokens) == (0, 4, 0)
+    more = [*docs, {"id": "d4", "text": "passage 4 relevance 0.500"}]
+    partly = await reranker.aestimate("q", more)
+    cold = await Reranker("pointwise", backend).aestimate("q", more)
+    assert (partly.calls, partly.cache_hits) == (1, 4)
+    assert partly.prompt_tokens == cold.prompt_tokens / 5  # one prompt of five, all alike
+    assert len(stub.requests) == sent  # a dry run sends nothing
+    assert len(reranker.cache) == 4  # and writes nothing: its answers are not the model's
+    actual = await reranker.arerank("q", more)
+    assert (actual.usage.calls, actual.usage.cache_hits) == (1, 4)
+    await backend.aclose()
+
+
+def test_cli_dry_run_reports_the_cache_hits_of_a_warm_rerun(stub, tmp_path, capsys) -> None:
+    stub.handler = oracle
+    args = ["eval", "--backend", "openai", "--model", "oracle", "--base-url", stub.base_url]
+    args += ["--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
+    args += ["--method", "pointwise", "--depth", "3", "--queries", "2"]
+    args += ["--cache", str(tmp_path / "cache.sqlite")]
+    assert main([*args, "--dry-run"]) == 0
+    cold = json.loads(capsys.readouterr().out)
+    assert (cold["calls"], cold["cache_hits"]) == (6, 0) and stub.requests == []
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0
+    warm = json.loads(capsys.readouterr().out)
+    assert (warm["calls"], warm["cache_hits"], warm["prompt_tokens"]) == (0, 6, 0)
+    assert "already in the response cache" in warm["note"]
+    assert len(stub.requests) == 6

@@ -447,7 +447,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     records = load_queries(args.data, args.queries)
     setup = check_run(args)
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend, **setup.options)
+    reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name
 
     async def work() -> list[Usage]:
@@ -472,6 +472,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         "depth": args.depth,
         "calls": total.calls,
         "calls_per_query": [u.calls for u in usages],
+        "cache_hits": total.cache_hits,
         "calls_are_exact": fixed,
         "calls_fewest": sum(b.fewest for b in bounds),
         "calls_most": sum(b.most for b in bounds),
@@ -499,6 +500,12 @@ def _dry_run(args: argparse.Namespace) -> int:
             else "prompt tokens from the tokenizer plus 4 per message (an estimate). "
         )
         + "Completion tokens are the requested maxima (an upper bound)."
+        + (
+            f" {total.cache_hits} answers are already in the response cache and cost nothing; "
+            "calls_fewest and calls_most count without the cache."
+            if total.cache_hits
+            else ""
+        )
     )
     print(json.dumps(prediction, indent=2))
     return 0

@@ -52,6 +52,9 @@ class RankContext:
     all-pairs PRP) stop at the budget instead of sending every call before the first one
     returns. A call in flight counts one call and, against ``max_tokens``, its prompt's
     tokens under the backend's tokenizer plus the most it may generate.
+
+    With ``cache_writes=False`` the cache is only read (a dry run, whose answers are not
+    the model's).
     """
 
     def __init__(
@@ -62,10 +65,12 @@ class RankContext:
         *,
         max_calls: int | None = None,
         max_tokens: int | None = None,
+        cache_writes: bool = True,
     ) -> None:
         self.backend = backend
         self.prompts = prompts
         self.cache = cache
+        self.cache_writes = cache_writes
         self.max_calls = max_calls
         self.max_tokens = max_tokens
         self.usage = Usage()
@@ -194,7 +199,7 @@ class RankContext:
             result = await call()
         completion = getattr(result, "completion_tokens", 0)
         self._count(result.prompt_tokens, completion, result.retries)
-        if self.cache is not None:
+        if self.cache is not None and self.cache_writes:
             try:
                 self.cache.put(key, self.backend.kind, self.backend.model_name, operation, result)
             except CacheError as error:

@@ -223,11 +223,15 @@ class Reranker:
         counts their tokens and answers neutrally. Calls are exact for methods whose call
         pattern does not depend on the answers; for ``prp-heapsort`` and ``setwise`` they
         follow a model that prefers no passage, and :meth:`call_bounds` gives the fewest and
-        the most. Completion tokens are the requested maxima (an upper bound).
+        the most. Completion tokens are the requested maxima (an upper bound). With a
+        response cache, answers it holds cost no call (``usage.cache_hits``), as in the real
+        rerank; nothing is written to it.
         """
         from rankwise.backends.dry_run import DryRunBackend
 
-        result = await self._arerank(query, documents, None, DryRunBackend(self.backend), None)
+        result = await self._arerank(
+            query, documents, None, DryRunBackend(self.backend), self.cache, cache_writes=False
+        )
         return result.usage
 
     def estimate(self, query: str, documents: Iterable[DocumentLike]) -> Usage:
@@ -268,6 +272,8 @@ class Reranker:
         top_n: int | None,
         backend: Backend,
         cache: ResponseCache | None,
+        *,
+        cache_writes: bool = True,
     ) -> RankedList:
         check_top_n(top_n)
         query = normalise_query(query)
@@ -281,6 +287,7 @@ class Reranker:
             cache,
             max_calls=self.max_calls,
             max_tokens=self.max_tokens,
+            cache_writes=cache_writes,
         )
         ranked = [i for i, c in enumerate(candidates) if c.text.strip()]
         empty = [i for i, c in enumerate(candidates) if not c.text.strip()]

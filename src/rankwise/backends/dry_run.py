@@ -8,7 +8,9 @@ exact for methods whose call pattern does not depend on the answers (pointwise, 
 sliding windows, FIRST, ICR); for heapsort, setwise and PRP-Sliding they follow the path of
 a model that prefers no passage (``Reranker.call_bounds`` gives the fewest and the most).
 A prompt asked again on that path is answered without a call, as in a real rerank.
-Completion tokens are the requested maximum, an upper bound.
+Completion tokens are the requested maximum, an upper bound. With a response cache, a
+prompt whose answer it holds costs no call, as in the real rerank, and the cached answer
+steers the path; the dry run writes nothing to the cache.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ class DryRunBackend:
     @property
     def capabilities(self) -> Capabilities:
         return self.wrapped.capabilities
+
+    @property
+    def cache_identity(self) -> str:
+        """The wrapped backend's, so a dry run finds the answers its real rerank stored."""
+        return str(getattr(self.wrapped, "cache_identity", self.wrapped.model_name))
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """The wrapped backend's alternatives count (part of a label request's cache key)."""
+        return getattr(self.wrapped, "top_logprobs", None)
 
     def count_tokens(self, text: str) -> int:
         return self.wrapped.count_tokens(text)
