@@ -400,3 +400,23 @@ async def test_the_cache_keeps_apart_llms_of_one_name_with_other_settings(tmp_pa
     }
     assert len(identities) == 1  # a new API key keeps the answers
     assert '"new"' not in identities.pop()
+
+
+@pytest.mark.parametrize(
+    ("field", "secret"),
+    [
+        ("api_key", True),
+        ("token", True),
+        ("hf_token", True),
+        ("client_secret", True),
+        ("password", True),
+        ("max_tokens", False),
+        ("temperature", False),
+        ("api_base", False),
+        ("num_output", False),
+    ],
+)
+def test_the_cache_key_leaves_out_the_fields_that_hold_credentials(field, secret) -> None:
+    from rankwise.backends.llamaindex import _names_a_secret
+
+    assert _names_a_secret(field) is secret
