@@ -513,6 +513,7 @@ async def test_request_options_go_in_every_request_and_in_the_cache_key(stub, tm
     [
         ({"max_tokens": 5, "temperature": 0.7}, "max_tokens, temperature"),
         ({"messages": []}, "messages"),
+        ({"extra_headers": {"x": "1"}}, "client_kwargs"),
         (["reasoning_effort"], "must map field names"),
         ({1: "x"}, "must map field names"),
     ],

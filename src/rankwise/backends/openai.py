@@ -540,6 +540,16 @@ def _checked_request_options(options: Mapping[str, Any] | None) -> dict[str, Any
             f"request_options must map field names to values, such as "
             f'{{"reasoning_effort": "minimal"}}; got {options!r:.100}'
         )
+    client_side = sorted(
+        {"extra_body", "extra_headers", "extra_query", "timeout"}.intersection(options)
+    )
+    if client_side:
+        raise InputError(
+            f"request_options are the fields of the request's body itself, so "
+            f"{', '.join(client_side)} would be sent as a field; put the fields in "
+            "request_options directly, and headers, query parameters or the timeout in "
+            "client_kwargs (default_headers, default_query) or timeout="
+        )
     taken = sorted(_RANKWISE_FIELDS.intersection(options))
     if taken:
         raise InputError(
