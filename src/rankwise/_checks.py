@@ -1,9 +1,11 @@
 """Checks shared by the options of backends and rerankers: is a value a number of the kind
-an option counts in?"""
+an option counts in, or a mapping of names that leaves rankwise's own alone?"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from rankwise.errors import InputError
 
@@ -32,3 +34,19 @@ def check_real(name: str, value: object, least: float, meaning: str = "") -> Non
     ``least``."""
     if not is_real(value) or value < least:  # type: ignore[operator]
         raise InputError(f"{name} must be a number of at least {least}{meaning}, got {value!r}")
+
+
+def checked_names(
+    name: str, value: object, reserved: frozenset[str], *, names: str, example: str, taken: str
+) -> dict[str, Any]:
+    """``value`` as a dict; :class:`InputError` unless it maps ``names`` (strings) to values,
+    none of them in ``reserved`` (what rankwise sets itself: ``taken`` says so and what to
+    do instead)."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InputError(
+            f"{name} must map {names} to values, such as {example}; got {value!r:.100}"
+        )
+    clashes = sorted(reserved.intersection(value))
+    if clashes:
+        raise InputError(f"{name} sets {', '.join(clashes)}, {taken}")
+    return dict(value)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from rankwise._checks import check_whole, is_real
+from rankwise._checks import check_whole, checked_names, is_real
 from rankwise.backends.base import (
     API_CONCURRENCY,
     API_MAX_CONTEXT,
@@ -532,16 +532,20 @@ _RANKWISE_FIELDS = frozenset(
 
 def _checked_request_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``request_options`` as a dict: refused where it is not a mapping of names, or sets a
-    field rankwise sets itself."""
+    field rankwise sets itself or a keyword of the client's."""
     if options is None:
         return {}
-    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
-        raise InputError(
-            f"request_options must map field names to values, such as "
-            f'{{"reasoning_effort": "minimal"}}; got {options!r:.100}'
-        )
+    checked = checked_names(
+        "request_options",
+        options,
+        _RANKWISE_FIELDS,
+        names="field names",
+        example='{"reasoning_effort": "minimal"}',
+        taken="which rankwise sets itself for each method; leave them out (pass "
+        "top_logprobs= to OpenAIBackend for the alternatives)",
+    )
     client_side = sorted(
-        {"extra_body", "extra_headers", "extra_query", "timeout"}.intersection(options)
+        {"extra_body", "extra_headers", "extra_query", "timeout"}.intersection(checked)
     )
     if client_side:
         raise InputError(
@@ -550,13 +554,7 @@ def _checked_request_options(options: Mapping[str, Any] | None) -> dict[str, Any
             "request_options directly, and headers, query parameters or the timeout in "
             "client_kwargs (default_headers, default_query) or timeout="
         )
-    taken = sorted(_RANKWISE_FIELDS.intersection(options))
-    if taken:
-        raise InputError(
-            f"request_options sets {', '.join(taken)}, which rankwise sets itself for each "
-            "method; leave them out (pass top_logprobs= to OpenAIBackend for the alternatives)"
-        )
-    return dict(options)
+    return checked
 
 
 def _check_options(

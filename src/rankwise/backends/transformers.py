@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
-from rankwise._checks import check_real, check_whole
+from rankwise._checks import check_real, check_whole, checked_names
 from rankwise.backends.base import (
     LOCAL_MODEL,
     AttentionScan,
@@ -1068,18 +1068,14 @@ def _checked_template_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]
     not a mapping of names or sets what rankwise passes itself."""
     if kwargs is None:
         return dict(THINKING_OFF)
-    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
-        raise InputError(
-            "chat_template_kwargs must map template variable names to values, such as "
-            f'{{"enable_thinking": False}}; got {kwargs!r:.100}'
-        )
-    taken = sorted(_RENDERING_ARGUMENTS.intersection(kwargs))
-    if taken:
-        raise InputError(
-            f"chat_template_kwargs sets {', '.join(taken)}, which rankwise passes to the "
-            "template itself; leave them out"
-        )
-    return dict(kwargs)
+    return checked_names(
+        "chat_template_kwargs",
+        kwargs,
+        _RENDERING_ARGUMENTS,
+        names="template variable names",
+        example='{"enable_thinking": False}',
+        taken="which rankwise passes to the template itself; leave them out",
+    )
 
 
 def _model_source(model: str) -> str:
