@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import warnings
 from collections.abc import Callable
 
@@ -322,6 +323,32 @@ def test_risk_coverage_bounds() -> None:
     quality = [max(s) for s in lists]
     cv = cross_validated_nauc(lists, quality)
     assert cv["calibrator"] > 0.9 and cv["max"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("order", ["worst first", "best first", "shuffled"])
+def test_tied_confidences_tell_nothing_whatever_the_order_of_the_queries(order) -> None:
+    """Queries of equal confidence were dropped in the order they were listed, so a
+    confidence that tells them apart no better than chance scored anything from -1 to 1 by
+    the input order alone: a constant one scored a perfect 1.0 on queries listed worst
+    first. Ties now count as a random draw among the tied queries."""
+    metrics = [0.1, 0.2, 0.3, 0.5, 0.6, 0.8, 0.9]
+    if order == "best first":
+        metrics.reverse()
+    elif order == "shuffled":
+        random.Random(3).shuffle(metrics)
+    constant = risk_coverage([0.7] * len(metrics), metrics)
+    assert constant["nauc"] == pytest.approx(0.0, abs=1e-12)
+    assert constant["method"] == pytest.approx([statistics.fmean(metrics)] * 101)
+    # Two levels: the three best queries share the high confidence, the rest the low one.
+    ranked = sorted(metrics)
+    two_levels = [1.0 if m >= ranked[4] else 0.0 for m in metrics]
+    curve = risk_coverage(two_levels, metrics)
+    assert curve["nauc"] == pytest.approx(risk_coverage(two_levels[::-1], metrics[::-1])["nauc"])
+    # Dropping 2 of 7 removes 2 of the 4 low-confidence queries at random: in expectation,
+    # half of their total.
+    expected = (sum(ranked[4:]) + sum(ranked[:4]) / 2) / 5
+    two_dropped = next(i for i, rate in enumerate(curve["rates"]) if round(rate * 7) == 2)
+    assert curve["method"][two_dropped] == pytest.approx(expected)
 
 
 async def test_reranker_abstains_with_a_calibrator(stub) -> None:

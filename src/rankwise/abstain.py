@@ -294,15 +294,8 @@ def risk_coverage(
         raise InputError("need one confidence per metric, and at least one query")
     rates = [i / grid for i in range(grid)]
     n = len(metrics)
-    ranked_by_confidence = sorted(range(n), key=lambda i: confidences[i])
-    ranked_by_metric = sorted(range(n), key=lambda i: metrics[i])
-    method, oracle = [], []
-    for rate in rates:
-        drop = round(rate * n)
-        kept = ranked_by_confidence[drop:] or ranked_by_confidence[-1:]
-        method.append(statistics.fmean(metrics[i] for i in kept))
-        kept = ranked_by_metric[drop:] or ranked_by_metric[-1:]
-        oracle.append(statistics.fmean(metrics[i] for i in kept))
+    method = [_kept_mean(confidences, metrics, n - round(rate * n)) for rate in rates]
+    oracle = [_kept_mean(metrics, metrics, n - round(rate * n)) for rate in rates]
     random_level = statistics.fmean(metrics)
     auc = _trapezoid(rates, method)
     auc_oracle = _trapezoid(rates, oracle)
@@ -318,6 +311,26 @@ def risk_coverage(
         "auc_random": auc_random,
         "nauc": (auc - auc_random) / spread if spread > 0 else 0.0,
     }
+
+
+def _kept_mean(confidences: Sequence[float], metrics: Sequence[float], keep: int) -> float:
+    """Mean metric of the ``keep`` most confident queries (at least one), ties drawn at
+    random: a group of equally confident queries that the cut splits keeps, in expectation,
+    its share of its total. Breaking ties by the order the queries were listed in would let
+    that order alone score a confidence that tells them apart no better than chance."""
+    groups: dict[float, list[float]] = {}
+    for confidence, metric in zip(confidences, metrics, strict=True):
+        groups.setdefault(confidence, []).append(metric)
+    room, total = max(1, keep), 0.0
+    wanted = room
+    for confidence in sorted(groups, reverse=True):
+        group = groups[confidence]
+        taken = min(room, len(group))
+        total += statistics.fmean(group) * taken
+        room -= taken
+        if not room:
+            break
+    return total / wanted
 
 
 def _trapezoid(xs: Sequence[float], ys: Sequence[float]) -> float:
