@@ -290,6 +290,19 @@ def test_confidence_functions() -> None:
     assert quantile([0.0, 10.0], 0.25) == 2.5  # interpolated, as numpy's default
 
 
+def test_an_abstention_rate_of_zero_abstains_on_no_reference_query() -> None:
+    """The threshold is the rate-quantile of the reference predictions, and a list abstains
+    at or below it. At a rate of 0 that quantile is the lowest prediction, so the weakest
+    reference query abstained: a user who asked for none got at least one."""
+    rng = random.Random(5)
+    lists = [[rng.random() for _ in range(5)] for _ in range(20)]
+    quality = [max(s) for s in lists]
+    calibrator = Calibrator(n=5).fit(lists, quality, abstention_rate=0.0)
+    assert not any(calibrator.decide(s)[0] for s in lists)
+    some = Calibrator(n=5).fit(lists, quality, abstention_rate=0.25)
+    assert sum(some.decide(s)[0] for s in lists) == 5  # other rates as before
+
+
 def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:
     rng = random.Random(7)
     lists = [[rng.random() for _ in range(10)] for _ in range(400)]

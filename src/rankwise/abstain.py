@@ -221,7 +221,9 @@ class Calibrator:
         self.weights = ridge_fit(rows, metrics, self.alpha)
         self.reference_size = len(rows)
         predictions = [self.predict(scores) for scores in score_lists]
-        if abstention_rate is not None:
+        if abstention_rate == 0:  # the lowest prediction would abstain, at or below it
+            self.threshold = float("-inf")
+        elif abstention_rate is not None:
             self.threshold = quantile(predictions, abstention_rate)
         elif min_quality is not None:
             self.threshold = min_quality
