@@ -288,6 +288,11 @@ def test_queries_files_are_checked_line_by_line_as_they_are_read(tmp_path, lines
         ({"dtype": "float64"}, "dtype must be one of float32, bfloat16, float16, got 'float64'"),
         ({"device": "gpu0"}, "unknown device 'gpu0'"),
         ({"device": "meta", "cuda_graphs": True}, "cuda_graphs needs a CUDA device"),
+        # The legacy spelling was ignored without a word (the model loaded in float32), and
+        # the current one failed inside transformers with "multiple values for 'dtype'".
+        ({"model_kwargs": {"torch_dtype": "bfloat16"}}, r"model_kwargs sets torch_dtype.*dtype="),
+        ({"model_kwargs": {"dtype": "bfloat16"}}, r"model_kwargs sets dtype.*dtype="),
+        ({"model_kwargs": ["attn_implementation"]}, "model_kwargs must map"),
     ],
 )
 def test_local_backend_options_are_checked_before_the_model_loads(options, message) -> None:

@@ -243,6 +243,8 @@ class TransformersBackend:
             captured once per bucket of batch shapes (see
             :mod:`rankwise.backends.cuda_graphs`). ``None``: on for a CUDA device, off
             elsewhere; ``True`` on another device is an error.
+        model_kwargs: more keyword arguments for ``from_pretrained`` (such as
+            ``attn_implementation``), on every load; the dtype is ``dtype``'s.
         chat_template_kwargs: variables for the model's chat template. ``None``:
             ``{"enable_thinking": False}``, since every method reads the answer's first
             tokens, which a thinking model (Qwen3) would spend on ``<think>``; templates
@@ -270,6 +272,15 @@ class TransformersBackend:
     ) -> None:
         started = time.perf_counter()
         self._template_kwargs = _checked_template_kwargs(chat_template_kwargs)
+        loading = checked_names(
+            "model_kwargs",
+            model_kwargs or {},
+            frozenset({"dtype", "torch_dtype"}),
+            names="from_pretrained keyword names",
+            example='{"attn_implementation": "eager"}',
+            taken="which TransformersBackend sets from its own dtype option; pass "
+            "TransformersBackend(model, dtype=...) instead ('float32' or 'bfloat16')",
+        )
         self._dtype = _torch_dtype(dtype)
         self._device = _torch_device(device)
         defaults = device_defaults(self._device)
@@ -281,9 +292,7 @@ class TransformersBackend:
                 f"cuda_graphs needs a CUDA device, not {str(self._device)!r}: "
                 "leave it unset or pass cuda_graphs=False"
             )
-        self.model_name, self.tokenizer, self.model = _load(
-            str(model), self._dtype, model_kwargs or {}
-        )
+        self.model_name, self.tokenizer, self.model = _load(str(model), self._dtype, loading)
         self._source = _model_source(str(model))
         revision = getattr(self.model.config, "_commit_hash", None)
         if not self._source and revision:
