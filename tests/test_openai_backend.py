@@ -533,3 +533,11 @@ async def test_a_server_that_refuses_a_field_it_was_not_sent_is_not_asked_foreve
             Reranker("listwise", backend).arerank("q", relevance_docs([0.2, 0.8])), 10
         )
     assert ["max_tokens" in r for r in stub.requests] == [True, False]
+
+
+@pytest.mark.parametrize("given", ["max_retries", "timeout", "api_key", "base_url"])
+def test_client_kwargs_that_the_backend_sets_itself_are_refused(given) -> None:
+    """They failed at the first request, with the client's TypeError "got multiple values
+    for keyword argument", after the rerank had started."""
+    with pytest.raises(InputError, match=f"client_kwargs sets {given}.*OpenAIBackend"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", client_kwargs={given: 1})

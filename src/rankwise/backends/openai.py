@@ -118,7 +118,8 @@ class OpenAIBackend:
             are part of the response cache's key. Fields that rankwise sets itself (the
             model, messages, token limit, temperature, log-probs, streaming) are refused.
         client_kwargs: more arguments for ``openai.AsyncOpenAI`` (``default_headers``,
-            ``http_client``, ...).
+            ``default_query``, ``http_client``, ...); the key, URL, timeout and retries are
+            this backend's own options.
 
     A model that refuses ``max_tokens`` and asks for ``max_completion_tokens`` (OpenAI's
     reasoning models) is sent that instead, and one that refuses ``temperature=0`` is sent
@@ -173,7 +174,15 @@ class OpenAIBackend:
         if not isinstance(stream_logprobs, bool):
             raise InputError(f"stream_logprobs must be True or False, got {stream_logprobs!r}")
         self.stream_logprobs = stream_logprobs
-        self._client_kwargs = client_kwargs or {}
+        self._client_kwargs = checked_names(
+            "client_kwargs",
+            client_kwargs or {},
+            frozenset({"api_key", "base_url", "timeout", "max_retries"}),
+            names="AsyncOpenAI keyword names",
+            example='{"default_headers": {"X-Team": "search"}}',
+            taken="which OpenAIBackend sets from its own options; pass OpenAIBackend(..., "
+            "api_key=, base_url=, timeout=, max_retries=) instead",
+        )
         self._token_limit_field = "max_tokens"  # "max_completion_tokens" once refused
         self._sends_temperature = True  # False once the model refused one
         self._tokens = TokenCounter()
