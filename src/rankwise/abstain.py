@@ -296,8 +296,9 @@ def risk_coverage(
         raise InputError("need one confidence per metric, and at least one query")
     rates = [i / grid for i in range(grid)]
     n = len(metrics)
-    method = [_kept_mean(confidences, metrics, n - round(rate * n)) for rate in rates]
-    oracle = [_kept_mean(metrics, metrics, n - round(rate * n)) for rate in rates]
+    by_confidence, by_metric = _tied_groups(confidences, metrics), _tied_groups(metrics, metrics)
+    method = [_kept_mean(by_confidence, n - round(rate * n)) for rate in rates]
+    oracle = [_kept_mean(by_metric, n - round(rate * n)) for rate in rates]
     random_level = statistics.fmean(metrics)
     auc = _trapezoid(rates, method)
     auc_oracle = _trapezoid(rates, oracle)
@@ -315,18 +316,23 @@ def risk_coverage(
     }
 
 
-def _kept_mean(confidences: Sequence[float], metrics: Sequence[float], keep: int) -> float:
-    """Mean metric of the ``keep`` most confident queries (at least one), ties drawn at
-    random: a group of equally confident queries that the cut splits keeps, in expectation,
-    its share of its total. Breaking ties by the order the queries were listed in would let
-    that order alone score a confidence that tells them apart no better than chance."""
+def _tied_groups(confidences: Sequence[float], metrics: Sequence[float]) -> list[list[float]]:
+    """The metrics grouped by equal confidence, the most confident group first."""
     groups: dict[float, list[float]] = {}
     for confidence, metric in zip(confidences, metrics, strict=True):
         groups.setdefault(confidence, []).append(metric)
-    room, total = max(1, keep), 0.0
-    wanted = room
-    for confidence in sorted(groups, reverse=True):
-        group = groups[confidence]
+    return [groups[confidence] for confidence in sorted(groups, reverse=True)]
+
+
+def _kept_mean(groups: Sequence[Sequence[float]], keep: int) -> float:
+    """Mean metric of the ``keep`` most confident queries (at least one), from
+    :func:`_tied_groups`, ties drawn at random: a group of equally confident queries that the
+    cut splits keeps, in expectation, its share of its total. Breaking ties by the order the
+    queries were listed in would let that order alone score a confidence that tells them
+    apart no better than chance."""
+    wanted = max(1, keep)
+    room, total = wanted, 0.0
+    for group in groups:
         taken = min(room, len(group))
         total += statistics.fmean(group) * taken
         room -= taken
