@@ -238,3 +238,67 @@ def test_cli_dry_run_reports_the_cache_hits_of_a_warm_rerun(stub, tmp_path, caps
     assert (warm["calls"], warm["cache_hits"], warm["prompt_tokens"]) == (0, 6, 0)
     assert "already in the response cache" in warm["note"]
     assert len(stub.requests) == 6
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_cli_dry_run_prices_only_the_queries_the_qrels_judge(
+    stub, tmp_path, capsys, command
+) -> None:
+    """``eval`` and ``calibrate`` rerank only the queries their qrels judge, and
+    ``--queries N`` takes the first N of those; the dry run priced every query in the file,
+    so it predicted calls the real run never makes."""
+    stub.handler = oracle
+    lines = (DL19 / "bm25-top100.jsonl").read_text().splitlines()[:4]
+    unjudged = json.loads(lines[0]) | {"qid": "no-judgments"}
+    data = tmp_path / "queries.jsonl"
+    data.write_text("\n".join([json.dumps(unjudged), *lines[1:]]) + "\n")
+    args = [command, "--backend", "openai", "--model", "oracle", "--base-url", stub.base_url]
+    args += ["--data", str(data), "--qrels", str(DL19 / "qrels.txt")]
+    args += ["--method", "pointwise", "--depth", "3"]
+    args += ["--out" if command == "calibrate" else "--report", str(tmp_path / "out.json")]
+    assert main([*args, "--dry-run"]) == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert (prediction["queries"], prediction["calls_per_query"]) == (3, [3, 3, 3])
+    assert stub.requests == []
+    assert main(args) == 0
+    asked = " ".join(request["messages"][-1]["content"] for request in stub.requests)
+    assert unjudged["query"] not in asked  # never reranked
+    assert len(stub.requests) == prediction["calls"]
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"), [("calibrate", ["--out"]), ("eval", ["--abstention", "cv", "--report"])]
+)
+def test_cli_dry_run_refuses_too_few_judged_queries_as_the_run_does(
+    tmp_path, capsys, command, extra
+) -> None:
+    """A calibration, or an ``eval --abstention cv``, of fewer than three judged queries is
+    refused before any call; its dry run predicted the cost of a run that cannot happen."""
+    args = [command, "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", "pointwise", "--depth", "3"]
+    args += ["--queries", "2", *extra, str(tmp_path / "out.json")]
+    assert main(args) == 2
+    refusal = capsys.readouterr().err
+    assert "at least 3" in refusal
+    assert main([*args, "--dry-run"]) == 2
+    assert capsys.readouterr().err == refusal
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"), [("calibrate", ["--out"]), ("eval", ["--abstention", "cv", "--report"])]
+)
+def test_cli_dry_run_refuses_a_rank_only_method_where_scores_are_read(
+    tmp_path, capsys, command, extra
+) -> None:
+    """A calibrator and ``--abstention`` read the scores, so their runs refuse a method that
+    gives ranks only; the dry run predicted the cost of such a run all the same."""
+    args = [command, "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
+    args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", "listwise", "--depth", "3"]
+    args += ["--queries", "3", *extra, str(tmp_path / "out.json")]
+    assert main(args) == 2
+    refusal = capsys.readouterr().err
+    assert "rank-only" in refusal
+    assert main([*args, "--dry-run"]) == 2
+    assert capsys.readouterr().err == refusal

@@ -332,6 +332,16 @@ def check_run(args: argparse.Namespace, *, scores_for: str | None = None) -> Run
     return RunSetup(options, prices, scores_for)
 
 
+def _scores_reader(args: argparse.Namespace) -> str | None:
+    """What reads the scores of the command's run, if anything: a calibrator (``calibrate``)
+    or ``eval --abstention``."""
+    if args.command == "calibrate":
+        return "a calibrator"
+    if args.command == "eval" and args.abstention:
+        return "--abstention"
+    return None
+
+
 def _check_scores(method: RankingMethod, scores_for: str | None) -> None:
     if scores_for and method.score_kind == "rank":
         raise InputError(
@@ -444,14 +454,18 @@ def _cost_entry(
 def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
     args.data = args.data or _sample_data("dl19_sample.jsonl")
-    records = load_queries(args.data, args.queries)
-    setup = check_run(args)
+    if args.command in RECORDS_OF_JUDGED_COMMANDS:
+        records, _ = RECORDS_OF_JUDGED_COMMANDS[args.command](args)
+    else:
+        records = load_queries(args.data, args.queries)
+    setup = check_run(args, scores_for=_scores_reader(args))
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name
 
     async def work() -> list[Usage]:
         try:
+            _check_scores(reranker.method, setup.scores_for)  # an API's "auto" is known now
             return [await reranker.aestimate(r.query, r.documents(args.depth)) for r in records]
         finally:
             await backend.aclose()
@@ -559,8 +573,9 @@ def _judged_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]
     return judged[: args.queries] if args.queries else judged, qrels
 
 
-def _eval(args: argparse.Namespace) -> int:
-    _check_eval_outputs(args)
+def _eval_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]:
+    """The queries ``eval`` reranks (:func:`_judged_records`), refused if too few for
+    ``--abstention cv``."""
     records, qrels = _judged_records(args)
     if args.abstention == "cv" and len(records) < MIN_LABELLED_QUERIES:
         raise InputError(
@@ -568,7 +583,24 @@ def _eval(args: argparse.Namespace) -> int:
             f"times, and needs at least {MIN_LABELLED_QUERIES}; this run has {len(records)}"
             + (" (raise --queries)" if args.queries else "")
         )
-    setup = check_run(args, scores_for="--abstention" if args.abstention else None)
+    return records, qrels
+
+
+def _calibration_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]:
+    """The queries ``calibrate`` reranks (:func:`_judged_records`), refused if too few."""
+    records, qrels = _judged_records(args)
+    if len(records) < MIN_LABELLED_QUERIES:
+        raise InputError(
+            f"calibration needs at least {MIN_LABELLED_QUERIES} judged queries; this run "
+            f"has {len(records)}" + (" (raise --queries)" if args.queries else "")
+        )
+    return records, qrels
+
+
+def _eval(args: argparse.Namespace) -> int:
+    _check_eval_outputs(args)
+    records, qrels = _eval_records(args)
+    setup = check_run(args, scores_for=_scores_reader(args))
     results, seconds = _run(args, setup, records)
     report = build_report(args, records, results, qrels, seconds, setup)
     if args.abstention:
@@ -653,13 +685,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from rankwise.abstain import Calibrator
 
     _check_writable(args.out, "calibrator file")
-    records, qrels = _judged_records(args)
-    if len(records) < MIN_LABELLED_QUERIES:
-        raise InputError(
-            f"calibration needs at least {MIN_LABELLED_QUERIES} judged queries; this run "
-            f"has {len(records)}" + (" (raise --queries)" if args.queries else "")
-        )
-    setup = check_run(args, scores_for="a calibrator")
+    records, qrels = _calibration_records(args)
+    setup = check_run(args, scores_for=_scores_reader(args))
     results, _ = _run(args, setup, records)
     scores, metrics = _judged(records, results, qrels)
     calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
@@ -670,6 +697,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"{calibrator.threshold:.4f} (abstains on {args.abstention_rate:.0%} of them)"
     )
     return 0
+
+
+RECORDS_OF_JUDGED_COMMANDS: dict[
+    str, Callable[[argparse.Namespace], tuple[list[QueryRecord], Qrels]]
+] = {"eval": _eval_records, "calibrate": _calibration_records}
+"""The queries that a command which reranks only judged queries reranks, for its dry run."""
 
 
 def _rerank(args: argparse.Namespace) -> int:
