@@ -269,36 +269,22 @@ def test_cli_dry_run_prices_only_the_queries_the_qrels_judge(
 @pytest.mark.parametrize(
     ("command", "extra"), [("calibrate", ["--out"]), ("eval", ["--abstention", "cv", "--report"])]
 )
-def test_cli_dry_run_refuses_too_few_judged_queries_as_the_run_does(
-    tmp_path, capsys, command, extra
-) -> None:
-    """A calibration, or an ``eval --abstention cv``, of fewer than three judged queries is
-    refused before any call; its dry run predicted the cost of a run that cannot happen."""
-    args = [command, "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
-    args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]
-    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", "pointwise", "--depth", "3"]
-    args += ["--queries", "2", *extra, str(tmp_path / "out.json")]
-    assert main(args) == 2
-    refusal = capsys.readouterr().err
-    assert "at least 3" in refusal
-    assert main([*args, "--dry-run"]) == 2
-    assert capsys.readouterr().err == refusal
-
-
 @pytest.mark.parametrize(
-    ("command", "extra"), [("calibrate", ["--out"]), ("eval", ["--abstention", "cv", "--report"])]
+    ("method", "queries", "refusal"),
+    [("pointwise", "2", "needs at least 3"), ("listwise", "3", "gives rank-only scores")],
 )
-def test_cli_dry_run_refuses_a_rank_only_method_where_scores_are_read(
-    tmp_path, capsys, command, extra
+def test_cli_dry_run_refuses_what_the_run_refuses(
+    tmp_path, capsys, command, extra, method, queries, refusal
 ) -> None:
-    """A calibrator and ``--abstention`` read the scores, so their runs refuse a method that
-    gives ranks only; the dry run predicted the cost of such a run all the same."""
+    """A calibration, or an ``eval --abstention cv``, needs three judged queries and a method
+    that scores; its run refuses anything less before any call, but its dry run predicted the cost of
+    such a run all the same."""
     args = [command, "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
     args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]
-    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", "listwise", "--depth", "3"]
-    args += ["--queries", "3", *extra, str(tmp_path / "out.json")]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--method", method, "--depth", "3"]
+    args += ["--queries", queries, *extra, str(tmp_path / "out.json")]
     assert main(args) == 2
-    refusal = capsys.readouterr().err
-    assert "rank-only" in refusal
+    error = capsys.readouterr().err
+    assert refusal in error
     assert main([*args, "--dry-run"]) == 2
-    assert capsys.readouterr().err == refusal
+    assert capsys.readouterr().err == error
