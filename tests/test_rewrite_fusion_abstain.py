@@ -671,6 +671,52 @@ async def test_a_reasoning_models_thoughts_are_not_searched_for(stub) -> None:
     assert result.usage.calls == 2  # the selection, then the pseudo answer alone
 
 
+ONE_QUERY_MARKERS = {
+    "general": "clear and precise",
+    "keywords": "search keywords",
+    "core_content": "core request",
+    "conversational": "standalone question",
+}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        REASONING + "</think>\n\n{query}",  # Qwen3, DeepSeek-R1
+        "\n\n{query}",
+        "Here is the rewritten query:\n\n**{query}**",
+        "Sure! Here it is:\n{query}\n\nI kept the meaning.",
+    ],
+)
+async def test_a_one_query_answer_after_a_blank_line_or_a_lead_in_is_read(stub, answer) -> None:
+    """The strategies that write one query read only the answer's first paragraph. A
+    reasoning model's answer starts with a blank line after ``</think>``, so that paragraph
+    was empty and the rewrite lost: with Qwen3 the conversational rewrite never resolved a
+    follow-up question. A lead-in paragraph ("Here is the rewritten query:") was lost the
+    same way, and a lead-in line was searched for as part of the query."""
+    queries = {strategy: f"how long do fleas live ({strategy})" for strategy in ONE_QUERY_MARKERS}
+    stub.handler = replying(
+        {marker: answer.format(query=queries[s]) for s, marker in ONE_QUERY_MARKERS.items()}
+    )
+    backend = OpenAIBackend("stub", base_url=stub.base_url, backoff=0.01)
+    rewriter = QueryRewriter(backend, list(ONE_QUERY_MARKERS))
+    result = await rewriter.arewrite(QUESTION, chat_history="Human: my cat has fleas")
+    assert result.rewrites == [
+        Rewrite(QUESTION, "original"),
+        *(Rewrite(query, strategy) for strategy, query in queries.items()),
+    ]
+    assert result.trace.fallbacks == []
+
+
+def test_an_echo_of_the_question_is_no_rewrite_whatever_follows_it() -> None:
+    """A one-query answer that repeats the question and then explains itself has no
+    rewrite: the explanation is not a query."""
+    from rankwise.rewrite import clean_lines
+
+    echo = f"{QUESTION}?\n\nThe question is already clear."
+    assert clean_lines(echo, multi_line=False, original=QUESTION) == []
+
+
 @pytest.mark.parametrize("strategy", ["pseudo_answer", "multi_query", "keywords"])
 async def test_thoughts_cut_short_by_the_token_limit_are_no_rewrite(stub, strategy) -> None:
     """When ``max_tokens`` ends the answer inside the thoughts, no answer was written; the

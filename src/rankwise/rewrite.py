@@ -12,9 +12,9 @@ Strategies and their prompts (``prompts/rewrite_*.txt``):
 - ``adaptive``: DMQR-RAG's selection: one call picks the smallest useful subset of
   GQR/KWR/PAR/CCE, then one call per picked strategy.
 
-Every rewrite is cleaned (numbering, bullets, quotes, blank lines, duplicates and echoes of
-the original removed). When nothing usable remains, the original query stands alone and the
-result's ``trace`` says why.
+Every rewrite is cleaned (numbering, bullets, quotes, blank lines, lead-ins, duplicates and
+echoes of the original removed). When nothing usable remains, the original query stands
+alone and the result's ``trace`` says why.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ _END_PUNCTUATION = " .?!,;:\"'`“”‘’"
 _NUMBERING = re.compile(
     r"^\s*(?:[-*•]+|(?:\(?\d+[.)]|\d+\s*[-:]|[a-z][.)])(?=\s|$))\s*", re.IGNORECASE
 )
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _LABEL = re.compile(
     r"^\s*(?:query|question|sub-question|keywords?|rewritten query|core query|"
     r"standalone question|passage)\s*\d*\s*:\s*",
@@ -86,7 +87,7 @@ class RewriteResult:
 def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]:
     """Usable queries from raw model output."""
     text = after_reasoning(text)
-    lines = text.splitlines() if multi_line else [" ".join(text.split("\n\n")[0].split())]
+    lines = text.splitlines() if multi_line else [_one_query_text(text)]
     seen = {same_query_key(original)} if original else set()
     cleaned: list[str] = []
     for line in lines:
@@ -100,6 +101,25 @@ def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]
         seen.add(key)
         cleaned.append(line)
     return cleaned
+
+
+def _one_query_text(text: str) -> str:
+    """The text of an answer that holds one query, on one line: its first paragraph that
+    says more than a lead-in, without the lead-in lines ("Here is the rewritten query:").
+    A reasoning model's answer starts with a blank line after its thoughts, and a chatty
+    one with a lead-in paragraph; what follows the query (an explanation) is not read."""
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
+        while lines and _is_lead_in(lines[0]):
+            del lines[0]
+        if lines:
+            return " ".join(" ".join(lines).split())
+    return ""
+
+
+def _is_lead_in(line: str) -> bool:
+    """Whether a line only introduces what follows (it ends with a colon, bold or not)."""
+    return line.rstrip("*_ ").endswith(":")
 
 
 def same_query_key(text: str) -> str:
