@@ -365,6 +365,11 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, option, value, m
             "--dtype",
             "only applies to --backend local",
         ),
+        (
+            ["--backend", "openai", "--model", "m", "--device", "cuda"],
+            "--device",
+            "only applies to --backend local",
+        ),
     ],
 )
 def test_an_option_of_the_other_backend_is_refused(tmp_path, capsys, backend, given, message):
@@ -377,6 +382,19 @@ def test_an_option_of_the_other_backend_is_refused(tmp_path, capsys, backend, gi
     assert f"rankwise: error: {given} only applies" in err
     assert message in err
     assert not output.exists()
+
+
+def test_the_local_model_runs_on_the_device_named(tmp_path, capsys) -> None:
+    """The command line had no way to put a local model on a GPU: ``--backend local`` ran
+    on the CPU whatever the machine had. The device named reaches the backend, which
+    refuses one this machine lacks (no Linux machine has Apple's MPS) before loading."""
+    output = tmp_path / "run.trec"
+    args = ["rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "1"]
+    assert main([*args, "--depth", "2", "--output", str(output), "--device", "mps"]) == 2
+    assert "device 'mps' is not available on this machine" in capsys.readouterr().err
+    assert not output.exists()
+    assert main([*args, "--depth", "2", "--output", str(output), "--device", "cpu"]) == 0
+    assert len(output.read_text().splitlines()) == 2
 
 
 def test_an_out_of_range_method_option_is_a_clean_error(capsys) -> None:

@@ -113,7 +113,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "reasoning_effort=minimal (values read as JSON)",
     )
     group.add_argument(
-        "--dtype", default=None, choices=["float32", "bfloat16"], help="local (default float32)"
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="local (default float32)",
+    )
+    group.add_argument(
+        "--device", default=None, help="local: torch device, e.g. cuda or mps (default cpu)"
     )
 
 
@@ -126,7 +132,7 @@ API_ONLY_OPTIONS = (
     "max_context",
     "request_option",
 )
-LOCAL_ONLY_OPTIONS = ("dtype",)
+LOCAL_ONLY_OPTIONS = ("dtype", "device")
 
 
 def _check_backend_options(args: argparse.Namespace) -> None:
@@ -271,7 +277,9 @@ def make_backend(args: argparse.Namespace) -> Backend:
         )
     from rankwise.backends.transformers import TransformersBackend
 
-    return TransformersBackend(args.model or "default", dtype=args.dtype or "float32")
+    return TransformersBackend(
+        args.model or "default", dtype=args.dtype or "float32", device=args.device or "cpu"
+    )
 
 
 async def rerank_all(
