@@ -12,6 +12,7 @@ from rankwise.cli import _printable, main
 from rankwise.evaluate import load_qrels, load_queries, ndcg_at_k, write_trec_run
 from tests.conftest import DL19
 from tests.oracle import oracle
+from tests.stub_server import Reply, user_text
 
 REPORT_KEYS = {
     "method",
@@ -574,3 +575,37 @@ def test_request_options_on_the_command_line_reach_every_request(stub, tmp_path,
     assert main([*args, "--request-option", "temperature=0.7"]) == 2
     assert "request_options sets temperature" in capsys.readouterr().err
     assert len(stub.requests) == 3
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_query_that_fails_is_named_with_what_was_done_before_it(stub, tmp_path, capsys, cache):
+    """One query of a batch that the model refused (a prompt too long for its context)
+    ended the run with the model's message alone, naming no query: in a file of hundreds,
+    nothing said which one to fix, or that the queries reranked before it were paid for."""
+    records = [json.loads(line) for line in (DL19 / "bm25-top100.jsonl").open()][:3]
+    records[2]["query"] = "far too long " * 50
+
+    def refuse_the_long_query(request):
+        if "far too long" in user_text(request):
+            error = {"message": "the request exceeds the available context size"}
+            return Reply(status=400, body={"error": error | {"type": "exceed_context_size_error"}})
+        return oracle(request)
+
+    stub.handler = refuse_the_long_query
+    data = tmp_path / "queries.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in records))
+    output = tmp_path / "run.trec"
+    args = ["rerank", "--data", str(data), "--depth", "2", "--output", str(output)]
+    args += ["--backend", "openai", "--model", "m", "--base-url", stub.base_url]
+    args += ["--method", "pointwise", "--parallel-queries", "1"]
+    if cache:
+        args += ["--cache", str(tmp_path / "cache.sqlite")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    qid = records[2]["qid"]
+    assert f"rankwise: error: query {qid!r} ({data}:3) failed: " in error
+    assert "exceeds the available context size" in error  # the model's own words
+    assert "2 of the 3 queries were reranked before it" in error
+    advice = "a rerun pays only for" if cache else "pass --cache PATH"
+    assert advice in error
+    assert not output.exists()

@@ -288,3 +288,21 @@ def test_cli_dry_run_refuses_what_the_run_refuses(
     assert refusal in error
     assert main([*args, "--dry-run"]) == 2
     assert capsys.readouterr().err == error
+
+
+@pytest.mark.parametrize("method", ["pointwise-qlm", "pointwise"])
+def test_a_local_dry_run_refuses_a_query_too_long_for_the_context(tmp_path, capsys, method):
+    """The local model refuses a prompt that runs past its context, but the dry run priced
+    it as if it fitted: it promised a run that then failed at that query."""
+    record = json.loads((DL19 / "bm25-top100.jsonl").open().readline())
+    record["query"] = "flea " * 9000  # past SmolLM2's 8192 tokens
+    data = tmp_path / "queries.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    args = ["rerank", "--data", str(data), "--depth", "2", "--method", method]
+    args += ["--output", str(tmp_path / "run.trec")]
+    assert main([*args, "--dry-run"]) == 2
+    refusal = capsys.readouterr().err
+    assert f"query {record['qid']!r} ({data}:1) failed: " in refusal
+    assert "past SmolLM2-135M-Instruct's 8192-token context" in refusal
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines()[0] == refusal.splitlines()[0]

@@ -300,9 +300,16 @@ async def rerank_all(
         disable=None,
     )
 
+    done = 0
+
     async def one(record: QueryRecord) -> RankedList:
+        nonlocal done
         async with gate:
-            result = await reranker.arerank(record.query, record.documents(depth))
+            try:
+                result = await reranker.arerank(record.query, record.documents(depth))
+            except RankwiseError as error:
+                raise _query_failed(record, error, done, len(records), reranker) from error
+        done += 1
         progress.update(1)
         return result
 
@@ -310,6 +317,31 @@ async def rerank_all(
         return list(await asyncio.gather(*(one(record) for record in records)))
     finally:
         progress.close()
+
+
+class QueryFailedError(RankwiseError):
+    """A query of a command's batch failed; the message names it, and the cause is chained."""
+
+
+def _query_failed(
+    record: QueryRecord, error: RankwiseError, done: int, total: int, reranker: Reranker
+) -> QueryFailedError:
+    """The error of a batch that ``record`` ended: which query, what failed, and what became
+    of the calls already paid for."""
+    kept = (
+        "their answers are in the response cache, so a rerun pays only for the rest"
+        if reranker.cache is not None
+        else "pass --cache PATH so that a rerun does not pay for their answers again"
+    )
+    return QueryFailedError(
+        f"{_naming(record, error)}\n{done} of the {total} queries were reranked before it; {kept}"
+    )
+
+
+def _naming(record: QueryRecord, error: RankwiseError) -> str:
+    """``error``'s message, after the query it stopped and where that query was read."""
+    where = f" ({record.where})" if record.where else ""
+    return f"query {record.qid!r}{where} failed: {error}"
 
 
 @dataclass(frozen=True)
@@ -471,10 +503,16 @@ def _dry_run(args: argparse.Namespace) -> int:
     reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name
 
+    async def estimate(record: QueryRecord) -> Usage:
+        try:
+            return await reranker.aestimate(record.query, record.documents(args.depth))
+        except RankwiseError as error:
+            raise QueryFailedError(_naming(record, error)) from error
+
     async def work() -> list[Usage]:
         try:
             _check_scores(reranker.method, setup.scores_for)  # an API's "auto" is known now
-            return [await reranker.aestimate(r.query, r.documents(args.depth)) for r in records]
+            return [await estimate(record) for record in records]
         finally:
             await backend.aclose()
 

@@ -23,6 +23,8 @@ class QueryRecord:
     qid: str
     query: str
     candidates: list[dict[str, Any]]
+    where: str = ""
+    """Where the query was read (``path:line``), for messages."""
 
     def documents(self, depth: int | None = None) -> list[dict[str, Any]]:
         """Candidates as rankwise documents (``id``, ``text``, ``score``), cut to ``depth``
@@ -56,7 +58,9 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
             try:
                 raw = json.loads(line)
                 _check_query(raw, f"{path}:{number}")
-                record = QueryRecord(str(raw["qid"]), raw["query"], raw["candidates"])
+                record = QueryRecord(
+                    str(raw["qid"]), raw["query"], raw["candidates"], f"{path}:{number}"
+                )
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(
                     f"{path}:{number}: expected a JSON object with qid, query and candidates "

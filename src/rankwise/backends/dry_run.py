@@ -71,10 +71,20 @@ class DryRunBackend:
         return hasattr(self.wrapped, "prompt_ids")
 
     def prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
-        """Tokens of a chat prompt: exact through a local chat template, else an estimate."""
+        """Tokens of a chat prompt: exact through a local chat template, else an estimate.
+        A local model refuses, as it would in the real rerank, a prompt past its context."""
         if self.exact_prompt_tokens:
-            return len(self.wrapped.prompt_ids(messages, assistant_prefix))  # type: ignore[attr-defined]
+            tokens = len(self.wrapped.prompt_ids(messages, assistant_prefix))  # type: ignore[attr-defined]
+            self._check_fits(tokens, 1)
+            return tokens
         return estimate_chat_prompt_tokens(self.count_tokens, [m.content for m in messages])
+
+    def _check_fits(self, prompt_tokens: int, read_tokens: int) -> None:
+        """The wrapped local model's refusal of a prompt that, with the ``read_tokens`` after
+        it, runs past its context (an API server's context is not known here)."""
+        check = getattr(self.wrapped, "check_fits", None)
+        if check is not None:
+            check(prompt_tokens, read_tokens)
 
     async def generate(
         self,
@@ -102,10 +112,14 @@ class DryRunBackend:
         )
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
-        count = max(1, self.count_tokens(continuation))
-        return ContinuationLogprobs(
-            token_logprobs=[0.0] * count, prompt_tokens=self.count_tokens(prefix) + count
-        )
+        exact = getattr(self.wrapped, "continuation_ids", None)
+        if exact is not None:  # a local model: the ids it would read
+            prefix_ids, continuation_ids = exact(prefix, continuation)
+            first, count = len(prefix_ids), max(1, len(continuation_ids))
+            self._check_fits(first, len(continuation_ids))
+        else:
+            first, count = self.count_tokens(prefix), max(1, self.count_tokens(continuation))
+        return ContinuationLogprobs(token_logprobs=[0.0] * count, prompt_tokens=first + count)
 
     async def query_attention(
         self, context_pieces: Sequence[str], query_texts: Sequence[str]

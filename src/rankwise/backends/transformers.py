@@ -435,7 +435,7 @@ class TransformersBackend:
             self._label_ids[key] = int(tail[0])
         return self._label_ids[key]
 
-    def _check_fits(self, prompt_tokens: int, read_tokens: int) -> None:
+    def check_fits(self, prompt_tokens: int, read_tokens: int) -> None:
         """Refuse a prompt that, with the ``read_tokens`` read or generated after it, would
         run past the model's context, where a model's answers are no longer meaningful."""
         limit = self.capabilities.max_context
@@ -457,7 +457,7 @@ class TransformersBackend:
         assistant_prefix: str = "",
     ) -> Generation:
         ids = self.prompt_ids(messages, assistant_prefix)
-        self._check_fits(len(ids), 1)
+        self.check_fits(len(ids), 1)
         request = _GenerateRequest(ids, min(max_tokens, self.capabilities.max_context - len(ids)))
         try:
             return await self._generations.submit(request)
@@ -470,18 +470,22 @@ class TransformersBackend:
     ) -> LabelLogprobs:
         prompt, ids = self._prompt(messages, assistant_prefix)
         label_ids = {label: self.label_token_id(label, prompt) for label in labels}
-        self._check_fits(len(ids), 1)
+        self.check_fits(len(ids), 1)
         return await self._labels.submit(_LabelRequest(ids, label_ids))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
+        prefix_ids, continuation_ids = self.continuation_ids(prefix, continuation)
+        self.check_fits(len(prefix_ids), len(continuation_ids))
+        request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
+        return await self._continuations.submit(request)
+
+    def continuation_ids(self, prefix: str, continuation: str) -> tuple[list[int], list[int]]:
+        """The ids :meth:`continuation_logprobs` reads: the prefix's and the continuation's."""
         if self._adds_special_tokens:  # the model's own start token, then the text as text
             prefix_ids = self.special_text.encode_text(prefix, add_special_tokens=True)
         else:
             prefix_ids = self._encode_framed(prefix, head=False, tail=False)
-        continuation_ids = self._encode_framed(continuation, head=False, tail=False)
-        self._check_fits(len(prefix_ids), len(continuation_ids))
-        request = _ContinuationRequest(prefix_ids + continuation_ids, len(continuation_ids))
-        return await self._continuations.submit(request)
+        return prefix_ids, self._encode_framed(continuation, head=False, tail=False)
 
     async def query_attention(
         self, context_pieces: Sequence[str], query_texts: Sequence[str]
@@ -527,7 +531,7 @@ class TransformersBackend:
             spans.append((len(context_ids), len(context_ids) + len(ids)))
             context_ids.extend(ids)
         query_ids = [self._encode_framed(text, head=False) for text in query_texts]
-        self._check_fits(len(context_ids), max(map(len, query_ids), default=0))
+        self.check_fits(len(context_ids), max(map(len, query_ids), default=0))
         previous = getattr(self.model.config, "_attn_implementation", None)
         self.model.set_attn_implementation("eager")
         try:
