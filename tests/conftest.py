@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from rankwise.abstain import Calibrator
 from rankwise.evaluate import QueryRecord, load_qrels, load_queries
 from tests.stub_server import StubServer
 
@@ -69,3 +70,10 @@ def minilm():
 def stub() -> Iterator[StubServer]:
     with StubServer() as server:
         yield server
+
+
+def fitted_calibrator(min_quality: float) -> Calibrator:
+    """A calibrator fitted on three reference lists of log-likelihood scores (better lists
+    score higher), that abstains at or below ``min_quality`` of predicted nDCG@10."""
+    references = [[-1.0, -2.0, -3.0], [-2.0, -2.5, -4.0], [-4.0, -4.5, -5.0]]
+    return Calibrator(n=3).fit(references, [0.9, 0.5, 0.1], min_quality=min_quality)

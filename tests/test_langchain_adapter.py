@@ -23,6 +23,7 @@ from rankwise import (
     UnknownMethodError,
 )
 from rankwise.abstain import Abstention
+from tests.conftest import fitted_calibrator
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import Reply, completion, user_text
 
@@ -495,3 +496,25 @@ async def test_the_cache_keeps_apart_chat_models_of_one_name_with_other_settings
 
     assert identity("k") == identity("rotated")  # a new API key keeps the answers
     assert "rotated" not in identity("rotated")
+
+
+@pytest.mark.parametrize("min_quality", [-10.0, 10.0])
+async def test_the_compressor_abstains_with_a_fitted_calibrator(
+    store, local_backend, min_quality
+) -> None:
+    """``Reranker(abstain=...)`` takes a fitted Calibrator, which abstains on any method that
+    scores (query likelihood here), but the compressor's field took only an Abstention rule:
+    a Calibrator was refused with a pydantic ValidationError."""
+    vector_store, query = store
+    calibrator = fitted_calibrator(min_quality)
+    compressor = RankwiseRerank(
+        method="pointwise-qlm", backend=local_backend, top_n=3, abstain=calibrator
+    )
+    assert compressor.reranker.abstain is calibrator  # the fitted one, not a copy
+    base = vector_store.as_retriever(search_kwargs={"k": 5})
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base)
+    got = await retriever.ainvoke(query)
+    ranked = compressor.last_result
+    assert ranked.confidence == pytest.approx(calibrator.predict(ranked.judged_scores))
+    assert ranked.abstained is (min_quality > 0)
+    assert [d.id for d in got] == ([] if ranked.abstained else ranked.ids[:3])

@@ -22,6 +22,7 @@ from llama_index.postprocessor.rankwise import (
 
 from rankwise import InputError, Reranker, UnknownMethodError
 from rankwise.abstain import Abstention
+from tests.conftest import fitted_calibrator
 
 
 class MiniLMEmbedding(BaseEmbedding):
@@ -420,3 +421,24 @@ def test_the_cache_key_leaves_out_the_fields_that_hold_credentials(field, secret
     from rankwise.backends.llamaindex import _names_a_secret
 
     assert _names_a_secret(field) is secret
+
+
+@pytest.mark.parametrize("min_quality", [-10.0, 10.0])
+async def test_the_postprocessor_abstains_with_a_fitted_calibrator(
+    index, local_backend, min_quality
+) -> None:
+    """The postprocessor's ``abstain`` field took only an Abstention rule: a fitted
+    Calibrator, which ``Reranker`` takes, was refused with a pydantic ValidationError."""
+    vector_index, query = index
+    calibrator = fitted_calibrator(min_quality)
+    post = RankwiseRerank(
+        method="pointwise-qlm", backend=local_backend, top_n=2, abstain=calibrator
+    )
+    assert post.reranker.abstain is calibrator
+    got = await RankwiseRetriever(vector_index.as_retriever(similarity_top_k=4), post).aretrieve(
+        query
+    )
+    ranked = post.last_result
+    assert ranked.confidence == pytest.approx(calibrator.predict(ranked.judged_scores))
+    assert ranked.abstained is (min_quality > 0)
+    assert [n.node.node_id for n in got] == ([] if ranked.abstained else ranked.ids[:2])

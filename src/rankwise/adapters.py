@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rankwise.abstain import Abstention
+from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import Backend
 from rankwise.backends.resolve import backend_from_llm, is_framework_model
 from rankwise.errors import InputError
@@ -103,7 +103,7 @@ def make_reranker(
     llm_logprobs: bool,
     top_n: int | None,
     score_threshold: float | None,
-    abstain: Abstention | None,
+    abstain: Abstention | Calibrator | None,
     options: Mapping[str, Any],
     loaded: Backend | None = None,
 ) -> Reranker:

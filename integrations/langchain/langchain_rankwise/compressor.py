@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_rankwise._convert import selected_documents, to_candidates
 from rankwise._sync import run_sync
-from rankwise.abstain import Abstention
+from rankwise.abstain import Abstention, Calibrator
 from rankwise.adapters import AdapterReranker
 from rankwise.reranker import Reranker
 from rankwise.types import RankedList
@@ -42,7 +42,9 @@ class RankwiseRerank(BaseDocumentCompressor):
     llm: Any = None
     llm_logprobs: bool = False
     score_threshold: float | None = None
-    abstain: Abstention | None = None
+    abstain: Abstention | Calibrator | None = None
+    """An :class:`~rankwise.abstain.Abstention` rule or a fitted
+    :class:`~rankwise.abstain.Calibrator`: when it fires, no document is returned."""
     method_options: dict[str, Any] = Field(default_factory=dict)
     """Options of the method (``max_passage_tokens=64``) and of the Reranker (``cache``,
     ``deadline``, ``max_calls``, ``max_tokens``, ``prompts``)."""

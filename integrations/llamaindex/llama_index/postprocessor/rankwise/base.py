@@ -12,7 +12,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
-from rankwise.abstain import Abstention
+from rankwise.abstain import Abstention, Calibrator
 from rankwise.adapters import AdapterReranker, CandidateKeys
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
@@ -67,7 +67,10 @@ class RankwiseRerank(BaseNodePostprocessor):
     llm: Any = Field(default=None, description="A LlamaIndex LLM, or 'settings'.")
     llm_logprobs: bool = Field(default=False, description="The LLM returns log-probs.")
     score_threshold: float | None = Field(default=None, description="Minimum score to keep.")
-    abstain: Abstention | None = Field(default=None, description="Abstention rule.")
+    abstain: Abstention | Calibrator | None = Field(
+        default=None,
+        description="An Abstention rule or a fitted Calibrator; when it fires, no node is kept.",
+    )
     method_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Options of the method (max_passage_tokens=64) and of the Reranker "
