@@ -1,5 +1,5 @@
 """Passing a key/value cache into a model's forward pass, and reading it back, across
-``transformers`` versions.
+``transformers`` versions; and the attention window its layers keep.
 
 ``transformers`` 5.24 renamed the forward keyword ``past_key_values`` to ``cache`` (and the
 output field with it); the old name warns with a ``FutureWarning`` and is to be removed in
@@ -35,3 +35,18 @@ def returned_cache(output: Any) -> Any:
         if name in keys:
             return output[name]
     return None
+
+
+def sliding_window(model: Any) -> int | None:
+    """The shortest attention window among ``model``'s layers, or ``None`` when every layer
+    attends to every earlier position. Read from the layers of the key/value cache that
+    ``transformers`` builds for the model's config (Gemma 2 and 3, Mistral, Qwen 2 with its
+    window on), so a config spelling it some other way is read the same."""
+    from transformers import DynamicCache
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except (TypeError, AttributeError):  # a transformers without per-layer caches
+        return None
+    windows = [getattr(layer, "sliding_window", None) for layer in layers]
+    return min((int(w) for w in windows if w), default=None)

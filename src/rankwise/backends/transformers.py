@@ -44,7 +44,7 @@ from rankwise.backends.model_files import (
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.backends.special_text import SpecialText
 from rankwise.backends.tokens import whole_characters
-from rankwise.errors import ContextOverflowError, InputError, ModelNotFoundError
+from rankwise.errors import CapabilityError, ContextOverflowError, InputError, ModelNotFoundError
 from rankwise.prompts import Message
 
 try:
@@ -79,7 +79,7 @@ from rankwise.backends.greedy import (
     stop_token_ids,
     unpacked_prefill,
 )
-from rankwise.backends.kv_cache import cache_keyword, returned_cache
+from rankwise.backends.kv_cache import cache_keyword, returned_cache, sliding_window
 from rankwise.backends.packed_attention import (
     SEGMENTS_KEYWORD,
     PackedRow,
@@ -299,6 +299,7 @@ class TransformersBackend:
             self._source = f" revision {revision}"  # a hub model: its snapshot
         self.model.to(self._device).eval()
         self._cache_keyword = cache_keyword(self.model)
+        self._window = sliding_window(self.model)
         self.load_seconds = time.perf_counter() - started
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -532,6 +533,14 @@ class TransformersBackend:
             context_ids.extend(ids)
         query_ids = [self._encode_framed(text, head=False) for text in query_texts]
         self.check_fits(len(context_ids), max(map(len, query_ids), default=0))
+        width = len(context_ids) + max(map(len, query_ids), default=0)
+        if not self._fits_window(width):
+            raise CapabilityError(
+                f"an attention scan reads how every layer attends to every passage, but "
+                f"some of {self.model_name}'s layers see only the last {self._window} tokens, "
+                f"and this prompt has {width}; rank fewer or shorter passages (depth, "
+                "max_passage_tokens) to fit, or use another method, such as pointwise-qlm"
+            )
         previous = getattr(self.model.config, "_attn_implementation", None)
         self.model.set_attn_implementation("eager")
         try:
@@ -724,7 +733,7 @@ class TransformersBackend:
                 self.stats.seconds += time.perf_counter() - started
                 rows.append(logits.float()[:, -1, :])
             return torch.cat(rows)
-        if not shared:
+        if not shared or not self._fits_window(max(len(ids) for ids in sequences)):
             return self._whole_last_logits(sequences)
         if self.pack_prompts:
             return self._packed_last_logits(sequences, shared)
@@ -751,6 +760,13 @@ class TransformersBackend:
                 self._store_rows(sequences, shared, returned_cache(output), range(count), starts)
         self.stats.seconds += time.perf_counter() - started
         return output.logits.float()[:, -1, :]
+
+    def _fits_window(self, width: int) -> bool:
+        """Whether a pass ``width`` positions wide stays within every layer's attention
+        window. A batch that runs a shared prefix once pads each prompt's own tokens after
+        it; past a window, that padding would push prefix tokens out of a shorter prompt's
+        window, which the prompt alone keeps in it."""
+        return self._window is None or width <= self._window
 
     def _store_rows(
         self,
