@@ -518,3 +518,24 @@ async def test_the_compressor_abstains_with_a_fitted_calibrator(
     assert ranked.confidence == pytest.approx(calibrator.predict(ranked.judged_scores))
     assert ranked.abstained is (min_quality > 0)
     assert [d.id for d in got] == ([] if ranked.abstained else ranked.ids[:3])
+
+
+async def test_a_chat_model_that_returns_no_log_probs_is_warned_about(stub, caplog) -> None:
+    """Wrapped with ``logprobs=True``, a model that answers without them (a provider that
+    drops the request) left each yes/no judgement to the answer's text, and only the trace
+    said so, passage by passage."""
+    from langchain_openai import ChatOpenAI
+
+    from rankwise.backends.langchain import LangChainBackend
+
+    stub.handler = lambda request: Reply(body=completion("Yes"))
+    chat = ChatOpenAI(model="plain", base_url=stub.base_url, api_key="k", max_retries=0)
+    backend = LangChainBackend(chat, logprobs=True)
+    with caplog.at_level("WARNING", logger="rankwise.backends.framework"):
+        for _ in range(2):
+            ranked = await Reranker("pointwise", backend).arerank("q", ["a", "b"])
+            assert len(ranked.trace.fallbacks) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rankwise.backends.framework"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("plain answered without log-probs")
+    assert "pass LangChainBackend(model, logprobs=False)" in warnings[0]

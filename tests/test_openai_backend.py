@@ -541,3 +541,34 @@ def test_client_kwargs_that_the_backend_sets_itself_are_refused(given) -> None:
     for keyword argument", after the rerank had started."""
     with pytest.raises(InputError, match=f"client_kwargs sets {given}.*OpenAIBackend"):
         OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", client_kwargs={given: 1})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_server_that_ignores_the_request_for_log_probs_is_warned_about(
+    stub, caplog, stream
+) -> None:
+    """Some OpenAI-compatible servers answer a request for log-probs without them (LM
+    Studio, older Ollama). Each yes/no judgement then fell back to the answer's text, and
+    only the trace said so, one passage at a time: the ranking was that of a model that
+    can say only 0.5 or 0, with no word of why or of the option that fixes it."""
+    stub.handler = streamed_when_asked(lambda request: Reply(body=completion("Yes")))
+    backend = backend_for(stub, stream_logprobs=stream)
+    with caplog.at_level("WARNING", logger="rankwise.backends.openai"):
+        for _ in range(2):
+            ranked = await Reranker("pointwise", backend).arerank("q", DOCS[:3])
+            assert len(ranked.trace.fallbacks) == 3  # still scored from the text
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rankwise.backends.openai"]
+    assert len(warnings) == 1  # once per backend
+    assert "answered without log-probs" in warnings[0]
+    assert "pass OpenAIBackend(..., logprobs=False)" in warnings[0]
+    caplog.clear()
+    labels_far_down = {"Maybe": -0.1, "Perhaps": -2.0}  # log-probs, without the labels
+    stub.handler = streamed_when_asked(
+        lambda request: Reply(body=completion("Maybe", top_logprobs=labels_far_down))
+    )
+    with caplog.at_level("WARNING", logger="rankwise.backends.openai"):
+        ranked = await Reranker("pointwise", backend_for(stub, stream_logprobs=stream)).arerank(
+            "q", DOCS[:3]
+        )
+    assert len(ranked.trace.fallbacks) == 3
+    assert not [r for r in caplog.records if r.name == "rankwise.backends.openai"]

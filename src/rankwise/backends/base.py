@@ -35,6 +35,19 @@ class Capabilities:
         return bool(getattr(self, name))
 
 
+def missing_logprobs_message(source: str, switch_off: str) -> str:
+    """What to say, once, when ``source`` answers a request for log-probs without them:
+    every method that reads them then scores from the answer's text; ``switch_off`` is the
+    option that tells rankwise the model has none."""
+    return (
+        f"{source} answered without log-probs, though they were asked for, so methods that "
+        "read them (pointwise, first, setwise) score from the answer's text instead, which "
+        f"ranks poorly. If it does not return log-probs, pass {switch_off}, so that "
+        "method='auto' picks listwise, or name a method that reads text: listwise, setwise, "
+        "prp-*"
+    )
+
+
 API_CONCURRENCY = 16
 """Requests an API backend keeps in flight unless told otherwise."""
 API_TIMEOUT = 60.0

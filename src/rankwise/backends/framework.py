@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import weakref
 from abc import ABC, abstractmethod
@@ -11,11 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankwise._checks import check_whole
-from rankwise.backends.base import Capabilities, ContinuationLogprobs, Generation, LabelLogprobs
+from rankwise.backends.base import (
+    Capabilities,
+    ContinuationLogprobs,
+    Generation,
+    LabelLogprobs,
+    missing_logprobs_message,
+)
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter
 from rankwise.errors import BackendError, CapabilityError, ContextOverflowError
 from rankwise.prompts import Message
+
+logger = logging.getLogger(__name__)
 
 
 def match_labels(
@@ -154,6 +163,7 @@ class FrameworkBackend(ABC):
         self.max_tokens_kwarg = max_tokens_kwarg
         self._semaphores = LoopSemaphores(concurrency)
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
+        self._warned_no_logprobs = False
 
     @property
     def capabilities(self) -> Capabilities:
@@ -208,6 +218,10 @@ class FrameworkBackend(ABC):
         }
         extra.update(self._limit(1 + (PREFIX_TOKENS if assistant_prefix.strip() else 0)))
         reply = await self._guarded(messages, extra)
+        if not reply.positions and not self._warned_no_logprobs:
+            self._warned_no_logprobs = True
+            switch_off = f"{type(self).__name__}(model, logprobs=False)"
+            logger.warning(missing_logprobs_message(self.model_name, switch_off))
         found = read_labels(reply.positions, labels, assistant_prefix)
         return LabelLogprobs(found, reply.text, reply.prompt_tokens, reply.completion_tokens)
 

@@ -36,6 +36,7 @@ from rankwise.backends.base import (
     ContinuationLogprobs,
     Generation,
     LabelLogprobs,
+    missing_logprobs_message,
 )
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
@@ -74,6 +75,8 @@ class _Answer:
     content: list[Any]  # one ChatCompletionTokenLogprob per generated token
     prompt_tokens: int
     completion_tokens: int
+    has_logprobs: bool = False
+    """Whether the server sent log-probs at all (an object, even one with no entries)."""
 
 
 @dataclass
@@ -185,6 +188,7 @@ class OpenAIBackend:
         )
         self._token_limit_field = "max_tokens"  # "max_completion_tokens" once refused
         self._sends_temperature = True  # False once the model refused one
+        self._warned_no_logprobs = False
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
@@ -249,6 +253,8 @@ class OpenAIBackend:
             "top_logprobs": min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
         }
         answer, retries = await self._complete(messages, stream=self.stream_logprobs, **params)
+        if not answer.has_logprobs:
+            self._warn_no_logprobs()
         positions = [
             [(entry.token, entry.logprob)]
             + [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
@@ -262,6 +268,15 @@ class OpenAIBackend:
             completion_tokens=answer.completion_tokens,
             retries=retries,
         )
+
+    def _warn_no_logprobs(self) -> None:
+        """Say once that the server answers a request for log-probs without them: every
+        method that reads them then falls back to the answer's text."""
+        if self._warned_no_logprobs:
+            return
+        self._warned_no_logprobs = True
+        source = self.base_url or "the OpenAI API"
+        logger.warning(missing_logprobs_message(source, "OpenAIBackend(..., logprobs=False)"))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
         raise CapabilityError(
@@ -363,6 +378,7 @@ class OpenAIBackend:
         content: list[Any] = []
         usage = None
         finished = False
+        has_logprobs = False
         for chunk in chunks:
             usage = getattr(chunk, "usage", None) or usage
             choices = getattr(chunk, "choices", None) or []
@@ -373,6 +389,7 @@ class OpenAIBackend:
             piece = (delta.content if delta is not None else None) or ""
             text.append(piece)
             if logprobs is not None:
+                has_logprobs = True
                 content.extend(logprobs.content or [])
         if not text:  # one piece per chunk with a choice
             raise MalformedResponseError(f"the server streamed no choices ({len(chunks)} chunks)")
@@ -390,7 +407,7 @@ class OpenAIBackend:
                 self.count_tokens, [m.content for m in messages]
             )
             completion_tokens = max(len(content), sum(1 for piece in text if piece))
-        return _Answer("".join(text), content, prompt_tokens, completion_tokens)
+        return _Answer("".join(text), content, prompt_tokens, completion_tokens, has_logprobs)
 
     async def with_retries(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run ``attempt`` with exponential backoff; return its result and the retry count."""
@@ -426,6 +443,7 @@ def _answer_of(response: Any) -> _Answer:
         content=(choice.logprobs.content if choice.logprobs is not None else None) or [],
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        has_logprobs=choice.logprobs is not None,
     )
 
 
