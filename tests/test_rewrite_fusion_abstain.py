@@ -708,13 +708,16 @@ async def test_a_one_query_answer_after_a_blank_line_or_a_lead_in_is_read(stub, 
     assert result.trace.fallbacks == []
 
 
-def test_an_echo_of_the_question_is_no_rewrite_whatever_follows_it() -> None:
+def test_an_echo_or_a_run_of_lead_ins_is_no_rewrite_whatever_follows() -> None:
     """A one-query answer that repeats the question and then explains itself has no
-    rewrite: the explanation is not a query."""
+    rewrite: the explanation is not a query. Nor has the embedded model's answer of
+    headings, whose last one the token limit cut short."""
     from rankwise.rewrite import clean_lines
 
     echo = f"{QUESTION}?\n\nThe question is already clear."
     assert clean_lines(echo, multi_line=False, original=QUESTION) == []
+    headings = "Rewritten query:\n\nClear and precise:\n\nRefinement:\n\nPrecision:\n\nPrec"
+    assert clean_lines(headings, multi_line=False, original=QUESTION) == []
 
 
 @pytest.mark.parametrize("strategy", ["pseudo_answer", "multi_query", "keywords"])

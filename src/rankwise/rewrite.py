@@ -104,11 +104,14 @@ def clean_lines(text: str, *, multi_line: bool, original: str = "") -> list[str]
 
 
 def _one_query_text(text: str) -> str:
-    """The text of an answer that holds one query, on one line: its first paragraph that
-    says more than a lead-in, without the lead-in lines ("Here is the rewritten query:").
-    A reasoning model's answer starts with a blank line after its thoughts, and a chatty
-    one with a lead-in paragraph; what follows the query (an explanation) is not read."""
-    for paragraph in _PARAGRAPH_BREAK.split(text):
+    """The text of an answer that holds one query, on one line: its first paragraph with
+    text, without its lead-in lines ("Here is the rewritten query:"), or the next paragraph
+    when the first only leads in. A reasoning model's answer starts with a blank line after
+    its thoughts, and a chatty one with a lead-in paragraph. What follows the query (an
+    explanation) is not read, nor is anything after two paragraphs of lead-ins (a small
+    model's run of headings, the last one cut short by the token limit)."""
+    paragraphs = [paragraph for paragraph in _PARAGRAPH_BREAK.split(text) if paragraph.strip()]
+    for paragraph in paragraphs[:2]:
         lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
         while lines and _is_lead_in(lines[0]):
             del lines[0]
