@@ -589,3 +589,22 @@ def test_a_framework_document_passed_to_the_core_names_its_adapter() -> None:
             normalise_documents([given])
     with pytest.raises(InputError, match=r"is a int; expected a str, a Candidate or a dict .*key$"):
         normalise_documents([3])
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, 1, None])
+def test_a_flag_option_takes_true_or_false_only(value) -> None:
+    """``calibrated`` was taken as the truth of whatever it was given, so the command line's
+    ``-o calibrated=False`` (Python's spelling, not JSON's) turned calibration on."""
+    with pytest.raises(InputError, match=r"calibrated must be True or False \(on the command"):
+        Reranker("pointwise-qlm", "default", calibrated=value)
+
+
+def test_the_command_line_refuses_a_flag_spelt_as_python_does(tmp_path, capsys) -> None:
+    from rankwise.cli import main
+    from tests.conftest import DL19
+
+    output = tmp_path / "run.trec"
+    args = ["rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--output", str(output)]
+    assert main([*args, "--method", "pointwise-qlm", "-o", "calibrated=False"]) == 2
+    assert not output.exists()
+    assert "-o calibrated=true or -o calibrated=false" in capsys.readouterr().err

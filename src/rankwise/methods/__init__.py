@@ -56,6 +56,9 @@ WHOLE_NUMBER_OPTIONS: dict[str, int | None] = {
 """Method options that count something, and the least each may be (None: the method checks
 its own range, with a message of its own)."""
 
+FLAG_OPTIONS = ("calibrated",)
+"""Method options that are on or off."""
+
 
 def build_method(name: str, **options: Any) -> RankingMethod:
     """Instantiate the method called ``name`` with its options."""
@@ -84,6 +87,12 @@ def build_method(name: str, **options: Any) -> RankingMethod:
             at_least = "" if least is None else f" of at least {least}"
             no_cut = ", or None for no cut" if option in ("max_passage_tokens", "max_words") else ""
             raise InputError(f"{option} must be a whole number{at_least}{no_cut}; got {value!r}")
+    for option in FLAG_OPTIONS:
+        if option in options and not isinstance(options[option], bool):
+            raise InputError(
+                f"{option} must be True or False (on the command line: -o {option}=true or "
+                f"-o {option}=false); got {options[option]!r}"
+            )
     return cls(**options)
 
 
