@@ -494,10 +494,7 @@ def _cost_entry(
 def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
     args.data = args.data or _sample_data("dl19_sample.jsonl")
-    if args.command in RECORDS_OF_JUDGED_COMMANDS:
-        records, _ = RECORDS_OF_JUDGED_COMMANDS[args.command](args)
-    else:
-        records = load_queries(args.data, args.queries)
+    records = _records_to_rerank(args)
     setup = check_run(args, scores_for=_scores_reader(args))
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
@@ -745,10 +742,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-RECORDS_OF_JUDGED_COMMANDS: dict[
-    str, Callable[[argparse.Namespace], tuple[list[QueryRecord], Qrels]]
-] = {"eval": _eval_records, "calibrate": _calibration_records}
-"""The queries that a command which reranks only judged queries reranks, for its dry run."""
+def _records_to_rerank(args: argparse.Namespace) -> list[QueryRecord]:
+    """The queries the command would rerank, as its dry run prices them: ``eval`` and
+    ``calibrate`` rerank only those the qrels judge."""
+    if args.command == "eval":
+        return _eval_records(args)[0]
+    if args.command == "calibrate":
+        return _calibration_records(args)[0]
+    return load_queries(args.data, args.queries)
 
 
 def _rerank(args: argparse.Namespace) -> int:
