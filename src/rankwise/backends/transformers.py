@@ -532,8 +532,9 @@ class TransformersBackend:
             spans.append((len(context_ids), len(context_ids) + len(ids)))
             context_ids.extend(ids)
         query_ids = [self._encode_framed(text, head=False) for text in query_texts]
-        self.check_fits(len(context_ids), max(map(len, query_ids), default=0))
-        width = len(context_ids) + max(map(len, query_ids), default=0)
+        longest_query = max(map(len, query_ids), default=0)
+        self.check_fits(len(context_ids), longest_query)
+        width = len(context_ids) + longest_query
         if not self._fits_window(width):
             raise CapabilityError(
                 f"an attention scan reads how every layer attends to every passage, but "
