@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,17 +36,28 @@ class Capabilities:
         return bool(getattr(self, name))
 
 
-def missing_logprobs_message(source: str, switch_off: str) -> str:
-    """What to say, once, when ``source`` answers a request for log-probs without them:
-    every method that reads them then scores from the answer's text; ``switch_off`` is the
+class MissingLogprobsWarning:
+    """Warns once per backend when its model answers a request for log-probs without them:
+    every method that reads them then scores from the answer's text. ``switch_off`` is the
     option that tells rankwise the model has none."""
-    return (
-        f"{source} answered without log-probs, though they were asked for, so methods that "
-        "read them (pointwise, first, setwise) score from the answer's text instead, which "
-        f"ranks poorly. If it does not return log-probs, pass {switch_off}, so that "
-        "method='auto' picks listwise, or name a method that reads text: listwise, setwise, "
-        "prp-*"
-    )
+
+    def __init__(self, logger: logging.Logger, switch_off: str) -> None:
+        self._logger = logger
+        self._switch_off = switch_off
+        self._given = False
+
+    def give(self, source: str) -> None:
+        """Warn that ``source`` answered without log-probs, unless this already did."""
+        if self._given:
+            return
+        self._given = True
+        self._logger.warning(
+            f"{source} answered without log-probs, though they were asked for, so methods that "
+            "read them (pointwise, first, setwise) score from the answer's text instead, which "
+            f"ranks poorly. If it does not return log-probs, pass {self._switch_off}, so that "
+            "method='auto' picks listwise, or name a method that reads text: listwise, "
+            "setwise, prp-*"
+        )
 
 
 API_CONCURRENCY = 16

@@ -17,7 +17,7 @@ from rankwise.backends.base import (
     ContinuationLogprobs,
     Generation,
     LabelLogprobs,
-    missing_logprobs_message,
+    MissingLogprobsWarning,
 )
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter
@@ -163,7 +163,9 @@ class FrameworkBackend(ABC):
         self.max_tokens_kwarg = max_tokens_kwarg
         self._semaphores = LoopSemaphores(concurrency)
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
-        self._warned_no_logprobs = False
+        self._no_logprobs = MissingLogprobsWarning(
+            logger, f"{type(self).__name__}(model, logprobs=False)"
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -218,10 +220,8 @@ class FrameworkBackend(ABC):
         }
         extra.update(self._limit(1 + (PREFIX_TOKENS if assistant_prefix.strip() else 0)))
         reply = await self._guarded(messages, extra)
-        if not reply.positions and not self._warned_no_logprobs:
-            self._warned_no_logprobs = True
-            switch_off = f"{type(self).__name__}(model, logprobs=False)"
-            logger.warning(missing_logprobs_message(self.model_name, switch_off))
+        if not reply.positions:
+            self._no_logprobs.give(self.model_name)
         found = read_labels(reply.positions, labels, assistant_prefix)
         return LabelLogprobs(found, reply.text, reply.prompt_tokens, reply.completion_tokens)
 

@@ -36,7 +36,7 @@ from rankwise.backends.base import (
     ContinuationLogprobs,
     Generation,
     LabelLogprobs,
-    missing_logprobs_message,
+    MissingLogprobsWarning,
 )
 from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
@@ -188,7 +188,7 @@ class OpenAIBackend:
         )
         self._token_limit_field = "max_tokens"  # "max_completion_tokens" once refused
         self._sends_temperature = True  # False once the model refused one
-        self._warned_no_logprobs = False
+        self._no_logprobs = MissingLogprobsWarning(logger, "OpenAIBackend(..., logprobs=False)")
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
@@ -254,7 +254,7 @@ class OpenAIBackend:
         }
         answer, retries = await self._complete(messages, stream=self.stream_logprobs, **params)
         if not answer.has_logprobs:
-            self._warn_no_logprobs()
+            self._no_logprobs.give(self.base_url or "the OpenAI API")
         positions = [
             [(entry.token, entry.logprob)]
             + [(alt.token, alt.logprob) for alt in entry.top_logprobs or []]
@@ -268,15 +268,6 @@ class OpenAIBackend:
             completion_tokens=answer.completion_tokens,
             retries=retries,
         )
-
-    def _warn_no_logprobs(self) -> None:
-        """Say once that the server answers a request for log-probs without them: every
-        method that reads them then falls back to the answer's text."""
-        if self._warned_no_logprobs:
-            return
-        self._warned_no_logprobs = True
-        source = self.base_url or "the OpenAI API"
-        logger.warning(missing_logprobs_message(source, "OpenAIBackend(..., logprobs=False)"))
 
     async def continuation_logprobs(self, prefix: str, continuation: str) -> ContinuationLogprobs:
         raise CapabilityError(
