@@ -17,12 +17,17 @@ from tests.conftest import DL19
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def _require_server() -> None:
+    """Skip without llama-cpp-python's server, or fail where the run requires it."""
     if importlib.util.find_spec("llama_cpp") is None:
         if os.environ.get("RANKWISE_REQUIRE_SERVER"):
             pytest.fail("llama-cpp-python[server] is not installed; run ./run setup")
         pytest.skip("llama-cpp-python[server] is not installed")
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    _require_server()
     with serve_gguf() as base_url:
         yield base_url
 
@@ -195,3 +200,20 @@ async def test_llamaindex_llm_drives_a_generation_method(llama_server, dl19) -> 
     ranked = await Reranker("setwise", backend).arerank(record.query, docs)
     assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
     assert ranked.usage.calls >= 1
+
+
+def test_a_model_path_under_home_is_served(tmp_path, monkeypatch) -> None:
+    """``serve_gguf("~/models/x.gguf")`` said there was no GGUF file at that path: the
+    ``~`` was not expanded, as the local backend expands it."""
+    import urllib.request
+
+    from rankwise.backends.model_files import default_gguf_path
+
+    _require_server()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smollm2.gguf").symlink_to(default_gguf_path())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with serve_gguf("~/models/smollm2.gguf", startup_timeout=120) as base_url:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=10) as response:
+            served = json.load(response)["data"][0]["id"]
+    assert served.endswith("smollm2.gguf")

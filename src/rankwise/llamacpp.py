@@ -45,7 +45,7 @@ def serve_gguf(
             "llama.cpp's server is not installed; run "
             "`pip install 'llama-cpp-python[server]'` (it compiles for a few minutes)"
         )
-    gguf = Path(model) if model is not None else default_gguf_path()
+    gguf = Path(model).expanduser() if model is not None else default_gguf_path()
     if not gguf.is_file():
         raise ModelNotFoundError(f"no GGUF file at {str(gguf)!r}; pass the path of a .gguf file")
     port = free_port()
