@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -77,3 +78,10 @@ def fitted_calibrator(min_quality: float) -> Calibrator:
     score higher), that abstains at or below ``min_quality`` of predicted nDCG@10."""
     references = [[-1.0, -2.0, -3.0], [-2.0, -2.5, -4.0], [-4.0, -4.5, -5.0]]
     return Calibrator(n=3).fit(references, [0.9, 0.5, 0.1], min_quality=min_quality)
+
+
+def dl19_lines(count: int) -> list[dict]:
+    """The first ``count`` queries of the DL19 file as their JSON objects, for tests that
+    write a queries file of their own."""
+    with (DL19 / "bm25-top100.jsonl").open(encoding="utf-8") as handle:
+        return [json.loads(next(handle)) for _ in range(count)]

@@ -10,7 +10,7 @@ import pytest
 from rankwise import InputError
 from rankwise.cli import _printable, main
 from rankwise.evaluate import load_qrels, load_queries, ndcg_at_k, write_trec_run
-from tests.conftest import DL19
+from tests.conftest import DL19, dl19_lines
 from tests.oracle import oracle
 from tests.stub_server import Reply, user_text
 
@@ -68,7 +68,7 @@ def test_eval_writes_a_report_with_real_usage(tmp_path, capsys) -> None:
 def test_eval_reranks_only_the_queries_the_qrels_judge(tmp_path, capsys) -> None:
     """A query without judgments was reranked, its calls paid, then left out of every
     number; --queries 2 could so give a report of fewer than two queries."""
-    records = [json.loads(line) for line in (DL19 / "bm25-top100.jsonl").open()][:3]
+    records = dl19_lines(3)
     judged_qid = records[1]["qid"]
     qrels = tmp_path / "qrels.txt"
     qrels.write_text(
@@ -582,7 +582,7 @@ def test_a_query_that_fails_is_named_with_what_was_done_before_it(stub, tmp_path
     """One query of a batch that the model refused (a prompt too long for its context)
     ended the run with the model's message alone, naming no query: in a file of hundreds,
     nothing said which one to fix, or that the queries reranked before it were paid for."""
-    records = [json.loads(line) for line in (DL19 / "bm25-top100.jsonl").open()][:3]
+    records = dl19_lines(3)
     records[2]["query"] = "far too long " * 50
 
     def refuse_the_long_query(request):

@@ -12,7 +12,7 @@ from rankwise.cli import main
 from rankwise.costs import Price, PriceTable
 from rankwise.errors import InputError
 from rankwise.types import Usage
-from tests.conftest import DL19
+from tests.conftest import DL19, dl19_lines
 from tests.oracle import oracle, relevance_docs
 
 
@@ -248,10 +248,10 @@ def test_cli_dry_run_prices_only_the_queries_the_qrels_judge(
     ``--queries N`` takes the first N of those; the dry run priced every query in the file,
     so it predicted calls the real run never makes."""
     stub.handler = oracle
-    lines = (DL19 / "bm25-top100.jsonl").read_text().splitlines()[:4]
-    unjudged = json.loads(lines[0]) | {"qid": "no-judgments"}
+    records = dl19_lines(4)
+    unjudged = records[0] | {"qid": "no-judgments"}
     data = tmp_path / "queries.jsonl"
-    data.write_text("\n".join([json.dumps(unjudged), *lines[1:]]) + "\n")
+    data.write_text("".join(json.dumps(record) + "\n" for record in [unjudged, *records[1:]]))
     args = [command, "--backend", "openai", "--model", "oracle", "--base-url", stub.base_url]
     args += ["--data", str(data), "--qrels", str(DL19 / "qrels.txt")]
     args += ["--method", "pointwise", "--depth", "3"]
@@ -294,7 +294,7 @@ def test_cli_dry_run_refuses_what_the_run_refuses(
 def test_a_local_dry_run_refuses_a_query_too_long_for_the_context(tmp_path, capsys, method):
     """The local model refuses a prompt that runs past its context, but the dry run priced
     it as if it fitted: it promised a run that then failed at that query."""
-    record = json.loads((DL19 / "bm25-top100.jsonl").open().readline())
+    (record,) = dl19_lines(1)
     record["query"] = "flea " * 9000  # past SmolLM2's 8192 tokens
     data = tmp_path / "queries.jsonl"
     data.write_text(json.dumps(record) + "\n")
