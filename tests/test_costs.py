@@ -306,3 +306,14 @@ def test_a_local_dry_run_refuses_a_query_too_long_for_the_context(tmp_path, caps
     assert "past SmolLM2-135M-Instruct's 8192-token context" in refusal
     assert main(args) == 2
     assert capsys.readouterr().err.splitlines()[0] == refusal.splitlines()[0]
+
+
+def test_a_price_table_named_under_home_is_read(tmp_path, monkeypatch) -> None:
+    """``RANKWISE_PRICES=~/prices.json``, as an env file or a container sets it (no shell
+    expands the ``~`` there), was refused as unreadable, where ``RANKWISE_CACHE=~/...``
+    is expanded."""
+    (tmp_path / "prices.json").write_text(json.dumps({"m": {"input": 1.0, "output": 2.0}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RANKWISE_PRICES", "~/prices.json")
+    table = PriceTable.from_env()
+    assert table is not None and table.price("m") == Price(1.0, 2.0)

@@ -228,3 +228,14 @@ def test_gguf_files_of_one_name_and_size_are_not_given_each_others_weights(
     status = paths[0].stat()
     os.utime(paths[0], ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
     assert converted_model_dir(paths[0]) != before  # replaced in place: converted again
+
+
+def test_a_cache_folder_named_under_home_is_expanded(tmp_path, monkeypatch) -> None:
+    """``RANKWISE_CACHE_DIR=~/models``, as an env file or a container sets it (no shell
+    expands the ``~`` there), put the converted models in a folder named "~" inside the
+    working directory."""
+    from rankwise.backends.model_files import cache_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RANKWISE_CACHE_DIR", "~/models")
+    assert cache_root() == tmp_path / "models"

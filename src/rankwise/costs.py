@@ -55,7 +55,7 @@ class PriceTable:
     def load(cls, path: str | Path) -> PriceTable:
         """Read a JSON price table; raises :class:`InputError` when it is malformed."""
         try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+            raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8-sig"))
         except (OSError, json.JSONDecodeError) as error:
             raise InputError(f"could not read the price table {path}: {error}") from error
         if not isinstance(raw, dict):

@@ -36,10 +36,10 @@ def default_gguf_path() -> Path:
 def cache_root() -> Path:
     """Where rankwise keeps converted models: ``$RANKWISE_CACHE_DIR`` or the user cache dir."""
     explicit = os.environ.get("RANKWISE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
+    if explicit:  # "~/..." as an env file sets it: no shell has expanded it
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rankwise"
+    return Path(base).expanduser() / "rankwise"
 
 
 def converted_model_dir(gguf: Path, converter_major: int | None = None) -> Path:
