@@ -356,11 +356,13 @@ class RunSetup:
     """What reads the run's scores (a calibrator, say), so a rank-only method is refused."""
 
 
-def check_run(args: argparse.Namespace, *, scores_for: str | None = None) -> RunSetup:
+def check_run(args: argparse.Namespace) -> RunSetup:
     """Refuse what a run could only fail on after loading the model or paying for calls:
     bad backend options, a method option it does not take, an unreadable price table, and,
-    when ``scores_for`` names what reads the scores, a method whose scores are only ranks.
+    when something reads the scores (:func:`_scores_reader`), a method whose scores are
+    only ranks.
     """
+    scores_for = _scores_reader(args)
     _check_backend_options(args)
     options = key_values(args.option)
     prices = _price_table(args)
@@ -495,7 +497,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
     args.data = args.data or _sample_data("dl19_sample.jsonl")
     records = _records_to_rerank(args)
-    setup = check_run(args, scores_for=_scores_reader(args))
+    setup = check_run(args)
     backend = make_backend(args)
     reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name
@@ -643,7 +645,7 @@ def _calibration_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Q
 def _eval(args: argparse.Namespace) -> int:
     _check_eval_outputs(args)
     records, qrels = _eval_records(args)
-    setup = check_run(args, scores_for=_scores_reader(args))
+    setup = check_run(args)
     results, seconds = _run(args, setup, records)
     report = build_report(args, records, results, qrels, seconds, setup)
     if args.abstention:
@@ -729,7 +731,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     _check_writable(args.out, "calibrator file")
     records, qrels = _calibration_records(args)
-    setup = check_run(args, scores_for=_scores_reader(args))
+    setup = check_run(args)
     results, _ = _run(args, setup, records)
     scores, metrics = _judged(records, results, qrels)
     calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
