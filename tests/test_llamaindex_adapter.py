@@ -442,3 +442,42 @@ async def test_the_postprocessor_abstains_with_a_fitted_calibrator(
     assert ranked.confidence == pytest.approx(calibrator.predict(ranked.judged_scores))
     assert ranked.abstained is (min_quality > 0)
     assert [n.node.node_id for n in got] == ([] if ranked.abstained else ranked.ids[:2])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"top_n": -1}, "top_n must be >= 0"),
+        ({"top_n": 2.5}, "top_n must be a whole number"),
+        ({"query": "  "}, "query is empty"),
+    ],
+)
+async def test_the_tools_refuse_bad_arguments_before_retrieving_or_calling_the_llm(
+    arguments, message
+) -> None:
+    """An agent's bad argument is refused before the retriever or the LLM is paid for."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class RecordingRetriever(BaseRetriever):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queries: list[str] = []
+
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            self.queries.append(query_bundle.query_str)
+            return [NodeWithScore(node=TextNode(text=f"passage {i}"), score=1.0) for i in range(3)]
+
+    llm = _recording_llm(False)
+    post = RankwiseRerank(method="listwise", llm=llm)
+    retriever = RecordingRetriever()
+    search = rankwise_function_tool(post, retriever=retriever)
+    rerank = rankwise_function_tool(post)
+    call = {"query": "what is a flea", "top_n": 2} | arguments
+    with pytest.raises(InputError, match=message):
+        await search.acall(**call)
+    with pytest.raises(InputError, match=message):
+        rerank.call(passages=["passage 0", "passage 1", "passage 2"], **call)
+    assert retriever.queries == [] and llm.calls == []
+    good = await search.acall(query="what is a flea", top_n=2)
+    assert len(good.raw_output["results"]) == 2 and retriever.queries and len(llm.calls) == 1
