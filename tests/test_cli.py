@@ -8,6 +8,7 @@ import re
 import pytest
 
 from rankwise import InputError
+from rankwise.abstain import Calibrator
 from rankwise.cli import _printable, main
 from rankwise.evaluate import load_qrels, load_queries, ndcg_at_k, write_trec_run
 from tests.conftest import DL19, dl19_lines
@@ -609,3 +610,32 @@ def test_a_query_that_fails_is_named_with_what_was_done_before_it(stub, tmp_path
     advice = "a rerun pays only for" if cache else "pass --cache PATH"
     assert advice in error
     assert not output.exists()
+
+
+def test_paths_given_with_an_equals_sign_and_a_tilde_are_read_under_home(
+    stub, tmp_path, monkeypatch, capsys
+) -> None:
+    """The shell expands ``--out ~/cal.json`` but not ``--out=~/cal.json``: every file option
+    then looked in, or wrote to, a folder named ``~`` in the working directory, while
+    ``--cache=~/...`` and ``--prices=~/...`` were read under the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps(record) + "\n" for record in dl19_lines(3)), encoding="utf-8"
+    )
+    (tmp_path / "qrels.txt").write_text((DL19 / "qrels.txt").read_text(), encoding="utf-8")
+    stub.handler = oracle
+    common = ["--data=~/q.jsonl", "--depth", "3", "--method", "pointwise", "--backend", "openai"]
+    common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    assert main(["calibrate", *common, "--qrels=~/qrels.txt", "--out=~/cal.json"]) == 0
+    assert main(["eval", *common, "--qrels=~/qrels.txt", "--abstention=~/cal.json",
+                 "--report=~/report.json"]) == 0  # fmt: skip
+    assert main(["rerank", *common, "--output=~/run.trec"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "report.json").read_text())["queries"] == 3
+    assert Calibrator.load(tmp_path / "cal.json").reference_size == 3
+    assert len((tmp_path / "run.trec").read_text().splitlines()) == 9
+    assert not (tmp_path / "~").exists()
+    calibrator = Calibrator.load("~/cal.json")  # and from Python
+    calibrator.save("~/copy.json")
+    assert Calibrator.load(tmp_path / "copy.json") == calibrator

@@ -243,7 +243,9 @@ class Calibrator:
 
     def save(self, path: str | Path) -> None:
         """Write the calibrator as JSON, with the method and model it was fitted for."""
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        Path(path).expanduser().write_text(
+            json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(
@@ -251,7 +253,7 @@ class Calibrator:
     ) -> Calibrator:
         """Read a calibrator; warns when it was fitted for another method or model."""
         try:
-            fields = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+            fields = json.loads(Path(path).expanduser().read_text(encoding="utf-8-sig"))
             calibrator = cls(**fields)
         except (OSError, ValueError, TypeError) as error:
             raise InputError(

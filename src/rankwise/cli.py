@@ -66,6 +66,12 @@ _seconds = _ranged(float, lambda value: value > 0, "a number of seconds above 0"
 _share = _ranged(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
+def _file(value: str) -> str:
+    """A file option's path with a leading ``~`` expanded: the shell leaves the one in
+    ``--out=~/cal.json`` as it is."""
+    return os.path.expanduser(value)
+
+
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=["local", "openai"], default="local")
@@ -153,7 +159,7 @@ def _check_backend_options(args: argparse.Namespace) -> None:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    parser.add_argument("--data", required=data_required, help="queries JSONL")
+    parser.add_argument("--data", type=_file, required=data_required, help="queries JSONL")
     parser.add_argument(
         "--method",
         default=AUTO,
@@ -203,12 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="rerank a few TREC DL19 queries with the local model")
     _add_run_options(demo, data_required=False)
     demo.set_defaults(method=DEMO_METHOD, depth=20, queries=DEMO_QUERIES, handler=_demo)
-    demo.add_argument("--qrels", default=None)
+    demo.add_argument("--qrels", type=_file, default=None)
 
     rerank = commands.add_parser("rerank", help="rerank a JSONL file and write a run")
     _add_run_options(rerank)
     rerank.add_argument(
         "--output",
+        type=_file,
         required=True,
         help="run.jsonl (one JSON object per query) or a TREC run (any other name: run.trec)",
     )
@@ -216,20 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="rerank and score against qrels")
     _add_run_options(evaluate)
-    evaluate.add_argument("--qrels", required=True)
-    evaluate.add_argument("--report", default=None, help="write the report JSON here")
+    evaluate.add_argument("--qrels", type=_file, required=True)
+    evaluate.add_argument("--report", type=_file, default=None, help="write the report JSON here")
     evaluate.add_argument(
         "--abstention",
+        type=_file,
         default=None,
         help="a calibrator JSON from `rankwise calibrate`, or 'cv' for repeated 80/20 splits",
     )
-    evaluate.add_argument("--plot", default=None, help="draw the risk-coverage curve (PNG)")
+    evaluate.add_argument(
+        "--plot", type=_file, default=None, help="draw the risk-coverage curve (PNG)"
+    )
     evaluate.set_defaults(handler=_eval)
 
     calibrate = commands.add_parser("calibrate", help="fit an abstention calibrator on qrels")
     _add_run_options(calibrate)
-    calibrate.add_argument("--qrels", required=True)
-    calibrate.add_argument("--out", required=True, help="calibrator JSON to write")
+    calibrate.add_argument("--qrels", type=_file, required=True)
+    calibrate.add_argument("--out", type=_file, required=True, help="calibrator JSON to write")
     calibrate.add_argument(
         "--abstention-rate",
         type=_share,
