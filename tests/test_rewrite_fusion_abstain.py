@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import statistics
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,7 @@ from rankwise.cli import main
 from rankwise.fusion import reciprocal_rank_fusion
 from rankwise.pipeline import RetrievalPipeline
 from rankwise.rewrite import QueryRewriter, Rewrite
-from tests.conftest import DL19
+from tests.conftest import DL19, dl19_lines
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import Reply, completion, sent_tokens, user_text
 
@@ -487,7 +489,7 @@ def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:
     assert json.loads(calib.read_text())["method"] == "pointwise-qlm"
     capsys.readouterr()
     report_path = tmp_path / "r.json"
-    plot = tmp_path / "rc.png"
+    plot = tmp_path / "rc.svg"
     assert (
         main(
             [
@@ -508,9 +510,31 @@ def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:
     assert 0 < report["abstention"]["coverage"] <= 1
     assert report["calls"] == 0 and report["cache_hits"] == 30  # the calibration run is cached
     assert plot.stat().st_size > 1000
+    assert f"calibrator (nAUC {report['abstention']['nauc']:.3f})" in _plot_labels(plot)
     assert main(["eval", *common, "--abstention", "cv", "--report", str(report_path)]) == 0
     cv = json.loads(report_path.read_text())["abstention"]
     assert set(cv["nauc"]) == {"calibrator", "max", "std", "margin", "entropy"}
+
+
+def _plot_labels(path: Path) -> list[str]:
+    """The texts of an SVG that matplotlib drew: it writes each one as a comment."""
+    return re.findall(r"<!-- (.*?) -->", path.read_text(encoding="utf-8"))
+
+
+def test_the_cv_plot_names_the_confidence_it_draws(tmp_path) -> None:
+    """With --abstention cv no calibrator is fitted on all queries, so the plot draws the
+    top score's curve; its legend called that curve "rankwise", as if it were the calibrator
+    or the method's own, with an nAUC found nowhere in the report."""
+    records, qrels = dl19_lines(4), tmp_path / "qrels.txt"
+    qrels.write_text((DL19 / "qrels.txt").read_text(), encoding="utf-8")
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    plot = tmp_path / "rc.svg"
+    args = ["eval", "--data", str(data), "--qrels", str(qrels), "--method", "pointwise-qlm"]
+    args += ["--depth", "3", "--abstention", "cv", "--plot", str(plot)]
+    assert main(args) == 0
+    (legend,) = [text for text in _plot_labels(plot) if "nAUC" in text]
+    assert legend.startswith("top score, all queries (nAUC ")
 
 
 @pytest.mark.parametrize(

@@ -727,11 +727,14 @@ def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type:
     if args.plot:
         from rankwise.plot import plot_risk_coverage
 
-        if curve is None:
+        label = "calibrator"
+        if curve is None:  # cv: no calibrator is fitted on all queries; draw the top score's
             from rankwise.abstain import CONFIDENCE_FUNCTIONS
 
             curve = risk_coverage([CONFIDENCE_FUNCTIONS["max"](s) for s in scores], metrics)
-        plot_risk_coverage(curve, args.plot, title=f"{args.method} on {Path(args.data).name}")
+            label = "top score, all queries"
+        title = f"{args.method} on {Path(args.data).name}"
+        plot_risk_coverage(curve, args.plot, title=title, label=label)
         report["plot"] = args.plot
     return report
 

@@ -8,8 +8,11 @@ from typing import Any
 from rankwise.errors import RankwiseError
 
 
-def plot_risk_coverage(curve: dict[str, Any], path: str | Path, *, title: str = "") -> Path:
-    """Draw quality against coverage for the method, the oracle and random abstention."""
+def plot_risk_coverage(
+    curve: dict[str, Any], path: str | Path, *, title: str = "", label: str = "confidence"
+) -> Path:
+    """Draw quality against coverage for the method, the oracle and random abstention;
+    ``label`` names the confidence that orders the method's curve."""
     try:
         import matplotlib
 
@@ -19,7 +22,7 @@ def plot_risk_coverage(curve: dict[str, Any], path: str | Path, *, title: str = 
         raise RankwiseError("--plot needs matplotlib: pip install 'rankwise[plot]'") from error
     coverage = [1 - rate for rate in curve["rates"]]
     figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
-    axis.plot(coverage, curve["method"], label=f"rankwise (nAUC {curve['nauc']:.3f})")
+    axis.plot(coverage, curve["method"], label=f"{label} (nAUC {curve['nauc']:.3f})")
     axis.plot(coverage, curve["oracle"], linestyle="--", label="oracle")
     axis.axhline(curve["random"], color="grey", linestyle=":", label="random")
     axis.set_xlabel("coverage (share of queries answered)")
