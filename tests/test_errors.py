@@ -608,3 +608,51 @@ def test_the_command_line_refuses_a_flag_spelt_as_python_does(tmp_path, capsys) 
     assert main([*args, "--method", "pointwise-qlm", "-o", "calibrated=False"]) == 2
     assert not output.exists()
     assert "-o calibrated=true or -o calibrated=false" in capsys.readouterr().err
+
+
+def _flagged(kind: str, value: object):  # type: ignore[no-untyped-def]
+    """Build ``kind`` with ``value`` for one of its True-or-False options."""
+    url = "http://127.0.0.1:9/v1"
+    if kind == "openai":
+        return OpenAIBackend("m", base_url=url, logprobs=value)  # type: ignore[arg-type]
+    if kind == "langchain":
+        from langchain_openai import ChatOpenAI
+
+        from rankwise.backends.langchain import LangChainBackend
+
+        chat = ChatOpenAI(model="m", base_url=url, api_key="unused")  # type: ignore[arg-type]
+        return LangChainBackend(chat, logprobs=value)  # type: ignore[arg-type]
+    if kind == "llamaindex":
+        from llama_index.core.llms.mock import MockLLM
+
+        from rankwise.backends.llamaindex import LlamaIndexBackend
+
+        return LlamaIndexBackend(MockLLM(), logprobs=value)  # type: ignore[arg-type]
+    if kind == "rewriter":
+        from rankwise.rewrite import QueryRewriter
+
+        backend = OpenAIBackend("m", base_url=url)
+        return QueryRewriter(backend, include_original=value)  # type: ignore[arg-type]
+    from rankwise.backends.transformers import TransformersBackend
+
+    return TransformersBackend("/no/such/model", **{kind: value})  # checked before loading
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [
+        ("openai", "logprobs"),
+        ("langchain", "logprobs"),
+        ("llamaindex", "logprobs"),
+        ("rewriter", "include_original"),
+        ("dispatch_early", "dispatch_early"),
+        ("pack_prompts", "pack_prompts"),
+        ("cuda_graphs", "cuda_graphs"),
+    ],
+)
+@pytest.mark.parametrize("value", ["false", "no", 0, 1])
+def test_a_true_or_false_option_refuses_anything_else(kind, option, value) -> None:
+    """``logprobs="false"``, as read from an env var or a config file, was true: the backend
+    claimed log-probs, so ``method="auto"`` picked a method that needs them."""
+    with pytest.raises(InputError, match=f"{option} must be True or False(, or None .*)?, got"):
+        _flagged(kind, value)

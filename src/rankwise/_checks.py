@@ -36,6 +36,15 @@ def check_real(name: str, value: object, least: float, meaning: str = "") -> Non
         raise InputError(f"{name} must be a number of at least {least}{meaning}, got {value!r}")
 
 
+def check_flag(name: str, value: object, *, unset_allowed: bool = False) -> None:
+    """Raise :class:`InputError` unless ``value`` is True or False (or, with
+    ``unset_allowed``, None): a string such as "false" from a config file would be true."""
+    if isinstance(value, bool) or (unset_allowed and value is None):
+        return
+    unset = ", or None for the default" if unset_allowed else ""
+    raise InputError(f"{name} must be True or False{unset}, got {value!r}")
+
+
 def checked_names(
     name: str, value: object, reserved: frozenset[str], *, names: str, example: str, taken: str
 ) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from rankwise._checks import check_whole
+from rankwise._checks import check_flag, check_whole
 from rankwise._concurrency import gather_all
 from rankwise._sync import run_sync
 from rankwise.backends.base import Backend
@@ -154,6 +154,7 @@ class QueryRewriter:
         max_tokens: int = 64,
         prompts: dict[str, str] | None = None,
     ) -> None:
+        check_flag("include_original", include_original)
         if isinstance(strategies, str):
             strategies = (strategies,)  # one name, not its letters
         unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rankwise._checks import check_whole
+from rankwise._checks import check_flag, check_whole
 from rankwise.backends.base import (
     Capabilities,
     ContinuationLogprobs,
@@ -158,6 +158,7 @@ class FrameworkBackend(ABC):
         concurrency: int,
         max_context: int,
     ) -> None:
+        check_flag("logprobs", logprobs)
         self._counter = TokenCounter()
         self.top_logprobs = top_logprobs
         self.max_tokens_kwarg = max_tokens_kwarg

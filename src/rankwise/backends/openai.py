@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from rankwise._checks import check_whole, checked_names, is_real
+from rankwise._checks import check_flag, check_whole, checked_names, is_real
 from rankwise.backends.base import (
     API_CONCURRENCY,
     API_MAX_CONTEXT,
@@ -154,6 +154,8 @@ class OpenAIBackend:
         _check_options(
             concurrency, timeout, max_retries, backoff, max_backoff, top_logprobs, max_context
         )
+        check_flag("logprobs", logprobs)
+        check_flag("stream_logprobs", stream_logprobs)
         self.request_options = _checked_request_options(request_options)
         if base_url is not None:
             _check_base_url(base_url)
@@ -174,8 +176,6 @@ class OpenAIBackend:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.top_logprobs = top_logprobs
-        if not isinstance(stream_logprobs, bool):
-            raise InputError(f"stream_logprobs must be True or False, got {stream_logprobs!r}")
         self.stream_logprobs = stream_logprobs
         self._client_kwargs = checked_names(
             "client_kwargs",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
-from rankwise._checks import check_real, check_whole, checked_names
+from rankwise._checks import check_flag, check_real, check_whole, checked_names
 from rankwise.backends.base import (
     LOCAL_MODEL,
     AttentionScan,
@@ -271,6 +271,12 @@ class TransformersBackend:
         chat_template_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         started = time.perf_counter()
+        for name, flag in (
+            ("dispatch_early", dispatch_early),
+            ("pack_prompts", pack_prompts),
+            ("cuda_graphs", cuda_graphs),
+        ):
+            check_flag(name, flag, unset_allowed=True)
         self._template_kwargs = _checked_template_kwargs(chat_template_kwargs)
         loading = checked_names(
             "model_kwargs",
