@@ -27,7 +27,7 @@ from rankwise.cli import main
 from rankwise.fusion import reciprocal_rank_fusion
 from rankwise.pipeline import RetrievalPipeline
 from rankwise.rewrite import QueryRewriter, Rewrite
-from tests.conftest import DL19, dl19_lines
+from tests.conftest import DL19, dl19_lines, fitted_calibrator
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import Reply, completion, sent_tokens, user_text
 
@@ -327,6 +327,38 @@ def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Calibrator.load(path, method="pointwise", model="m")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("n", "3", "n must be a whole number of at least 1"),
+        ("n", 0, "n must be a whole number of at least 1"),
+        ("alpha", -1, "alpha must be a number of at least 0"),
+        ("threshold", "0.3", "threshold must be a number"),
+        ("threshold", None, "threshold must be a number"),
+        ("threshold", math.nan, "threshold must be a number"),
+        ("weights", ["a", 1.0, 2.0, 3.0], "weights must be finite numbers"),
+        ("weights", [1.0, 2.0, 3.0, None], "weights must be finite numbers"),
+        ("weights", "1, 2, 3, 4", "weights must be finite numbers"),
+        ("reference_size", -1, "reference_size must be a whole number of at least 0"),
+        ("method", 3, "method must be a string"),
+    ],
+)
+def test_a_calibrator_with_a_field_of_the_wrong_kind_is_refused(
+    tmp_path, field, value, message
+) -> None:
+    """A hand-edited calibrator file (``"n": "3"``, ``"threshold": null``) loaded, then failed
+    at the first list with a TypeError from deep inside, or, with ``n: 0``, fitted nothing."""
+    calibrator = fitted_calibrator(0.3)
+    path = tmp_path / "calib.json"
+    calibrator.save(path)
+    fields = json.loads(path.read_text()) | {field: value}
+    path.write_text(json.dumps(fields))
+    with pytest.raises(InputError, match=f"cannot read a calibrator from .*{message}"):
+        Calibrator.load(path)
+    with pytest.raises(InputError, match=message):  # and when built in Python
+        Calibrator(**fields)
 
 
 def test_risk_coverage_bounds() -> None:

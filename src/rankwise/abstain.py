@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rankwise._checks import is_finite
+from rankwise._checks import check_real, check_whole, is_finite, is_real
 from rankwise.errors import InputError
 
 ConfidenceName = Literal["max", "std", "margin", "entropy"]
@@ -200,6 +200,25 @@ class Calibrator:
     metric: str = "ndcg@10"
     reference_size: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse fields of the wrong kind (as a hand-edited file may hold) now, not as a
+        TypeError at the first list it judges."""
+        check_whole("n", self.n, 1)
+        check_whole("reference_size", self.reference_size, 0)
+        check_real("alpha", self.alpha, 0)
+        if not is_real(self.threshold):
+            raise InputError(
+                f"threshold must be a number (-Infinity: never abstain), got {self.threshold!r}"
+            )
+        if not isinstance(self.weights, list) or not all(map(is_finite, self.weights)):
+            raise InputError(
+                f"weights must be finite numbers, got {self.weights!r:.100}; refit with "
+                "`rankwise calibrate`"
+            )
+        for name in ("method", "model", "metric"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"{name} must be a string, got {getattr(self, name)!r}")
+
     def fit(
         self,
         score_lists: Sequence[Sequence[float]],
@@ -255,7 +274,7 @@ class Calibrator:
         try:
             fields = json.loads(Path(path).expanduser().read_text(encoding="utf-8-sig"))
             calibrator = cls(**fields)
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError, TypeError, InputError) as error:
             raise InputError(
                 f"cannot read a calibrator from {str(path)!r} ({error}); pass a file written "
                 "by Calibrator.save or `rankwise calibrate`"
