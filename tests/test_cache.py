@@ -275,3 +275,25 @@ async def test_asking_for_more_alternatives_does_not_read_answers_asked_with_few
     assert again.usage.cache_hits == 3 and again.ids == expected.ids
     asked_fewer = await Reranker("pointwise", few, cache=cache).arerank("q", docs)
     assert asked_fewer.usage.cache_hits == 3 and asked_fewer.ids == blind.ids
+
+
+@pytest.mark.parametrize("given", ["instance", "env"])
+async def test_a_cache_path_under_a_tilde_is_opened_in_the_home_folder(
+    stub, tmp_path, monkeypatch, given
+) -> None:
+    """``ResponseCache("~/c.sqlite")`` made a folder named ``~`` in the working directory
+    and kept the answers there, where nothing else would look for them."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, api_key="unused")
+    if given == "env":
+        monkeypatch.setenv("RANKWISE_CACHE", "~/c.sqlite")
+        reranker = Reranker("pointwise", backend)
+    else:
+        reranker = Reranker("pointwise", backend, cache=ResponseCache("~/c.sqlite"))
+    await reranker.arerank("q", relevance_docs([0.3, 0.9, 0.1]))
+    assert (home / "c.sqlite").exists() and list(work.iterdir()) == []
+    assert len(ResponseCache(home / "c.sqlite")) == 3

@@ -54,7 +54,7 @@ class ResponseCache:
     threads and tasks of one process and by several processes sharing the file."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if self.path.is_dir():
             raise InputError(
                 f"the response cache path {str(self.path)!r} is a folder; pass a file path "
