@@ -656,3 +656,40 @@ def test_a_true_or_false_option_refuses_anything_else(kind, option, value) -> No
     claimed log-probs, so ``method="auto"`` picked a method that needs them."""
     with pytest.raises(InputError, match=f"{option} must be True or False(, or None .*)?, got"):
         _flagged(kind, value)
+
+
+@pytest.mark.parametrize("kind", ["langchain", "llamaindex"])
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("max_context", 0, "max_context must be a whole number of at least 1"),
+        ("max_context", -5, "max_context must be a whole number of at least 1"),
+        ("max_context", 10.5, "max_context must be a whole number of at least 1"),
+        ("top_logprobs", -1, "top_logprobs must be in \\[0, 20\\]"),
+        ("top_logprobs", 50, "top_logprobs must be in \\[0, 20\\]"),
+        ("max_tokens_kwarg", "", "max_tokens_kwarg must be a keyword name or None"),
+        ("max_tokens_kwarg", 3, "max_tokens_kwarg must be a keyword name or None"),
+    ],
+)
+def test_a_framework_backend_refuses_options_no_call_could_run_with(
+    kind, option, value, message
+) -> None:
+    """As OpenAIBackend does: ``max_context=0`` was kept as a context of no tokens (the
+    LlamaIndex backend took the LLM's own instead), ``top_logprobs=50`` reached the API as a
+    400 at the first call, and ``max_tokens_kwarg=""`` quietly kept the model's own limit."""
+    url = "http://127.0.0.1:9/v1"
+    if kind == "langchain":
+        from langchain_openai import ChatOpenAI
+
+        from rankwise.backends.langchain import LangChainBackend
+
+        chat = ChatOpenAI(model="m", base_url=url, api_key="unused")  # type: ignore[arg-type]
+        with pytest.raises(InputError, match=message):
+            LangChainBackend(chat, **{option: value})
+    else:
+        from llama_index.core.llms.mock import MockLLM
+
+        from rankwise.backends.llamaindex import LlamaIndexBackend
+
+        with pytest.raises(InputError, match=message):
+            LlamaIndexBackend(MockLLM(), **{option: value})

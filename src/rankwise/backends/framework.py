@@ -21,7 +21,7 @@ from rankwise.backends.base import (
 )
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, CapabilityError, ContextOverflowError
+from rankwise.errors import BackendError, CapabilityError, ContextOverflowError, InputError
 from rankwise.prompts import Message
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,20 @@ def check_concurrency(limit: int) -> None:
     check_whole("concurrency", limit, 1)
 
 
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives per token that the OpenAI API lists."""
+
+
+def check_top_logprobs(value: int) -> None:
+    """Raise :class:`InputError` unless ``value`` is a whole number the API takes."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InputError(
+            f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}] (the OpenAI API's range), "
+            f"got {value!r}"
+        )
+
+
 class LoopSemaphores:
     """One semaphore per event loop, so a backend can serve several loops."""
 
@@ -159,6 +173,15 @@ class FrameworkBackend(ABC):
         max_context: int,
     ) -> None:
         check_flag("logprobs", logprobs)
+        check_top_logprobs(top_logprobs)
+        check_whole("max_context", max_context, 1, " token")
+        if max_tokens_kwarg is not None and not (
+            isinstance(max_tokens_kwarg, str) and max_tokens_kwarg.isidentifier()
+        ):
+            raise InputError(
+                f"max_tokens_kwarg must be a keyword name or None (keep the model's own "
+                f"limit), got {max_tokens_kwarg!r}"
+            )
         self._counter = TokenCounter()
         self.top_logprobs = top_logprobs
         self.max_tokens_kwarg = max_tokens_kwarg

@@ -72,7 +72,9 @@ class LlamaIndexBackend(FrameworkBackend):
             top_logprobs=top_logprobs,
             max_tokens_kwarg=resolve_max_tokens_kwarg(max_tokens_kwarg, llm),
             concurrency=concurrency,
-            max_context=max_context or int(metadata.context_window or 4096),
+            max_context=(
+                int(metadata.context_window or 4096) if max_context is None else max_context
+            ),
         )
         self.llm = llm
         self.model_name = str(metadata.model_name or type(llm).__name__)

@@ -38,7 +38,13 @@ from rankwise.backends.base import (
     LabelLogprobs,
     MissingLogprobsWarning,
 )
-from rankwise.backends.framework import PREFIX_TOKENS, check_concurrency, read_labels
+from rankwise.backends.framework import (
+    MAX_TOP_LOGPROBS,
+    PREFIX_TOKENS,
+    check_concurrency,
+    check_top_logprobs,
+    read_labels,
+)
 from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter, estimate_chat_prompt_tokens
 from rankwise.errors import (
@@ -56,7 +62,6 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-_MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
 class MalformedResponseError(BackendError):
@@ -250,7 +255,7 @@ class OpenAIBackend:
             "max_tokens": 1 + (PREFIX_TOKENS if prefix else 0),
             "temperature": 0.0,
             "logprobs": True,
-            "top_logprobs": min(_MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
+            "top_logprobs": min(MAX_TOP_LOGPROBS, max(self.top_logprobs, len(labels))),
         }
         answer, retries = await self._complete(messages, stream=self.stream_logprobs, **params)
         if not answer.has_logprobs:
@@ -593,10 +598,5 @@ def _check_options(
         raise InputError(
             f"backoff must be >= 0 and max_backoff >= backoff, got {backoff} and {max_backoff}"
         )
-    whole = isinstance(top_logprobs, int) and not isinstance(top_logprobs, bool)
-    if not whole or not 0 <= top_logprobs <= _MAX_TOP_LOGPROBS:
-        raise InputError(
-            f"top_logprobs must be in [0, {_MAX_TOP_LOGPROBS}] (the OpenAI API's range), "
-            f"got {top_logprobs}"
-        )
+    check_top_logprobs(top_logprobs)
     check_whole("max_context", max_context, 1, " token")
