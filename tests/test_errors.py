@@ -693,3 +693,56 @@ def test_a_framework_backend_refuses_options_no_call_could_run_with(
 
         with pytest.raises(InputError, match=message):
             LlamaIndexBackend(MockLLM(), **{option: value})
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda b: Reranker("pointwise", b, abstain="0.5"), "abstain must be an Abstention"),
+        (lambda b: Reranker("pointwise", b, abstain=0.5), "abstain must be an Abstention"),
+        (lambda b: Reranker("pointwise", b, cache=3), "cache must be a file path"),
+        (lambda b: Reranker("pointwise", b, prompts=["x"]), "prompts must map template names"),
+        (
+            lambda b: Reranker("pointwise", b, prompts={"pointwise_yes_no": 3}),
+            "prompts must map template names",
+        ),
+        (
+            lambda b: _rewriter(b, prompts={"rewrite_keywords": None}),
+            "prompts must map template names",
+        ),
+        (lambda b: _rewriter(b, strategies=[]), "strategies is empty"),
+    ],
+)
+def test_a_reranker_or_rewriter_option_of_the_wrong_kind_is_refused_when_built(
+    build, message
+) -> None:
+    """Each was accepted, then failed at the first rerank with an AttributeError or a
+    TypeError from deep inside (``abstain="0.5"`` after every call was paid for), or, for
+    ``cache=3`` and ``prompts=["x"]``, at once with Python's own TypeError or ValueError."""
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=message):
+        build(backend)
+
+
+def _rewriter(backend, **options):  # type: ignore[no-untyped-def]
+    from rankwise.rewrite import QueryRewriter
+
+    return QueryRewriter(backend, **options)
+
+
+async def test_an_unfitted_calibrator_is_refused_before_any_call(stub) -> None:
+    """``abstain=Calibrator()`` (fit() forgotten) failed only after the rerank, every call
+    paid for."""
+    from rankwise.abstain import Calibrator
+    from tests.oracle import oracle, relevance_docs
+
+    stub.handler = oracle
+    backend = OpenAIBackend("oracle", base_url=stub.base_url, api_key="unused")
+    with pytest.raises(InputError, match="the calibrator is not fitted"):
+        Reranker("pointwise", backend, abstain=Calibrator())
+    assert stub.requests == []
+    fitted = Calibrator(n=3).fit([[0.9, 0.5, 0.1], [0.2, 0.1, 0.0]], [0.8, 0.1])
+    ranked = await Reranker("pointwise", backend, abstain=fitted).arerank(
+        "q", relevance_docs([0.3, 0.9, 0.1])
+    )
+    assert ranked.confidence == pytest.approx(fitted.predict(ranked.judged_scores))

@@ -457,7 +457,7 @@ def test_a_fixed_abstention_rule_needs_scores_that_mean_the_same_across_queries(
     'max' >= 0.5 abstained on every query, and nothing said why."""
     with pytest.raises(InputError, match=f"{method}' gives {kind} scores that only order one"):
         Reranker(method, abstain=Abstention())
-    assert Reranker(method, abstain=Calibrator(n=3)).abstain is not None  # it learns the scale
+    assert Reranker(method, abstain=fitted_calibrator(0.3)).abstain is not None  # learns the scale
 
 
 async def test_calibrated_query_likelihood_takes_a_threshold_and_a_rule(local_backend, dl19):
@@ -483,22 +483,22 @@ async def test_calibrated_query_likelihood_takes_a_threshold_and_a_rule(local_ba
 def test_a_calibrator_fitted_for_another_method_or_model_is_warned_about() -> None:
     """Calibrator.load warned of a mismatch only when told the method; a Reranker given a
     calibrator fitted for other scores abstained on them without a word."""
-    fitted = Calibrator(n=3, method="pointwise-qlm", model="SmolLM2-135M-Instruct")
-    fitted.weights = [0.0, 0.0, 0.0, 1.0]
+    weights = [0.0, 0.0, 0.0, 1.0]
+    fitted = Calibrator(n=3, method="pointwise-qlm", model="SmolLM2-135M-Instruct", weights=weights)
     with pytest.warns(UserWarning, match="fitted for method 'pointwise-qlm'.*uses 'pointwise'"):
         Reranker("pointwise", abstain=fitted)
     api = OpenAIBackend("gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
     with pytest.warns(UserWarning, match="fitted for model 'SmolLM2-135M-Instruct'.*gpt-4o-mini"):
-        Reranker("pointwise", api, abstain=Calibrator(n=3, model="SmolLM2-135M-Instruct"))
+        Reranker("pointwise", api, abstain=Calibrator(n=3, model=fitted.model, weights=weights))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Reranker("pointwise-qlm", abstain=fitted)  # what it was fitted for: no warning
-        Reranker("pointwise", api, abstain=Calibrator(n=3))  # fitted for nothing named
+        Reranker("pointwise", api, abstain=fitted_calibrator(0.3))  # fitted for nothing named
 
 
 def test_auto_with_an_abstention_rule_picks_absolute_scores() -> None:
     assert Reranker(abstain=Abstention()).method.name == "pointwise"  # local, else qlm
-    assert Reranker(abstain=Calibrator(n=3)).method.name == "pointwise-qlm"
+    assert Reranker(abstain=fitted_calibrator(0.3)).method.name == "pointwise-qlm"
 
 
 def test_cli_calibrate_then_eval_with_abstention(tmp_path, capsys) -> None:

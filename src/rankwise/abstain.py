@@ -248,10 +248,14 @@ class Calibrator:
             self.threshold = min_quality
         return self
 
-    def predict(self, scores: Sequence[float]) -> float:
-        """Predicted quality of a list with these scores."""
+    def check_fitted(self) -> None:
+        """Raise :class:`InputError` unless the calibrator has been fitted or loaded."""
         if not self.weights:
             raise InputError("the calibrator is not fitted; call fit() or Calibrator.load()")
+
+    def predict(self, scores: Sequence[float]) -> float:
+        """Predicted quality of a list with these scores."""
+        self.check_fitted()
         features = score_features(scores, self.n)
         return self.weights[0] + sum(w * x for w, x in zip(self.weights[1:], features, strict=True))
 

@@ -182,6 +182,8 @@ def open_cache(spec: str | Path | ResponseCache | None) -> ResponseCache | None:
     ``RANKWISE_CACHE`` when ``spec`` is None."""
     if isinstance(spec, ResponseCache):
         return spec
+    if spec is not None and not isinstance(spec, str | os.PathLike):
+        raise InputError(f"cache must be a file path, a ResponseCache or None, got {spec!r:.100}")
     spec = spec or os.environ.get("RANKWISE_CACHE")
     if not spec:
         return None

@@ -144,6 +144,14 @@ class PromptLibrary:
     """Finds templates: explicit overrides, then ``RANKWISE_PROMPTS_DIR``, then the package."""
 
     def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        if overrides is not None and not (
+            isinstance(overrides, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in overrides.items())
+        ):
+            raise InputError(
+                "prompts must map template names to template text, such as "
+                f"{{'pointwise_yes_no': '...{{query}}...{{text}}...'}}; got {overrides!r:.100}"
+            )
         self._overrides = dict(overrides or {})
         _prompts_dir()  # a folder that is not there fails now, not by being ignored
 

@@ -142,6 +142,11 @@ class Reranker:
                 + ("nothing" if score_threshold > 1 else "everything")
                 + "; pass a threshold between 0 and 1 (0.5 is the model's own yes/no line)"
             )
+        if abstain is not None and not isinstance(abstain, Abstention | Calibrator):
+            raise InputError(
+                "abstain must be an Abstention rule or a fitted Calibrator (say, "
+                f"Calibrator.load('calibrator.json')), or None; got {abstain!r:.100}"
+            )
         if abstain is not None and self.method.score_kind == "rank":
             raise InputError(
                 f"{self.method.name!r} gives rank-only scores, whose confidence is a constant; "
@@ -158,6 +163,7 @@ class Reranker:
                 + self._auto_note
             )
         if isinstance(abstain, Calibrator):
+            abstain.check_fitted()  # now, before any call is paid for
             abstain.warn_if_fitted_for_another("method", self.method.name)
         self.top_n = top_n
         self.score_threshold = score_threshold

@@ -157,6 +157,11 @@ class QueryRewriter:
         check_flag("include_original", include_original)
         if isinstance(strategies, str):
             strategies = (strategies,)  # one name, not its letters
+        if not strategies:
+            raise InputError(
+                "strategies is empty, so nothing would be rewritten; name at least one, or "
+                "pass no rewriter"
+            )
         unknown = [s for s in strategies if s not in STRATEGIES and s != "adaptive"]
         if unknown:
             raise InputError(f"unknown strategies {unknown}; use {list(STRATEGIES)} or 'adaptive'")
