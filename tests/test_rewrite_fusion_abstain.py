@@ -659,6 +659,35 @@ async def test_a_rewrite_function_that_returns_one_string_searches_it_once(
     assert searched == [QUESTION, QUESTION + " lifespan"]
 
 
+async def test_the_pipeline_takes_a_plain_retrieve_function_and_refuses_wrong_parts(
+    rewriter_backend,
+) -> None:
+    """A plain retrieve function failed with "object list can't be used in 'await'
+    expression" (a plain rewrite function already worked); a reranker or rewrite of the
+    wrong kind was taken, and failed at the first query with an AttributeError or
+    "'str' object is not callable"."""
+    from rankwise.pipeline import RetrievalPipeline
+
+    corpus = relevance_docs([0.2, 0.8, 0.5])
+    searched: list[str] = []
+
+    def retrieve(text: str) -> list[Candidate]:
+        searched.append(text)
+        return [Candidate(**doc) for doc in corpus]
+
+    reranker = Reranker("listwise", rewriter_backend)
+    pipeline = RetrievalPipeline(reranker, rewrite=lambda query: query + " lifespan")
+    ranked = await pipeline.arun(QUESTION, retrieve)
+    assert searched == [QUESTION, QUESTION + " lifespan"]
+    assert sorted(ranked.ids) == sorted(doc["id"] for doc in corpus)
+    with pytest.raises(InputError, match="retrieve must be a function"):
+        await pipeline.arun(QUESTION, corpus)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="reranker must be a rankwise Reranker"):
+        RetrievalPipeline("listwise")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="rewrite must be a QueryRewriter, a function or None"):
+        RetrievalPipeline(reranker, rewrite="multi_query")  # type: ignore[arg-type]
+
+
 async def test_the_pipeline_searches_each_distinct_query_once(rewriter_backend) -> None:
     """A rewrite function's repeats (or an echo of the question) were each searched again,
     so the retriever was paid twice and that list counted twice in the fusion; a blank query

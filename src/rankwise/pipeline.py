@@ -18,7 +18,7 @@ from rankwise.reranker import Reranker
 from rankwise.rewrite import QueryRewriter, RewriteResult, same_query_key
 from rankwise.types import Candidate, RankedList
 
-Retrieve = Callable[[str], Awaitable[Sequence[Candidate]]]
+Retrieve = Callable[[str], Awaitable[Sequence[Candidate]] | Sequence[Candidate]]
 Rewrite = Callable[[str], Awaitable[Sequence[str] | str] | Sequence[str] | str]
 
 
@@ -36,6 +36,14 @@ class RetrievalPipeline:
     """
 
     def __init__(self, reranker: Reranker, *, rewrite: Rewrite | None = None, rrf_k: int = 60):
+        if not isinstance(reranker, Reranker):
+            raise InputError(f"reranker must be a rankwise Reranker, got {reranker!r:.100}")
+        if rewrite is not None and not callable(rewrite):  # a QueryRewriter is callable too
+            raise InputError(
+                "rewrite must be a QueryRewriter, a function or None, got "
+                f"{rewrite!r:.100}; for a strategy by name, pass QueryRewriter(backend, "
+                "['multi_query'])"
+            )
         check_rrf_k(rrf_k)
         self.reranker = reranker
         self.rewrite = rewrite
@@ -43,6 +51,9 @@ class RetrievalPipeline:
 
     async def arun(self, query: str, retrieve: Retrieve, *, chat_history: str = "") -> RankedList:
         """Retrieve, fuse and rerank for ``query``.
+
+        ``retrieve`` maps a query to its documents (anything :meth:`Reranker.arerank`
+        takes); an ``async`` function is awaited, a plain one runs on the event loop.
 
         With a :class:`~rankwise.rewrite.QueryRewriter` as ``rewrite``, the result's
         ``usage`` and ``trace`` include the rewriting calls, so the cost of a query is whole,
@@ -69,7 +80,11 @@ class RetrievalPipeline:
         else:
             rewrites = []
         queries = _distinct(queries + rewrites)
-        lists = await gather_all(retrieve(q) for q in queries)
+        if not callable(retrieve):
+            raise InputError(
+                f"retrieve must be a function from a query to its documents, got {retrieve!r:.100}"
+            )
+        lists = await gather_all(_retrieved(retrieve, q) for q in queries)
         pool = list(lists[0]) if len(lists) == 1 else reciprocal_rank_fusion(lists, k=self.rrf_k)
         ranked = await self.reranker.arerank(query, pool)
         if rewriting is not None:
@@ -85,6 +100,13 @@ class RetrievalPipeline:
                 queries=queries,
             )
         return ranked
+
+
+async def _retrieved(retrieve: Retrieve, query: str) -> Sequence[Candidate]:
+    """What ``retrieve`` found for ``query``: an ``async`` function is awaited, a plain one
+    runs on the event loop."""
+    found = retrieve(query)
+    return await found if inspect.isawaitable(found) else found
 
 
 def _distinct(queries: Sequence[str]) -> list[str]:
