@@ -397,3 +397,30 @@ async def test_a_repeated_window_is_served_from_kept_prefixes(local_backend, dl1
     assert first.ids == second.ids
     assert [c.score for c in first.items] == [c.score for c in second.items]
     assert sorted(first.ids) == sorted(d["id"] for d in _docs(record, 5))
+
+
+async def test_a_model_placed_by_device_map_stays_where_it_was_placed(
+    local_backend, dl19, tmp_path
+) -> None:
+    """``model_kwargs={"device_map": ...}``, the Hugging Face way to spread a model too big
+    for one device over GPUs, the CPU and the disk, failed at load: the backend then moved
+    the whole model to ``device`` ("You can't move a model that has some modules offloaded
+    to cpu or disk"); with the model on one GPU, it would have moved it to the CPU."""
+    from rankwise import InputError
+    from rankwise.backends.transformers import TransformersBackend
+
+    placement = {"device_map": "auto", "max_memory": {"cpu": "150MB"}}
+    offloaded = TransformersBackend(
+        "default", model_kwargs=placement | {"offload_folder": str(tmp_path)}
+    )
+    assert "disk" in offloaded.model.hf_device_map.values()  # some layers live on the disk
+    record = dl19[0]
+    documents = record.documents(3)
+    expected = await Reranker("pointwise-qlm", local_backend).arerank(record.query, documents)
+    got = await Reranker("pointwise-qlm", offloaded).arerank(record.query, documents)
+    assert got.ids == expected.ids
+    assert [i.score for i in got.items] == pytest.approx([i.score for i in expected.items])
+    with pytest.raises(InputError, match="device_map places the model itself"):
+        TransformersBackend("/no/such/model", device="cpu", model_kwargs=placement)
+    with pytest.raises(InputError, match="cuda_graphs cannot replay a model that device_map"):
+        TransformersBackend("/no/such/model", cuda_graphs=True, model_kwargs=placement)

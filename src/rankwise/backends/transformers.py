@@ -214,7 +214,9 @@ class TransformersBackend:
         max_batch_tokens: most padded tokens in one forward pass.
         max_queue: most prompts waiting or running at once per operation; further
             submitters wait for a slot (back-pressure for, e.g., all-pairs over 100).
-        device: torch device, ``"cpu"`` by default.
+        device: torch device, ``"cpu"`` by default. With ``model_kwargs["device_map"]``,
+            ``from_pretrained`` places the model (over GPUs, the CPU and the disk), and the
+            backend leaves it there: pass no ``device`` then.
         min_shared_prefix: label-scoring batches whose prompts share at least this many
             leading tokens run that prefix once and reuse its key/value cache for every
             prompt (PRP pairs share the query and passage A; every prompt shares the chat
@@ -261,7 +263,7 @@ class TransformersBackend:
         max_batch: int | None = None,
         max_batch_tokens: int = 8192,
         max_queue: int = 1024,
-        device: str = "cpu",
+        device: str | None = None,
         min_shared_prefix: int | None = None,
         prefix_cache_mb: float | None = None,
         dispatch_early: bool | None = None,
@@ -288,22 +290,31 @@ class TransformersBackend:
             "TransformersBackend(model, dtype=...) instead ('float32' or 'bfloat16')",
         )
         self._dtype = _torch_dtype(dtype)
-        self._device = _torch_device(device)
-        defaults = device_defaults(self._device)
-        if max_batch is None:
-            max_batch = defaults.max_batch
+        placed = "device_map" in loading  # from_pretrained places the model; it is not moved
+        if placed:
+            _check_placement(device, cuda_graphs)
+        else:
+            chosen = _torch_device(device or "cpu")
+            if cuda_graphs and chosen.type != "cuda":
+                raise InputError(
+                    f"cuda_graphs needs a CUDA device, not {str(chosen)!r}: "
+                    "leave it unset or pass cuda_graphs=False"
+                )
         _check_batching(max_batch, max_batch_tokens, max_queue, min_shared_prefix, prefix_cache_mb)
-        if cuda_graphs and self._device.type != "cuda":
-            raise InputError(
-                f"cuda_graphs needs a CUDA device, not {str(self._device)!r}: "
-                "leave it unset or pass cuda_graphs=False"
-            )
         self.model_name, self.tokenizer, self.model = _load(str(model), self._dtype, loading)
         self._source = _model_source(str(model))
         revision = getattr(self.model.config, "_commit_hash", None)
         if not self._source and revision:
             self._source = f" revision {revision}"  # a hub model: its snapshot
-        self.model.to(self._device).eval()
+        if placed:
+            self._device = _input_device(self.model)
+        else:
+            self._device = chosen
+            self.model.to(self._device)
+        self.model.eval()
+        defaults = device_defaults(self._device)
+        if max_batch is None:
+            max_batch = defaults.max_batch
         self._cache_keyword = cache_keyword(self.model)
         self._window = sliding_window(self.model)
         self.load_seconds = time.perf_counter() - started
@@ -336,7 +347,7 @@ class TransformersBackend:
             pack_prompts = defaults.pack_prompts
         self.pack_prompts = pack_prompts and can_pack(self.model) and self._packing_is_exact()
         if cuda_graphs is None:
-            cuda_graphs = defaults.cuda_graphs
+            cuda_graphs = defaults.cuda_graphs and not placed
         self.graphs = (
             GraphedForward(self.model, self._device, max_rows=max_batch) if cuda_graphs else None
         )
@@ -1041,15 +1052,15 @@ def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
 
 
 def _check_batching(
-    max_batch: int,
+    max_batch: int | None,
     max_batch_tokens: int,
     max_queue: int,
     min_shared_prefix: int | None,
     prefix_cache_mb: float | None,
 ) -> None:
     """Raise :class:`InputError` for batching options no forward pass could run with,
-    before the model loads."""
-    MicroBatcher.check_limits(max_batch, max_batch_tokens, max_queue)
+    before the model loads (``None``: the device's default, known once it has loaded)."""
+    MicroBatcher.check_limits(1 if max_batch is None else max_batch, max_batch_tokens, max_queue)
     if min_shared_prefix is not None:
         check_whole("min_shared_prefix", min_shared_prefix, 0, " (0: off)")
     if prefix_cache_mb is not None:
@@ -1062,6 +1073,32 @@ def _torch_dtype(dtype: str) -> Any:
     if dtype not in choices:
         raise InputError(f"dtype must be one of {', '.join(choices)}, got {dtype!r}")
     return getattr(torch, dtype)
+
+
+def _check_placement(device: str | None, cuda_graphs: bool | None) -> None:
+    """Refuse what clashes with ``model_kwargs["device_map"]``, which places the model."""
+    if device is not None:
+        raise InputError(
+            f"device={device!r} and model_kwargs['device_map']: device_map places the model "
+            "itself, and rankwise does not move it; pass one of the two"
+        )
+    if cuda_graphs:
+        raise InputError(
+            "cuda_graphs cannot replay a model that device_map places (its layers may sit on "
+            "several devices); leave cuda_graphs unset or pass False"
+        )
+
+
+def _input_device(model: Any) -> Any:
+    """Where the inputs of a model placed by ``device_map`` go: the first device of its map
+    that is not the CPU or the disk, as accelerate runs offloaded layers there; else where
+    its token embeddings are (the CPU for a map that names no accelerator)."""
+    placement = getattr(model, "hf_device_map", None) or {}
+    for where in placement.values():
+        if where not in ("cpu", "disk"):
+            return torch.device(where)
+    weights = model.get_input_embeddings().weight
+    return torch.device("cpu") if placement or weights.device.type == "meta" else weights.device
 
 
 def _torch_device(device: str) -> Any:
