@@ -539,3 +539,53 @@ async def test_a_chat_model_that_returns_no_log_probs_is_warned_about(stub, capl
     assert len(warnings) == 1
     assert warnings[0].startswith("plain answered without log-probs")
     assert "pass LangChainBackend(model, logprobs=False)" in warnings[0]
+
+
+async def test_a_chat_model_wrapped_by_bind_retry_or_fallbacks_is_a_backend(stub) -> None:
+    """``chat.with_retry()``, ``chat.bind(...)`` and ``chat.with_fallbacks([...])`` are how
+    LangChain apps configure a chat model for production; each was refused ("backend must be
+    ... got RunnableRetry"), so the app had to hand over a second, unwrapped model."""
+    from langchain_core.runnables import RunnableLambda
+    from langchain_openai import ChatOpenAI
+
+    def broken_model_fails(request):
+        if request["model"] == "broken":
+            return Reply(status=500, body={"error": {"message": "down"}})
+        return oracle(request)
+
+    stub.handler = broken_model_fails
+    chat = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key="k", max_retries=0)
+    broken = ChatOpenAI(model="broken", base_url=stub.base_url, api_key="k", max_retries=0)
+    documents = relevance_docs([0.1, 0.9, 0.5, 0.3])
+    wrapped = {
+        "retry": chat.with_retry(stop_after_attempt=2),
+        "bind": chat.bind(seed=7),
+        "fallbacks": broken.with_fallbacks([chat]),
+        "nested": chat.bind(seed=7).with_retry(stop_after_attempt=2),
+    }
+    for name, model in wrapped.items():
+        stub.requests.clear()
+        ranked = await Reranker("listwise", model).arerank("q", documents)
+        assert ranked.ids == ["d1", "d2", "d3", "d0"], name
+        answered = [r for r in stub.requests if r["model"] == "oracle"]
+        assert len(answered) == 1 and answered[0]["max_completion_tokens"] >= 4, name
+        expected = "broken (falling back to oracle)" if name == "fallbacks" else "oracle"
+        assert ranked.model == expected, name
+        if name in ("bind", "nested"):
+            assert answered[0]["seed"] == 7  # the bound arguments reach the request
+    assert [r["model"] for r in stub.requests[:1]] == ["oracle"]
+    stub.requests.clear()
+    await Reranker("listwise", wrapped["fallbacks"]).arerank("q", documents)
+    assert [r["model"] for r in stub.requests] == ["broken", "oracle"]
+    # the cache tells apart what changes the answers: bound arguments and fallbacks
+    from rankwise.backends.langchain import LangChainBackend
+
+    keys = {LangChainBackend(m).cache_identity for m in [chat, *wrapped.values()]}
+    assert len(keys) == 3  # the model alone, bound to seed 7, with a fallback: retry adds nothing
+    assert (
+        LangChainBackend(wrapped["retry"]).cache_identity == LangChainBackend(chat).cache_identity
+    )
+    nested = LangChainBackend(wrapped["nested"]).cache_identity
+    assert nested == LangChainBackend(wrapped["bind"]).cache_identity
+    with pytest.raises(InputError, match="not a LangChain chat model"):
+        Reranker("listwise", chat.with_fallbacks([RunnableLambda(lambda messages: "no")]))

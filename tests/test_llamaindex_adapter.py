@@ -418,9 +418,9 @@ async def test_the_cache_keeps_apart_llms_of_one_name_with_other_settings(tmp_pa
     ],
 )
 def test_the_cache_key_leaves_out_the_fields_that_hold_credentials(field, secret) -> None:
-    from rankwise.backends.llamaindex import _names_a_secret
+    from rankwise.backends.framework import names_a_secret
 
-    assert _names_a_secret(field) is secret
+    assert names_a_secret(field) is secret
 
 
 @pytest.mark.parametrize("min_quality", [-10.0, 10.0])

@@ -101,6 +101,13 @@ def resolve_max_tokens_kwarg(value: str | None, model: object) -> str | None:
     return "max_tokens" if "max_tokens" in fields else None
 
 
+def names_a_secret(field: str) -> bool:
+    """Whether a field's name says it holds a credential (``api_key``, ``token``,
+    ``client_secret``; not ``max_tokens``)."""
+    name = field.lower()
+    return any(word in name for word in ("key", "secret", "password")) or name.endswith("token")
+
+
 def check_concurrency(limit: int) -> None:
     """Raise :class:`InputError` unless ``limit`` is a whole number of calls, at least 1."""
     check_whole("concurrency", limit, 1)

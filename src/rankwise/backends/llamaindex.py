@@ -16,6 +16,7 @@ from rankwise.backends.framework import (
     AUTO_MAX_TOKENS,
     FrameworkBackend,
     Reply,
+    names_a_secret,
     resolve_max_tokens_kwarg,
 )
 from rankwise.prompts import Message
@@ -86,7 +87,7 @@ class LlamaIndexBackend(FrameworkBackend):
         fields = {
             name: value
             for name, value in self.llm.to_dict().items()
-            if isinstance(value, str | int | float | bool | None) and not _names_a_secret(name)
+            if isinstance(value, str | int | float | bool | None) and not names_a_secret(name)
         }
         kind = f"{type(self.llm).__module__}.{type(self.llm).__qualname__}"
         return f"{kind} {json.dumps(fields, sort_keys=True)}"
@@ -97,13 +98,6 @@ class LlamaIndexBackend(FrameworkBackend):
         positions = [[(lp.token, lp.logprob) for lp in entry] for entry in response.logprobs or []]
         prompt, completion = _usage(response)
         return Reply(str(response.message.content or ""), positions, prompt, completion)
-
-
-def _names_a_secret(field: str) -> bool:
-    """Whether a field's name says it holds a credential (``api_key``, ``token``,
-    ``client_secret``; not ``max_tokens``)."""
-    name = field.lower()
-    return any(word in name for word in ("key", "secret", "password")) or name.endswith("token")
 
 
 def _usage(response: ChatResponse) -> tuple[int, int]:

@@ -58,11 +58,13 @@ def backend_from_llm(llm: Any, *, logprobs: bool = False) -> Backend:
 
 
 def _is_langchain(value: object) -> bool:
+    """A LangChain chat model, or one wrapped by ``bind()``, ``with_retry()`` or
+    ``with_fallbacks()``."""
     try:
-        from langchain_core.language_models.chat_models import BaseChatModel
+        from rankwise.backends.langchain import chat_model_of
     except ImportError:
         return False
-    return isinstance(value, BaseChatModel)
+    return chat_model_of(value) is not None
 
 
 def _is_llamaindex(value: object) -> bool:
