@@ -639,3 +639,41 @@ def test_paths_given_with_an_equals_sign_and_a_tilde_are_read_under_home(
     calibrator = Calibrator.load("~/cal.json")  # and from Python
     calibrator.save("~/copy.json")
     assert Calibrator.load(tmp_path / "copy.json") == calibrator
+
+
+def test_an_interrupted_batch_says_what_was_done_without_a_traceback(stub, tmp_path) -> None:
+    """Ctrl-C during a long run printed two screens of asyncio traceback and nothing about
+    the queries already reranked, or that their answers were kept in the cache."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def slow(request):
+        reply = oracle(request)
+        reply.delay = 0.3
+        return reply
+
+    stub.handler = slow
+    data = tmp_path / "queries.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in dl19_lines(6)))
+    output, cache = tmp_path / "run.trec", tmp_path / "cache.sqlite"
+    args = [sys.executable, "-m", "rankwise.cli", "rerank", "--data", str(data)]
+    args += ["--depth", "2", "--output", str(output), "--backend", "openai", "--model", "m"]
+    args += ["--base-url", stub.base_url, "--api-key", "unused", "--method", "pointwise"]
+    args += ["--parallel-queries", "1", "--cache", str(cache)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(stub.requests) < 5 and time.monotonic() < deadline:  # two queries done
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 130, error
+    assert "Traceback" not in error
+    done = re.search(r"rankwise: interrupted after (\d) of the 6 queries", error)
+    assert done and 2 <= int(done.group(1)) < 6, error
+    assert "their answers are in the response cache, so a rerun pays only for the rest" in error
+    assert not output.exists()
+    from rankwise.cache import ResponseCache
+
+    assert len(ResponseCache(cache)) >= 4

@@ -293,9 +293,15 @@ def make_backend(args: argparse.Namespace) -> Backend:
 
 
 async def rerank_all(
-    reranker: Reranker, records: Sequence[QueryRecord], depth: int, parallel: int
+    reranker: Reranker,
+    records: Sequence[QueryRecord],
+    depth: int,
+    parallel: int,
+    *,
+    finished: list[str] | None = None,
 ) -> list[RankedList]:
-    """Rerank every query, ``parallel`` at a time, with a progress bar on stderr."""
+    """Rerank every query, ``parallel`` at a time, with a progress bar on stderr; the qid of
+    each query reranked is added to ``finished`` as it ends."""
     from tqdm import tqdm
 
     if parallel < 1:
@@ -321,6 +327,8 @@ async def rerank_all(
                 raise _query_failed(record, error, done, len(records), reranker) from error
         done += 1
         progress.update(1)
+        if finished is not None:
+            finished.append(record.qid)
         return result
 
     try:
@@ -333,19 +341,26 @@ class QueryFailedError(RankwiseError):
     """A query of a command's batch failed; the message names it, and the cause is chained."""
 
 
+class InterruptedRunError(RankwiseError):
+    """The user stopped a command's batch (Ctrl-C); the message says how far it got."""
+
+
 def _query_failed(
     record: QueryRecord, error: RankwiseError, done: int, total: int, reranker: Reranker
 ) -> QueryFailedError:
     """The error of a batch that ``record`` ended: which query, what failed, and what became
     of the calls already paid for."""
-    kept = (
-        "their answers are in the response cache, so a rerun pays only for the rest"
-        if reranker.cache is not None
-        else "pass --cache PATH so that a rerun does not pay for their answers again"
-    )
     return QueryFailedError(
-        f"{_naming(record, error)}\n{done} of the {total} queries were reranked before it; {kept}"
+        f"{_naming(record, error)}\n{done} of the {total} queries were reranked before it; "
+        + _kept_answers(reranker)
     )
+
+
+def _kept_answers(reranker: Reranker) -> str:
+    """What became of the answers of queries reranked before a batch stopped."""
+    if reranker.cache is not None:
+        return "their answers are in the response cache, so a rerun pays only for the rest"
+    return "pass --cache PATH so that a rerun does not pay for their answers again"
 
 
 def _naming(record: QueryRecord, error: RankwiseError) -> str:
@@ -410,15 +425,25 @@ def _run(
     reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
     args.method = reranker.method.name  # what "auto" stands for, in reports and run tags
 
+    finished: list[str] = []
+
     async def work() -> list[RankedList]:
         try:
             _check_scores(reranker.method, setup.scores_for)  # an API's "auto" is known now
-            return await rerank_all(reranker, records, args.depth, args.parallel_queries)
+            return await rerank_all(
+                reranker, records, args.depth, args.parallel_queries, finished=finished
+            )
         finally:
             await backend.aclose()
 
     started = time.perf_counter()
-    results = asyncio.run(work())
+    try:
+        results = asyncio.run(work())
+    except KeyboardInterrupt:
+        raise InterruptedRunError(
+            f"interrupted after {len(finished)} of the {len(records)} queries; "
+            + _kept_answers(reranker)
+        ) from None
     return results, time.perf_counter() - started
 
 
@@ -884,6 +909,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "dry_run", False):
             return _dry_run(args)
         return int(args.handler(args))
+    except InterruptedRunError as error:
+        print(f"rankwise: {error}", file=sys.stderr)
+        return 130  # as a shell reports a command stopped by Ctrl-C
+    except KeyboardInterrupt:
+        print("rankwise: interrupted", file=sys.stderr)
+        return 130
     except RankwiseError as error:
         print(f"rankwise: error: {error}", file=sys.stderr)
         return 2
