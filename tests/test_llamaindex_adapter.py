@@ -481,3 +481,17 @@ async def test_the_tools_refuse_bad_arguments_before_retrieving_or_calling_the_l
     assert retriever.queries == [] and llm.calls == []
     good = await search.acall(query="what is a flea", top_n=2)
     assert len(good.raw_output["results"]) == 2 and retriever.queries and len(llm.calls) == 1
+
+
+def test_the_retriever_refuses_parts_of_the_wrong_kind_when_built(index, local_backend) -> None:
+    """Each was taken, then failed at the first retrieval with an AttributeError ("'str'
+    object has no attribute 'reranker'") or a TypeError."""
+    vector_index, _ = index
+    base = vector_index.as_retriever(similarity_top_k=4)
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    with pytest.raises(InputError, match="reranker must be a RankwiseRerank postprocessor"):
+        RankwiseRetriever(base, "pointwise-qlm")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="retriever must be a LlamaIndex retriever"):
+        RankwiseRetriever(["a passage"], post)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="rewrite must be a QueryRewriter, a function or None"):
+        RankwiseRetriever(base, post, rewrite="multi_query")  # type: ignore[arg-type]

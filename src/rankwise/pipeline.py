@@ -38,12 +38,7 @@ class RetrievalPipeline:
     def __init__(self, reranker: Reranker, *, rewrite: Rewrite | None = None, rrf_k: int = 60):
         if not isinstance(reranker, Reranker):
             raise InputError(f"reranker must be a rankwise Reranker, got {reranker!r:.100}")
-        if rewrite is not None and not callable(rewrite):  # a QueryRewriter is callable too
-            raise InputError(
-                "rewrite must be a QueryRewriter, a function or None, got "
-                f"{rewrite!r:.100}; for a strategy by name, pass QueryRewriter(backend, "
-                "['multi_query'])"
-            )
+        check_rewrite(rewrite)
         check_rrf_k(rrf_k)
         self.reranker = reranker
         self.rewrite = rewrite
@@ -100,6 +95,16 @@ class RetrievalPipeline:
                 queries=queries,
             )
         return ranked
+
+
+def check_rewrite(rewrite: object) -> None:
+    """Raise :class:`InputError` unless ``rewrite`` is None, a
+    :class:`~rankwise.rewrite.QueryRewriter` or a function (a QueryRewriter is callable)."""
+    if rewrite is not None and not callable(rewrite):
+        raise InputError(
+            f"rewrite must be a QueryRewriter, a function or None, got {rewrite!r:.100}; for "
+            "a strategy by name, pass QueryRewriter(backend, ['multi_query'])"
+        )
 
 
 async def _retrieved(retrieve: Retrieve, query: str) -> Sequence[Candidate]:

@@ -15,7 +15,7 @@ from llama_index.postprocessor.rankwise.base import (
 from rankwise._sync import run_sync
 from rankwise.adapters import CandidateKeys
 from rankwise.errors import InputError
-from rankwise.pipeline import RetrievalPipeline, Rewrite
+from rankwise.pipeline import RetrievalPipeline, Rewrite, check_rewrite
 from rankwise.rewrite import QueryRewriter
 from rankwise.types import Candidate
 
@@ -46,6 +46,17 @@ class RankwiseRetriever(BaseRetriever):
         memory: BaseMemory | None = None,
         **kwargs: object,
     ) -> None:
+        if not isinstance(retriever, BaseRetriever):
+            raise InputError(
+                f"retriever must be a LlamaIndex retriever, got {type(retriever).__name__}; "
+                "pass one such as index.as_retriever(similarity_top_k=20)"
+            )
+        if not isinstance(reranker, RankwiseRerank):
+            raise InputError(
+                f"reranker must be a RankwiseRerank postprocessor, got {reranker!r:.100}; "
+                "pass RankwiseRerank(method=..., top_n=...)"
+            )
+        check_rewrite(rewrite)
         if memory is not None and not isinstance(memory, BaseMemory):
             raise InputError(
                 f"memory must be a LlamaIndex memory (BaseMemory), got {type(memory).__name__}; "
