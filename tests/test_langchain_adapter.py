@@ -589,3 +589,13 @@ async def test_a_chat_model_wrapped_by_bind_retry_or_fallbacks_is_a_backend(stub
     assert nested == LangChainBackend(wrapped["bind"]).cache_identity
     with pytest.raises(InputError, match="not a LangChain chat model"):
         Reranker("listwise", chat.with_fallbacks([RunnableLambda(lambda messages: "no")]))
+
+
+def test_the_tool_refuses_parts_of_the_wrong_kind_when_built(store, local_backend) -> None:
+    """Both were taken; the agent's first call then failed with an AttributeError."""
+    vector_store, _ = store
+    compressor = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    with pytest.raises(InputError, match="reranker must be a RankwiseRerank compressor"):
+        rankwise_tool("pointwise-qlm")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="retriever must be a LangChain retriever"):
+        rankwise_tool(compressor, retriever=vector_store)  # type: ignore[arg-type]

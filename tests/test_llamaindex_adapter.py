@@ -495,3 +495,13 @@ def test_the_retriever_refuses_parts_of_the_wrong_kind_when_built(index, local_b
         RankwiseRetriever(["a passage"], post)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="rewrite must be a QueryRewriter, a function or None"):
         RankwiseRetriever(base, post, rewrite="multi_query")  # type: ignore[arg-type]
+
+
+def test_the_tool_refuses_parts_of_the_wrong_kind_when_built(index, local_backend) -> None:
+    """Both were taken; the agent's first call then failed with an AttributeError."""
+    vector_index, _ = index
+    post = RankwiseRerank(method="pointwise-qlm", backend=local_backend)
+    with pytest.raises(InputError, match="reranker must be a RankwiseRerank postprocessor"):
+        rankwise_function_tool("pointwise-qlm")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="retriever must be a LlamaIndex retriever"):
+        rankwise_function_tool(post, retriever=vector_index)  # type: ignore[arg-type]

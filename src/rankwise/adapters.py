@@ -156,3 +156,11 @@ class CandidateKeys:
             self._texts.setdefault(key, text)
             keys.append(key)
         return keys
+
+
+def check_part(name: str, value: object, kind: type, what: str, example: str) -> None:
+    """Raise :class:`InputError` unless ``value``, an adapter's ``name`` argument, is a
+    ``kind`` (``what`` in words; ``example`` shows one): checked when the adapter is built,
+    not as an AttributeError at its first call."""
+    if not isinstance(value, kind):
+        raise InputError(f"{name} must be {what}, got {value!r:.100}; pass {example}")

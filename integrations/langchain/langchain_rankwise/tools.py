@@ -11,8 +11,12 @@ from pydantic import BaseModel, Field
 from langchain_rankwise._convert import to_candidates
 from langchain_rankwise.compressor import RankwiseRerank
 from rankwise._sync import run_sync
+from rankwise.adapters import check_part
 from rankwise.errors import ContextOverflowError
 from rankwise.types import Candidate
+
+RERANK_EXAMPLE = "RankwiseRerank(method=..., top_n=...)"
+RETRIEVER_EXAMPLE = "one such as vector_store.as_retriever()"
 
 
 class RerankInput(BaseModel):
@@ -46,6 +50,11 @@ def rankwise_tool(
     ``handle_tool_error=True``), instead of ending the agent's run; arguments that do not fit
     the schema are LangChain's validation errors, and a failing backend or a misconfigured
     reranker still raises."""
+    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank compressor", RERANK_EXAMPLE)
+    if retriever is not None:
+        check_part(
+            "retriever", retriever, BaseRetriever, "a LangChain retriever", RETRIEVER_EXAMPLE
+        )
     if retriever is None:
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:

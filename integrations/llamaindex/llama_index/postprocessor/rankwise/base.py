@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -13,7 +14,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
-from rankwise.adapters import AdapterReranker, CandidateKeys
+from rankwise.adapters import AdapterReranker, CandidateKeys, check_part
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -124,3 +125,13 @@ class RankwiseRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         return run_sync(self._apostprocess_nodes(nodes, query_bundle))
+
+
+def check_parts(reranker: object, retriever: object | None) -> None:
+    """Refuse a ``reranker`` that is not a :class:`RankwiseRerank`, and a ``retriever``
+    (where one is given) that is not a LlamaIndex retriever."""
+    example = "RankwiseRerank(method=..., top_n=...)"
+    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank postprocessor", example)
+    if retriever is not None:
+        example = "one such as index.as_retriever(similarity_top_k=20)"
+        check_part("retriever", retriever, BaseRetriever, "a LlamaIndex retriever", example)

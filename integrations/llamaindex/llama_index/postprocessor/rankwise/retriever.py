@@ -8,6 +8,7 @@ from llama_index.core.memory import BaseMemory
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.postprocessor.rankwise.base import (
     RankwiseRerank,
+    check_parts,
     nodes_to_candidates,
     selected_nodes,
 )
@@ -46,16 +47,7 @@ class RankwiseRetriever(BaseRetriever):
         memory: BaseMemory | None = None,
         **kwargs: object,
     ) -> None:
-        if not isinstance(retriever, BaseRetriever):
-            raise InputError(
-                f"retriever must be a LlamaIndex retriever, got {type(retriever).__name__}; "
-                "pass one such as index.as_retriever(similarity_top_k=20)"
-            )
-        if not isinstance(reranker, RankwiseRerank):
-            raise InputError(
-                f"reranker must be a RankwiseRerank postprocessor, got {reranker!r:.100}; "
-                "pass RankwiseRerank(method=..., top_n=...)"
-            )
+        check_parts(reranker, retriever)
         check_rewrite(rewrite)
         if memory is not None and not isinstance(memory, BaseMemory):
             raise InputError(

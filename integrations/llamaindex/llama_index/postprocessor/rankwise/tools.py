@@ -6,7 +6,11 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.tools import FunctionTool
-from llama_index.postprocessor.rankwise.base import RankwiseRerank, nodes_to_candidates
+from llama_index.postprocessor.rankwise.base import (
+    RankwiseRerank,
+    check_parts,
+    nodes_to_candidates,
+)
 
 from rankwise._sync import run_sync
 from rankwise.errors import InputError
@@ -22,6 +26,7 @@ def rankwise_function_tool(
     An empty query or a bad ``top_n`` from the agent raises :class:`~rankwise.InputError`
     before anything is retrieved or asked of the LLM; LlamaIndex's agents give its message
     back to the model as the tool's answer."""
+    check_parts(reranker, retriever)
     if retriever is None:
 
         async def rerank_passages(
