@@ -45,3 +45,51 @@ def test_files_saved_with_a_byte_order_mark_read_as_without(tmp_path) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(bom + '{"m": {"input": 1, "output": 2}}', encoding="utf-8")
     assert PriceTable.load(prices).price("m").output == 2
+
+
+def test_gzipped_and_utf16_files_read_as_plain_utf8(tmp_path) -> None:
+    """A gzipped queries or qrels file (as TREC and MS MARCO data often ship), or one saved
+    as UTF-16 (what Windows PowerShell's ``>`` writes), ended in a UnicodeDecodeError
+    traceback."""
+    import gzip
+
+    from rankwise.evaluate import load_qrels, load_queries
+    from tests.conftest import DL19
+
+    plain_queries = load_queries(DL19 / "bm25-top100.jsonl", 3)
+    text = (DL19 / "bm25-top100.jsonl").read_text(encoding="utf-8")
+    lines = "".join(text.splitlines(keepends=True)[:3])
+    qrels_text = "q1 0 d1 2\nq1 0 d2 0\n"
+    for name, write in [
+        ("gz", lambda path, data: path.write_bytes(gzip.compress(data.encode("utf-8")))),
+        ("utf16", lambda path, data: path.write_text(data, encoding="utf-16")),
+    ]:
+        queries, qrels = tmp_path / f"q-{name}", tmp_path / f"qrels-{name}"
+        write(queries, lines)
+        write(qrels, qrels_text)
+        read = load_queries(queries)
+        assert [(r.qid, r.query, r.candidates) for r in read] == [
+            (r.qid, r.query, r.candidates) for r in plain_queries
+        ]
+        assert load_qrels(qrels) == {"q1": {"d1": 2, "d2": 0}}
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_its_line(tmp_path) -> None:
+    """A file saved in a Windows code page (a curly quote as byte 0x93) ended in a
+    UnicodeDecodeError traceback that named neither the file nor the line."""
+    import pytest
+
+    from rankwise import InputError
+    from rankwise.evaluate import load_qrels, load_queries
+
+    queries = tmp_path / "queries.jsonl"
+    good = '{"qid": "q1", "query": "fleas", "candidates": []}\n'
+    queries.write_bytes(
+        good.encode() + '{"qid": "q2", "query": "\u201cfleas\u201d"}\n'.encode("cp1252")
+    )
+    with pytest.raises(InputError, match=rf"{queries}:2: not UTF-8 text .*save the file as UTF-8"):
+        load_queries(queries)
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_bytes("q1 0 d\xe9 1\n".encode("latin-1"))
+    with pytest.raises(InputError, match=rf"{qrels}:1: not UTF-8 text"):
+        load_qrels(qrels)

@@ -112,3 +112,19 @@ def test_a_template_fills_the_fields_it_is_given_once_and_leaves_the_rest() -> N
 
     assert fill("{query} {example}", {"query": "fleas"}) == "fleas {example}"
     assert fill("{query} {text}", {"query": "{text}", "text": "t"}) == "{text} t"
+
+
+def test_a_template_file_that_is_not_utf8_is_refused_by_name(tmp_path, monkeypatch) -> None:
+    """A template saved in a Windows code page (a curly quote as byte 0x93) ended in a
+    UnicodeDecodeError traceback that did not name the file."""
+    from rankwise import InputError, OpenAIBackend, Reranker
+
+    template = "Passage: {text}\nQuery: \u201c{query}\u201d\nRelevant? Yes or No"
+    path = tmp_path / "pointwise_yes_no.txt"
+    path.write_bytes(template.encode("cp1252"))
+    monkeypatch.setenv("RANKWISE_PROMPTS_DIR", str(tmp_path))
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(InputError, match=rf"the template file '{path}' is not UTF-8 text"):
+        Reranker("pointwise", backend)
+    path.write_text(template, encoding="utf-8")
+    assert "\u201c" in Reranker("pointwise", backend).prompts.get("pointwise_yes_no").parts[0].text

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from rankwise._checks import is_real
 from rankwise.errors import InputError
@@ -35,13 +37,34 @@ class QueryRecord:
         return [{"id": str(c["docid"]), "text": c["text"], "score": c.get("score")} for c in chosen]
 
 
-def _open_input(path: str | Path, what: str) -> TextIO:
-    """``path`` opened for reading, or an :class:`InputError` that names it."""
+def _numbered_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
+    """``path``'s lines, numbered from 1, as text: UTF-8 (a byte order mark, as Windows
+    editors write, is skipped), gzip-compressed UTF-8, or UTF-16 with its byte order mark
+    (what Windows PowerShell's ``>`` writes). An :class:`InputError` names the file, and the
+    line, that cannot be read or is not such text."""
     try:
-        # utf-8-sig: a byte order mark, as Windows editors write, is not read as text
-        return open(path, encoding="utf-8-sig")  # the caller closes it
-    except OSError as error:
-        raise InputError(f"cannot read the {what} {str(path)!r}: {error.strerror}") from error
+        with open(path, "rb") as probe:
+            start = probe.read(2)
+        if start in (b"\xff\xfe", b"\xfe\xff"):
+            with open(path, encoding="utf-16") as text:
+                yield from enumerate(text, start=1)
+            return
+        opener = gzip.open if start == b"\x1f\x8b" else open
+        with opener(path, "rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as error:
+                    raise InputError(
+                        f"{path}:{number}: not UTF-8 text ({error}); save the file as UTF-8"
+                    ) from None
+    except (OSError, EOFError) as error:  # a damaged gzip file is an OSError too
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(f"cannot read the {what} {str(path)!r}: {reason}") from error
+    except UnicodeError as error:
+        raise InputError(
+            f"the {what} {str(path)!r} is not UTF-16 text as its start says ({error})"
+        ) from None
 
 
 def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord]:
@@ -51,8 +74,8 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
         raise InputError(f"limit must be at least 1 (or None for every query), got {limit}")
     records: list[QueryRecord] = []
     lines_by_qid: dict[str, int] = {}
-    with _open_input(path, "queries file") as handle:
-        for number, line in enumerate(handle, start=1):
+    with closing(_numbered_lines(path, "queries file")) as lines:
+        for number, line in lines:
             if not line.strip():
                 continue
             try:
@@ -132,8 +155,8 @@ def _check_candidates(candidates: list[Any], where: str) -> None:
 def load_qrels(path: str | Path) -> Qrels:
     """Read TREC qrels: ``qid iteration docid relevance`` per line."""
     qrels: Qrels = defaultdict(dict)
-    with _open_input(path, "qrels file") as handle:
-        for number, line in enumerate(handle, start=1):
+    with closing(_numbered_lines(path, "qrels file")) as lines:
+        for number, line in lines:
             parts = line.split()
             if not parts:
                 continue

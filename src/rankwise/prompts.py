@@ -177,7 +177,14 @@ class PromptLibrary:
         if directory is not None:
             candidate = directory / f"{name}.txt"
             if candidate.is_file():
-                return PromptTemplate.parse(name, candidate.read_text(encoding="utf-8-sig"))
+                try:
+                    source = candidate.read_text(encoding="utf-8-sig")
+                except UnicodeDecodeError as error:
+                    raise InputError(
+                        f"the template file {str(candidate)!r} is not UTF-8 text ({error}); "
+                        "save it as UTF-8"
+                    ) from None
+                return PromptTemplate.parse(name, source)
         return _packaged(name)
 
 
