@@ -317,3 +317,11 @@ def test_a_price_table_named_under_home_is_read(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RANKWISE_PRICES", "~/prices.json")
     table = PriceTable.from_env()
     assert table is not None and table.price("m") == Price(1.0, 2.0)
+
+
+def test_a_price_table_that_is_not_utf8_is_refused_by_name(tmp_path) -> None:
+    """A table saved in a Windows code page ended in a UnicodeDecodeError traceback."""
+    path = tmp_path / "prices.json"
+    path.write_bytes('{"m\u00e9": {"input": 1, "output": 2}}'.encode("latin-1"))
+    with pytest.raises(InputError, match=f"could not read the price table {path}"):
+        PriceTable.load(path)

@@ -56,7 +56,7 @@ class PriceTable:
         """Read a JSON price table; raises :class:`InputError` when it is malformed."""
         try:
             raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8-sig"))
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError) as error:  # not JSON, or not UTF-8 text
             raise InputError(f"could not read the price table {path}: {error}") from error
         if not isinstance(raw, dict):
             raise InputError(f"price table {path} must be a JSON object of model -> prices")
