@@ -240,6 +240,36 @@ def test_cli_dry_run_reports_the_cache_hits_of_a_warm_rerun(stub, tmp_path, caps
     assert len(stub.requests) == 6
 
 
+@pytest.mark.parametrize("given", ["option", "env"])
+def test_a_dry_run_creates_no_cache_file(stub, tmp_path, capsys, monkeypatch, given) -> None:
+    """A dry run writes nothing, but with ``--cache PATH`` (or ``RANKWISE_CACHE``) naming a
+    file not yet there, it left an empty sqlite file behind."""
+    stub.handler = oracle
+    path = tmp_path / "cache.sqlite"
+    args = ["eval", "--backend", "openai", "--model", "oracle", "--base-url", stub.base_url]
+    args += ["--data", str(DL19 / "bm25-top100.jsonl"), "--qrels", str(DL19 / "qrels.txt")]
+    args += ["--method", "pointwise", "--depth", "3", "--queries", "2"]
+    if given == "env":
+        monkeypatch.setenv("RANKWISE_CACHE", str(path))
+    else:
+        args += ["--cache", str(path)]
+    assert main([*args, "--dry-run"]) == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert (prediction["calls"], prediction["cache_hits"]) == (6, 0)
+    assert list(tmp_path.iterdir()) == [] and stub.requests == []
+
+
+def test_cache_false_turns_the_cache_off_with_rankwise_cache_set(tmp_path, monkeypatch) -> None:
+    """There was no way to rerank without the cache that ``RANKWISE_CACHE`` names: None,
+    the default, reads the variable."""
+    monkeypatch.setenv("RANKWISE_CACHE", str(tmp_path / "cache.sqlite"))
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
+    assert Reranker("pointwise", backend).cache is not None
+    assert Reranker("pointwise", backend, cache=False).cache is None
+    with pytest.raises(InputError, match="cache must be a file path"):
+        Reranker("pointwise", backend, cache=True)
+
+
 @pytest.mark.parametrize("command", ["eval", "calibrate"])
 def test_cli_dry_run_prices_only_the_queries_the_qrels_judge(
     stub, tmp_path, capsys, command

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from rankwise.errors import CacheError, InputError
 
@@ -177,13 +177,20 @@ _open: dict[str, ResponseCache] = {}
 _open_lock = threading.Lock()
 
 
-def open_cache(spec: str | Path | ResponseCache | None) -> ResponseCache | None:
+def open_cache(
+    spec: str | Path | ResponseCache | Literal[False] | None,
+) -> ResponseCache | None:
     """A cache from a path (shared per path within the process), an instance, or
-    ``RANKWISE_CACHE`` when ``spec`` is None."""
+    ``RANKWISE_CACHE`` when ``spec`` is None; no cache for ``False``."""
     if isinstance(spec, ResponseCache):
         return spec
+    if spec is False:
+        return None
     if spec is not None and not isinstance(spec, str | os.PathLike):
-        raise InputError(f"cache must be a file path, a ResponseCache or None, got {spec!r:.100}")
+        raise InputError(
+            f"cache must be a file path, a ResponseCache, False (none) or None (the path "
+            f"RANKWISE_CACHE names), got {spec!r:.100}"
+        )
     spec = spec or os.environ.get("RANKWISE_CACHE")
     if not spec:
         return None

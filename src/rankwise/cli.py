@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
@@ -528,13 +528,21 @@ def _cost_entry(
     return {"cost_usd": round(cost, 6)}
 
 
+def _existing_cache(given: str | None) -> str | Literal[False]:
+    """The cache a dry run reads: the one ``--cache`` or ``RANKWISE_CACHE`` names, if that
+    file is there; else none, as a dry run writes nothing, and opening creates the file."""
+    path = given or os.environ.get("RANKWISE_CACHE")
+    return path if path and Path(path).expanduser().is_file() else False
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     """Predict calls, tokens and cost for the command's queries without calling the model."""
     args.data = args.data or _sample_data("dl19_sample.jsonl")
     records = _records_to_rerank(args)
     setup = check_run(args)
     backend = make_backend(args)
-    reranker = Reranker(args.method, backend, cache=args.cache, **setup.options)
+    cache = _existing_cache(args.cache)
+    reranker = Reranker(args.method, backend, cache=cache, **setup.options)
     args.method = reranker.method.name
 
     async def estimate(record: QueryRecord) -> Usage:

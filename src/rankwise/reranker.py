@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rankwise._checks import check_whole, is_real
 from rankwise._sync import run_sync
@@ -60,8 +60,9 @@ class Reranker:
             :class:`~rankwise.abstain.Calibrator` (any method that scores); when it fires,
             ``RankedList.abstained`` is True, ``selected`` is empty (``items`` keeps all)
             and ``RankedList.abstain_reason`` says why.
-        cache: a path for the persistent response cache (or ``RANKWISE_CACHE``); with it,
-            an identical second rerank makes no LLM call.
+        cache: a path for the persistent response cache (``None``: the path
+            ``RANKWISE_CACHE`` names, if set; ``False``: no cache); with it, an identical
+            second rerank makes no LLM call.
         deadline: seconds one rerank may take; when it runs out, the candidates keep the
             best order known so far (windows and passes already done, pointwise scores
             already returned ahead of the rest, else the input order) and the trace records
@@ -92,7 +93,7 @@ class Reranker:
         score_threshold: float | None = None,
         prompts: Mapping[str, str] | None = None,
         abstain: Abstention | Calibrator | None = None,
-        cache: str | Path | ResponseCache | None = None,
+        cache: str | Path | ResponseCache | Literal[False] | None = None,
         deadline: float | None = None,
         max_calls: int | None = None,
         max_tokens: int | None = None,
