@@ -677,3 +677,39 @@ def test_an_interrupted_batch_says_what_was_done_without_a_traceback(stub, tmp_p
     from rankwise.cache import ResponseCache
 
     assert len(ResponseCache(cache)) >= 4
+
+
+def test_no_logprobs_on_the_command_line_picks_a_method_that_reads_text(
+    stub, tmp_path, capsys, caplog
+) -> None:
+    """A server that gives no log-probs (LM Studio, older Ollama) was warned about with
+    advice only Python could take ("pass OpenAIBackend(..., logprobs=False)"): the command
+    line had no way to say so, and its "auto" went on picking pointwise."""
+    from tests.stub_server import completion
+
+    def no_logprobs(request):
+        if "Does the passage answer the query" in user_text(request):
+            return Reply(body=completion("Yes"))  # no log-probs, though asked for
+        return oracle(request)
+
+    stub.handler = no_logprobs
+    report = tmp_path / "report.json"
+    args = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "1"]
+    args += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "3", "--backend", "openai"]
+    args += ["--model", "m", "--base-url", stub.base_url, "--report", str(report)]
+    with caplog.at_level("WARNING", logger="rankwise.backends.openai"):
+        assert main(args) == 0
+    assert json.loads(report.read_text())["method"] == "pointwise"
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "rankwise.backends.openai"]
+    assert "(--no-logprobs on the command line)" in warning
+    caplog.clear()
+    stub.requests.clear()
+    with caplog.at_level("WARNING", logger="rankwise.backends.openai"):
+        assert main([*args, "--no-logprobs"]) == 0
+    assert json.loads(report.read_text())["method"] == "listwise"
+    assert not [r for r in caplog.records if r.name == "rankwise.backends.openai"]
+    assert len(stub.requests) == 1 and "logprobs" not in stub.requests[0]
+    capsys.readouterr()
+    local = args[:9]  # data, queries, qrels and depth, with the local backend
+    assert main([*local, "--no-logprobs"]) == 2  # the local backend: refused
+    assert "--no-logprobs only applies to --backend openai" in capsys.readouterr().err

@@ -104,6 +104,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "then skips the log-probs of the prompt, which it otherwise computes)",
     )
     group.add_argument(
+        "--no-logprobs",
+        action="store_true",
+        default=None,
+        help="openai: the server gives no log-probs (LM Studio, older Ollama), so 'auto' "
+        "picks listwise",
+    )
+    group.add_argument(
         "--max-context",
         type=_count,
         default=None,
@@ -135,6 +142,7 @@ API_ONLY_OPTIONS = (
     "concurrency",
     "timeout",
     "stream_logprobs",
+    "no_logprobs",
     "max_context",
     "request_option",
 )
@@ -281,6 +289,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
             api_key=args.api_key,
             concurrency=args.concurrency or API_CONCURRENCY,
             timeout=args.timeout or API_TIMEOUT,
+            logprobs=not args.no_logprobs,
             stream_logprobs=bool(args.stream_logprobs),
             max_context=args.max_context or API_MAX_CONTEXT,
             request_options=key_values(args.request_option or []),

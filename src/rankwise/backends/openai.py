@@ -193,7 +193,9 @@ class OpenAIBackend:
         )
         self._token_limit_field = "max_tokens"  # "max_completion_tokens" once refused
         self._sends_temperature = True  # False once the model refused one
-        self._no_logprobs = MissingLogprobsWarning(logger, "OpenAIBackend(..., logprobs=False)")
+        self._no_logprobs = MissingLogprobsWarning(
+            logger, "OpenAIBackend(..., logprobs=False) (--no-logprobs on the command line)"
+        )
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
