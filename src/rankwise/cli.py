@@ -325,19 +325,16 @@ async def rerank_all(
         disable=None,
     )
 
-    done = 0
+    done = [] if finished is None else finished
 
     async def one(record: QueryRecord) -> RankedList:
-        nonlocal done
         async with gate:
             try:
                 result = await reranker.arerank(record.query, record.documents(depth))
             except RankwiseError as error:
-                raise _query_failed(record, error, done, len(records), reranker) from error
-        done += 1
+                raise _query_failed(record, error, len(done), len(records), reranker) from error
+        done.append(record.qid)
         progress.update(1)
-        if finished is not None:
-            finished.append(record.qid)
         return result
 
     try:
