@@ -297,7 +297,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
     from rankwise.backends.transformers import TransformersBackend
 
     return TransformersBackend(
-        args.model or "default", dtype=args.dtype or "float32", device=args.device or "cpu"
+        args.model or "default", dtype=args.dtype or "float32", device=args.device
     )
 
 
