@@ -15,9 +15,6 @@ from rankwise.adapters import check_part
 from rankwise.errors import ContextOverflowError
 from rankwise.types import Candidate
 
-RERANK_EXAMPLE = "RankwiseRerank(method=..., top_n=...)"
-RETRIEVER_EXAMPLE = "one such as vector_store.as_retriever()"
-
 
 class RerankInput(BaseModel):
     """Arguments of the rerank tool."""
@@ -50,11 +47,7 @@ def rankwise_tool(
     ``handle_tool_error=True``), instead of ending the agent's run; arguments that do not fit
     the schema are LangChain's validation errors, and a failing backend or a misconfigured
     reranker still raises."""
-    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank compressor", RERANK_EXAMPLE)
-    if retriever is not None:
-        check_part(
-            "retriever", retriever, BaseRetriever, "a LangChain retriever", RETRIEVER_EXAMPLE
-        )
+    _check_parts(reranker, retriever)
     if retriever is None:
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
@@ -85,6 +78,16 @@ def rankwise_tool(
         args_schema=SearchInput,
         handle_tool_error=True,
     )
+
+
+def _check_parts(reranker: object, retriever: object | None) -> None:
+    """Refuse a ``reranker`` that is not a :class:`RankwiseRerank`, and a ``retriever``
+    (where one is given) that is not a LangChain retriever."""
+    example = "RankwiseRerank(method=..., top_n=...)"
+    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank compressor", example)
+    if retriever is not None:
+        example = "one such as vector_store.as_retriever()"
+        check_part("retriever", retriever, BaseRetriever, "a LangChain retriever", example)
 
 
 def _check_query(query: str, purpose: str) -> None:
