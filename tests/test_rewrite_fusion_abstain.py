@@ -680,8 +680,11 @@ async def test_the_pipeline_takes_a_plain_retrieve_function_and_refuses_wrong_pa
     ranked = await pipeline.arun(QUESTION, retrieve)
     assert searched == [QUESTION, QUESTION + " lifespan"]
     assert sorted(ranked.ids) == sorted(doc["id"] for doc in corpus)
+    rewritten: list[str] = []
+    counting = RetrievalPipeline(reranker, rewrite=lambda q: rewritten.append(q) or [q + " x"])
     with pytest.raises(InputError, match="retrieve must be a function"):
-        await pipeline.arun(QUESTION, corpus)  # type: ignore[arg-type]
+        await counting.arun(QUESTION, corpus)  # type: ignore[arg-type]
+    assert rewritten == []  # refused before the rewrite is asked for (and paid)
     with pytest.raises(InputError, match="reranker must be a rankwise Reranker"):
         RetrievalPipeline("listwise")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="rewrite must be a QueryRewriter, a function or None"):

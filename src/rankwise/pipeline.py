@@ -56,6 +56,10 @@ class RetrievalPipeline:
         strategy.
         """
         query = normalise_query(query)
+        if not callable(retrieve):
+            raise InputError(
+                f"retrieve must be a function from a query to its documents, got {retrieve!r:.100}"
+            )
         if not query.strip():
             raise InputError("query is empty; pass the text to search and rank documents for")
         if chat_history and not isinstance(self.rewrite, QueryRewriter):
@@ -75,10 +79,6 @@ class RetrievalPipeline:
         else:
             rewrites = []
         queries = _distinct(queries + rewrites)
-        if not callable(retrieve):
-            raise InputError(
-                f"retrieve must be a function from a query to its documents, got {retrieve!r:.100}"
-            )
         lists = await gather_all(_retrieved(retrieve, q) for q in queries)
         pool = list(lists[0]) if len(lists) == 1 else reciprocal_rank_fusion(lists, k=self.rrf_k)
         ranked = await self.reranker.arerank(query, pool)
