@@ -610,24 +610,30 @@ def test_the_command_line_refuses_a_flag_spelt_as_python_does(tmp_path, capsys) 
     assert "-o calibrated=true or -o calibrated=false" in capsys.readouterr().err
 
 
-def _flagged(kind: str, value: object):  # type: ignore[no-untyped-def]
-    """Build ``kind`` with ``value`` for one of its True-or-False options."""
-    url = "http://127.0.0.1:9/v1"
-    if kind == "openai":
-        return OpenAIBackend("m", base_url=url, logprobs=value)  # type: ignore[arg-type]
+def _framework_backend(kind: str, **options: object):  # type: ignore[no-untyped-def]
+    """A LangChain (``ChatOpenAI``) or LlamaIndex (``MockLLM``) backend built with
+    ``options``; no call is made."""
     if kind == "langchain":
         from langchain_openai import ChatOpenAI
 
         from rankwise.backends.langchain import LangChainBackend
 
-        chat = ChatOpenAI(model="m", base_url=url, api_key="unused")  # type: ignore[arg-type]
-        return LangChainBackend(chat, logprobs=value)  # type: ignore[arg-type]
-    if kind == "llamaindex":
-        from llama_index.core.llms.mock import MockLLM
+        chat = ChatOpenAI(model="m", base_url="http://127.0.0.1:9/v1", api_key="unused")  # type: ignore[arg-type]
+        return LangChainBackend(chat, **options)  # type: ignore[arg-type]
+    from llama_index.core.llms.mock import MockLLM
 
-        from rankwise.backends.llamaindex import LlamaIndexBackend
+    from rankwise.backends.llamaindex import LlamaIndexBackend
 
-        return LlamaIndexBackend(MockLLM(), logprobs=value)  # type: ignore[arg-type]
+    return LlamaIndexBackend(MockLLM(), **options)  # type: ignore[arg-type]
+
+
+def _flagged(kind: str, value: object):  # type: ignore[no-untyped-def]
+    """Build ``kind`` with ``value`` for one of its True-or-False options."""
+    url = "http://127.0.0.1:9/v1"
+    if kind == "openai":
+        return OpenAIBackend("m", base_url=url, logprobs=value)  # type: ignore[arg-type]
+    if kind in ("langchain", "llamaindex"):
+        return _framework_backend(kind, logprobs=value)
     if kind == "rewriter":
         from rankwise.rewrite import QueryRewriter
 
@@ -677,22 +683,8 @@ def test_a_framework_backend_refuses_options_no_call_could_run_with(
     """As OpenAIBackend does: ``max_context=0`` was kept as a context of no tokens (the
     LlamaIndex backend took the LLM's own instead), ``top_logprobs=50`` reached the API as a
     400 at the first call, and ``max_tokens_kwarg=""`` quietly kept the model's own limit."""
-    url = "http://127.0.0.1:9/v1"
-    if kind == "langchain":
-        from langchain_openai import ChatOpenAI
-
-        from rankwise.backends.langchain import LangChainBackend
-
-        chat = ChatOpenAI(model="m", base_url=url, api_key="unused")  # type: ignore[arg-type]
-        with pytest.raises(InputError, match=message):
-            LangChainBackend(chat, **{option: value})
-    else:
-        from llama_index.core.llms.mock import MockLLM
-
-        from rankwise.backends.llamaindex import LlamaIndexBackend
-
-        with pytest.raises(InputError, match=message):
-            LlamaIndexBackend(MockLLM(), **{option: value})
+    with pytest.raises(InputError, match=message):
+        _framework_backend(kind, **{option: value})
 
 
 @pytest.mark.parametrize(
