@@ -167,7 +167,9 @@ def _check_backend_options(args: argparse.Namespace) -> None:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    parser.add_argument("--data", type=_file, required=data_required, help="queries JSONL")
+    parser.add_argument(
+        "--data", type=_file, required=data_required, help="queries JSONL (may be gzipped)"
+    )
     parser.add_argument(
         "--method",
         default=AUTO,
