@@ -295,6 +295,11 @@ def test_eval_refuses_an_abstention_or_plot_it_could_not_finish_before_any_call(
     assert "cannot read a calibrator from" in capsys.readouterr().err
     assert main([*common, "--plot", str(tmp_path / "curve.png")]) == 2
     assert "--plot draws the risk-coverage curve of --abstention" in capsys.readouterr().err
+    # a picture format matplotlib cannot write failed with a ValueError traceback at the end
+    plot = ["--abstention", "cv", "--queries", "3", "--plot", str(tmp_path / "curve.xyz")]
+    assert main([*common, *plot]) == 2
+    err = capsys.readouterr().err
+    assert "--plot 'curve.xyz': matplotlib cannot write .xyz pictures" in err and ".png" in err
     assert stub.requests == []
     assert not (tmp_path / "curve.png").exists()
 

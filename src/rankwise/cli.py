@@ -721,10 +721,26 @@ def _check_eval_outputs(args: argparse.Namespace) -> None:
         )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib: pip install 'rankwise[plot]'")
+    if args.plot:
+        _check_picture_format(args.plot)
     if args.abstention and args.abstention != "cv":
         from rankwise.abstain import Calibrator
 
         Calibrator.load(args.abstention)  # an unreadable file fails now, not after the run
+
+
+def _check_picture_format(path: str) -> None:
+    """Refuse a picture name whose format matplotlib cannot write (it draws the curve after
+    the whole run); a name without a suffix is written as PNG."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise InputError(
+            f"--plot {Path(path).name!r}: matplotlib cannot write .{suffix} pictures; name "
+            f"the file with one of {', '.join('.' + name for name in sorted(formats))}"
+        )
 
 
 def _judged(records, results, qrels):  # type: ignore[no-untyped-def]
