@@ -575,6 +575,22 @@ def test_a_hub_id_missing_from_the_offline_cache_says_what_to_pass() -> None:
     assert ".." not in message
 
 
+@pytest.mark.parametrize("name", ["gpt-4o-mini", "llama3.1:8b"])
+def test_an_api_model_name_given_as_a_local_model_says_how_to_reach_the_api(name) -> None:
+    """``Reranker(backend="gpt-4o-mini")``, or an Ollama name, is read as a local model: the
+    message listed only the local choices, not how to reach the model over its API."""
+    from rankwise import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError) as raised:
+        Reranker("pointwise", name).backend  # noqa: B018 - loads the model
+    message = str(raised.value)
+    assert f"could not load {name!r}" in message
+    assert f"pass OpenAIBackend({name!r}, base_url=...) as the backend" in message
+    with pytest.raises(ModelNotFoundError) as hub:  # an org/name hub id gets no such hint
+        Reranker("pointwise", "rankwise-tests/no-such-model").backend  # noqa: B018
+    assert "OpenAIBackend" not in str(hub.value)
+
+
 def test_a_framework_document_passed_to_the_core_names_its_adapter() -> None:
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore, TextNode

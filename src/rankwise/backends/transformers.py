@@ -1194,8 +1194,14 @@ def _load(model: str, dtype: Any, kwargs: dict[str, Any]) -> tuple[str, Any, Any
         network = auto_model.from_pretrained(model, dtype=dtype, **kwargs)
     except OSError as error:
         reason = str(error).strip().rstrip(".")
+        served = (
+            ""
+            if "/" in model
+            else f" If {model!r} is served over an API (OpenAI, Ollama, vLLM), pass "
+            f"OpenAIBackend({model!r}, base_url=...) as the backend instead."
+        )
         raise ModelNotFoundError(
             f"could not load {model!r}: {reason}. Pass an existing folder, a .gguf file, a hub id "
-            "that is in the local Hugging Face cache (offline), or 'default'."
+            f"that is in the local Hugging Face cache (offline), or 'default'.{served}"
         ) from error
     return model, tokenizer, network
