@@ -718,3 +718,22 @@ def test_no_logprobs_on_the_command_line_picks_a_method_that_reads_text(
     local = args[:9]  # data, queries, qrels and depth, with the local backend
     assert main([*local, "--no-logprobs"]) == 2  # the local backend: refused
     assert "--no-logprobs only applies to --backend openai" in capsys.readouterr().err
+
+
+def test_an_output_of_a_dash_writes_the_run_to_standard_output(
+    stub, tmp_path, monkeypatch, capsys
+) -> None:
+    """``--output -``, the usual way to pipe a run into trec_eval, wrote a file named ``-``
+    in the working directory, and the summary line went to standard output with the run."""
+    monkeypatch.chdir(tmp_path)
+    stub.handler = oracle
+    args = ["rerank", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "2"]
+    args += ["--depth", "3", "--backend", "openai", "--model", "m", "--base-url", stub.base_url]
+    assert main([*args, "--method", "pointwise", "--output", "-"]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines()]
+    assert len(rows) == 6 and all(len(row) == 6 and row[1] == "Q0" for row in rows)
+    assert "wrote -: 2 queries" in captured.err
+    assert list(tmp_path.iterdir()) == []
+    assert main([*args, "--method", "pointwise", "--output", str(tmp_path / "run.trec")]) == 0
+    assert (tmp_path / "run.trec").read_text().splitlines() == captured.out.splitlines()

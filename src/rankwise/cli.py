@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
@@ -825,27 +825,37 @@ def _records_to_rerank(args: argparse.Namespace) -> list[QueryRecord]:
 
 
 def _rerank(args: argparse.Namespace) -> int:
-    output = _check_writable(args.output, "output file")
-    if output.suffix.lower() == ".json":
-        raise InputError(
-            f"--output {args.output!r}: a run is written as JSON Lines (one object per query, "
-            "name it .jsonl) or as a TREC run (.trec, .txt or any other name); a .json file "
-            "would hold one of those under a name that says otherwise"
-        )
+    """Write the run: JSON Lines for a ``.jsonl`` name, else a TREC run; ``--output -``
+    writes the TREC run to standard output, to pipe into trec_eval, and the summary to
+    standard error."""
+    output: Path | TextIO = sys.stdout
+    if args.output != "-":
+        output = _check_writable(args.output, "output file")
+        if output.suffix.lower() == ".json":
+            raise InputError(
+                f"--output {args.output!r}: a run is written as JSON Lines (one object per "
+                "query, name it .jsonl) or as a TREC run (.trec, .txt or any other name); a "
+                ".json file would hold one of those under a name that says otherwise"
+            )
     records = load_queries(args.data, args.queries)
-    as_json_lines = output.suffix.lower() == ".jsonl"
+    as_json_lines = isinstance(output, Path) and output.suffix.lower() == ".jsonl"
     if not as_json_lines:  # before any call is paid for
         check_trec_ids((r.qid, (d["id"] for d in r.documents(args.depth))) for r in records)
     results, seconds = _run(args, check_run(args), records)
-    if as_json_lines:
+    pairs = list(zip(records, results, strict=True))
+    if isinstance(output, Path) and as_json_lines:
         with output.open("w", encoding="utf-8") as handle:
-            for record, result in zip(records, results, strict=True):
+            for record, result in pairs:
                 handle.write(json.dumps({"qid": record.qid, **result.model_dump()}) + "\n")
     else:
-        rows = ((record.qid, result.ids) for record, result in zip(records, results, strict=True))
+        rows = ((record.qid, result.ids) for record, result in pairs)
         write_trec_run(rows, output, tag=f"rankwise-{args.method}")
     usage = _total_usage(results)
-    print(f"wrote {output}: {len(results)} queries, {usage.calls} LLM calls, {seconds:.1f} s")
+    where, summary = (output, sys.stdout) if isinstance(output, Path) else ("-", sys.stderr)
+    print(
+        f"wrote {where}: {len(results)} queries, {usage.calls} LLM calls, {seconds:.1f} s",
+        file=summary,
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rankwise._checks import is_real
 from rankwise.errors import InputError
@@ -218,12 +218,21 @@ def check_trec_ids(rows: Iterable[tuple[str, Iterable[str]]]) -> None:
                 )
 
 
-def write_trec_run(rows: Iterable[tuple[str, list[str]]], path: str | Path, tag: str) -> None:
-    """Write a TREC run. Scores are ``N - rank + 1`` so trec_eval keeps rankwise's order.
-    Ids a TREC run cannot hold are refused before anything is written (:func:`check_trec_ids`)."""
+def write_trec_run(
+    rows: Iterable[tuple[str, list[str]]], path: str | Path | TextIO, tag: str
+) -> None:
+    """Write a TREC run to a file, or to an open text stream such as ``sys.stdout``. Scores
+    are ``N - rank + 1`` so trec_eval keeps rankwise's order. Ids a TREC run cannot hold are
+    refused before anything is written (:func:`check_trec_ids`)."""
     rows = list(rows)
     check_trec_ids(rows)
-    with open(path, "w", encoding="utf-8") as handle:
-        for qid, docids in rows:
-            for rank, docid in enumerate(docids, start=1):
-                handle.write(f"{qid} Q0 {docid} {rank} {len(docids) - rank + 1} {tag}\n")
+    lines = (
+        f"{qid} Q0 {docid} {rank} {len(docids) - rank + 1} {tag}\n"
+        for qid, docids in rows
+        for rank, docid in enumerate(docids, start=1)
+    )
+    if isinstance(path, str | Path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+    else:
+        path.writelines(lines)
