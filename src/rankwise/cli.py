@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=_file,
         required=True,
-        help="run.jsonl (one JSON object per query) or a TREC run (any other name: run.trec)",
+        help="run.jsonl (one JSON object per query) or a TREC run (any other name: run.trec; "
+        "- writes it to standard output)",
     )
     rerank.set_defaults(handler=_rerank)
 
