@@ -93,3 +93,22 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(tmp_path) -> None:
     qrels.write_bytes("q1 0 d\xe9 1\n".encode("latin-1"))
     with pytest.raises(InputError, match=rf"{qrels}:1: not UTF-8 text"):
         load_qrels(qrels)
+
+
+def test_beir_qrels_read_as_trec_qrels(tmp_path) -> None:
+    """BEIR ships its qrels as TSV, three columns under a header line; they were refused
+    ("expected 'qid 0 docid rel'"), though nothing in them is ambiguous."""
+    import pytest
+
+    from rankwise import InputError
+    from rankwise.evaluate import load_qrels
+
+    beir = tmp_path / "test.tsv"
+    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t0\nq2\td1\t1\n")
+    trec = tmp_path / "qrels.txt"
+    trec.write_text("q1 0 d1 2\nq1 0 d2 0\nq2 0 d1 1\n")
+    assert load_qrels(beir) == load_qrels(trec) == {"q1": {"d1": 2, "d2": 0}, "q2": {"d1": 1}}
+    later = tmp_path / "later.tsv"  # a line that is not a judgement, past the first line
+    later.write_text("q1\td1\t2\nquery-id\tcorpus-id\tscore\n")
+    with pytest.raises(InputError, match=rf"{later}:2: the relevance 'score' is not a whole"):
+        load_qrels(later)

@@ -153,16 +153,22 @@ def _check_candidates(candidates: list[Any], where: str) -> None:
 
 
 def load_qrels(path: str | Path) -> Qrels:
-    """Read TREC qrels: ``qid iteration docid relevance`` per line."""
+    """Read TREC qrels (``qid iteration docid relevance`` per line), or BEIR's
+    (``query-id corpus-id score``, tab-separated under a header line)."""
     qrels: Qrels = defaultdict(dict)
     with closing(_numbered_lines(path, "qrels file")) as lines:
         for number, line in lines:
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 4:
-                raise InputError(f"{path}:{number}: expected 'qid 0 docid rel', got {line!r}")
-            qid, _, docid, relevance = parts
+            if len(parts) == 3 and number == 1 and not parts[2].lstrip("-").isdigit():
+                continue  # BEIR's header line
+            if len(parts) not in (3, 4):
+                raise InputError(
+                    f"{path}:{number}: expected 'qid 0 docid rel' (TREC) or "
+                    f"'qid docid rel' (BEIR), got {line!r}"
+                )
+            qid, docid, relevance = parts[0], parts[-2], parts[-1]
             try:
                 qrels[qid][docid] = int(relevance)
             except ValueError:
