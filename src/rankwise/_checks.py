@@ -36,13 +36,17 @@ def check_real(name: str, value: object, least: float, meaning: str = "") -> Non
         raise InputError(f"{name} must be a number of at least {least}{meaning}, got {value!r}")
 
 
-def check_flag(name: str, value: object, *, unset_allowed: bool = False) -> None:
+def check_flag(
+    name: str, value: object, *, unset_allowed: bool = False, spelling: str = ""
+) -> None:
     """Raise :class:`InputError` unless ``value`` is True or False (or, with
-    ``unset_allowed``, None): a string such as "false" from a config file would be true."""
+    ``unset_allowed``, None): a string such as "false" from a config file would be true.
+    ``spelling`` adds how to write the two values where they are typed (`` (on the command
+    line: ...)``)."""
     if isinstance(value, bool) or (unset_allowed and value is None):
         return
     unset = ", or None for the default" if unset_allowed else ""
-    raise InputError(f"{name} must be True or False{unset}, got {value!r}")
+    raise InputError(f"{name} must be True or False{unset}{spelling}, got {value!r}")
 
 
 def checked_names(

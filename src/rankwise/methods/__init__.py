@@ -6,6 +6,7 @@ import difflib
 import inspect
 from typing import Any
 
+from rankwise._checks import check_flag
 from rankwise.backends.base import Capabilities
 from rankwise.errors import InputError, UnknownMethodError
 from rankwise.methods.attention import InContextReranking
@@ -88,11 +89,9 @@ def build_method(name: str, **options: Any) -> RankingMethod:
             no_cut = ", or None for no cut" if option in ("max_passage_tokens", "max_words") else ""
             raise InputError(f"{option} must be a whole number{at_least}{no_cut}; got {value!r}")
     for option in FLAG_OPTIONS:
-        if option in options and not isinstance(options[option], bool):
-            raise InputError(
-                f"{option} must be True or False (on the command line: -o {option}=true or "
-                f"-o {option}=false); got {options[option]!r}"
-            )
+        if option in options:
+            spelling = f" (on the command line: -o {option}=true or -o {option}=false)"
+            check_flag(option, options[option], spelling=spelling)
     return cls(**options)
 
 
