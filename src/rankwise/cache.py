@@ -177,6 +177,13 @@ _open: dict[str, ResponseCache] = {}
 _open_lock = threading.Lock()
 
 
+def cache_path(given: str | os.PathLike[str] | None) -> Path | None:
+    """The cache file ``given`` names, or else ``RANKWISE_CACHE``, with ``~`` expanded;
+    None when neither names one."""
+    spec = given or os.environ.get("RANKWISE_CACHE")
+    return Path(spec).expanduser() if spec else None
+
+
 def open_cache(
     spec: str | Path | ResponseCache | Literal[False] | None,
 ) -> ResponseCache | None:
@@ -191,10 +198,10 @@ def open_cache(
             f"cache must be a file path, a ResponseCache, False (none) or None (the path "
             f"RANKWISE_CACHE names), got {spec!r:.100}"
         )
-    spec = spec or os.environ.get("RANKWISE_CACHE")
-    if not spec:
+    path = cache_path(spec)
+    if path is None:
         return None
-    resolved = str(Path(spec).expanduser().resolve())
+    resolved = str(path.resolve())
     with _open_lock:
         if resolved not in _open or _open[resolved].closed:  # closed by its user: reopen
             _open[resolved] = ResponseCache(resolved)

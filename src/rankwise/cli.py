@@ -19,6 +19,7 @@ from typing import Any, Literal, TextIO
 
 from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
+from rankwise.cache import cache_path
 from rankwise.costs import PriceTable
 from rankwise.errors import InputError, RankwiseError
 from rankwise.evaluate import (
@@ -537,11 +538,11 @@ def _cost_entry(
     return {"cost_usd": round(cost, 6)}
 
 
-def _existing_cache(given: str | None) -> str | Literal[False]:
+def _existing_cache(given: str | None) -> Path | Literal[False]:
     """The cache a dry run reads: the one ``--cache`` or ``RANKWISE_CACHE`` names, if that
     file is there; else none, as a dry run writes nothing, and opening creates the file."""
-    path = given or os.environ.get("RANKWISE_CACHE")
-    return path if path and Path(path).expanduser().is_file() else False
+    path = cache_path(given)
+    return path if path is not None and path.is_file() else False
 
 
 def _dry_run(args: argparse.Namespace) -> int:
