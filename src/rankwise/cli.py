@@ -721,9 +721,9 @@ def _check_eval_outputs(args: argparse.Namespace) -> None:
             "--plot draws the risk-coverage curve of --abstention; pass --abstention cv "
             "or a calibrator file as well"
         )
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise InputError("--plot needs matplotlib: pip install 'rankwise[plot]'")
     if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise InputError("--plot needs matplotlib: pip install 'rankwise[plot]'")
         _check_picture_format(args.plot)
     if args.abstention and args.abstention != "cv":
         from rankwise.abstain import Calibrator
@@ -840,13 +840,13 @@ def _rerank(args: argparse.Namespace) -> int:
                 ".json file would hold one of those under a name that says otherwise"
             )
     records = load_queries(args.data, args.queries)
-    as_json_lines = isinstance(output, Path) and output.suffix.lower() == ".jsonl"
-    if not as_json_lines:  # before any call is paid for
+    json_lines = output if isinstance(output, Path) and output.suffix.lower() == ".jsonl" else None
+    if json_lines is None:  # a TREC run: its ids are checked before any call is paid for
         check_trec_ids((r.qid, (d["id"] for d in r.documents(args.depth))) for r in records)
     results, seconds = _run(args, check_run(args), records)
     pairs = list(zip(records, results, strict=True))
-    if isinstance(output, Path) and as_json_lines:
-        with output.open("w", encoding="utf-8") as handle:
+    if json_lines is not None:
+        with json_lines.open("w", encoding="utf-8") as handle:
             for record, result in pairs:
                 handle.write(json.dumps({"qid": record.qid, **result.model_dump()}) + "\n")
     else:
