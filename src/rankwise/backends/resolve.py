@@ -8,6 +8,7 @@ object is built, not an ``AttributeError`` at the first call.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TypeAlias
 
 from rankwise.backends.base import Backend
@@ -23,10 +24,15 @@ def resolve_backend(value: object) -> Backend | str | None:
     A framework model is wrapped without log-probs; to use the log-probs it returns, wrap it
     yourself: ``LangChainBackend(chat_model, logprobs=True)``.
     """
-    if value is None or isinstance(value, str) or isinstance(value, Backend):
+    if value is None or isinstance(value, str):
         return value
+    # Framework models first: testing a LangChain wrapper against the Backend protocol reads
+    # attributes through its __getattr__, which (in langchain-core 1.8) fails on some of them
+    # with a NameError instead of an AttributeError.
     if is_framework_model(value):
         return backend_from_llm(value)
+    if isinstance(value, Backend):
+        return value
     raise InputError(
         f"backend must be a rankwise backend (OpenAIBackend, TransformersBackend, ...), a local "
         f"model name, None for the embedded model, or a LangChain chat model or LlamaIndex LLM; "
@@ -60,6 +66,8 @@ def backend_from_llm(llm: Any, *, logprobs: bool = False) -> Backend:
 def _is_langchain(value: object) -> bool:
     """A LangChain chat model, or one wrapped by ``bind()``, ``with_retry()`` or
     ``with_fallbacks()``."""
+    if "langchain_core" not in sys.modules:
+        return False  # nothing made from LangChain can exist; don't pay to import it
     try:
         from rankwise.backends.langchain import chat_model_of
     except ImportError:
@@ -68,6 +76,8 @@ def _is_langchain(value: object) -> bool:
 
 
 def _is_llamaindex(value: object) -> bool:
+    if "llama_index.core" not in sys.modules:
+        return False
     try:
         from llama_index.core.llms import LLM
     except ImportError:
