@@ -737,3 +737,28 @@ def test_an_output_of_a_dash_writes_the_run_to_standard_output(
     assert list(tmp_path.iterdir()) == []
     assert main([*args, "--method", "pointwise", "--output", str(tmp_path / "run.trec")]) == 0
     assert (tmp_path / "run.trec").read_text().splitlines() == captured.out.splitlines()
+
+
+def test_a_calibrator_that_never_abstains_is_strict_json(stub, tmp_path, capsys) -> None:
+    """``calibrate --abstention-rate 0`` wrote ``"threshold": -Infinity``, which Python reads
+    but jq, JavaScript and other strict JSON parsers refuse. It now writes ``null``, which
+    still means "never abstain", and ``eval`` with it answers every query."""
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in dl19_lines(3)), encoding="utf-8")
+    stub.handler = oracle
+    common = ["--data", str(data), "--depth", "3", "--method", "pointwise", "--backend", "openai"]
+    common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    common += ["--qrels", str(DL19 / "qrels.txt")]
+    out, report = tmp_path / "cal.json", tmp_path / "report.json"
+    assert main(["calibrate", *common, "--out", str(out), "--abstention-rate", "0"]) == 0
+    assert "never abstains (abstains on 0% of them)" in capsys.readouterr().out
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    fields = json.loads(out.read_text(encoding="utf-8"), parse_constant=refuse)
+    assert fields["threshold"] is None and fields["reference_size"] == 3
+    assert main(["eval", *common, "--abstention", str(out), "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["abstention"]["coverage"] == 1.0
+    calibrator = Calibrator.load(out)
+    assert calibrator.decide([-1e9, -1e9, -1e9]) == (False, calibrator.predict([-1e9] * 3))

@@ -336,7 +336,7 @@ def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:
         ("n", 0, "n must be a whole number of at least 1"),
         ("alpha", -1, "alpha must be a number of at least 0"),
         ("threshold", "0.3", "threshold must be a number"),
-        ("threshold", None, "threshold must be a number"),
+        ("threshold", math.inf, "threshold must be a number"),
         ("threshold", math.nan, "threshold must be a number"),
         ("weights", ["a", 1.0, 2.0, 3.0], "weights must be finite numbers"),
         ("weights", [1.0, 2.0, 3.0, None], "weights must be finite numbers"),
@@ -348,7 +348,7 @@ def test_calibrator_recovers_a_known_relationship(tmp_path) -> None:
 def test_a_calibrator_with_a_field_of_the_wrong_kind_is_refused(
     tmp_path, field, value, message
 ) -> None:
-    """A hand-edited calibrator file (``"n": "3"``, ``"threshold": null``) loaded, then failed
+    """A hand-edited calibrator file (``"n": "3"``, ``"threshold": "0.3"``) loaded, then failed
     at the first list with a TypeError from deep inside, or, with ``n: 0``, fitted nothing."""
     calibrator = fitted_calibrator(0.3)
     path = tmp_path / "calib.json"
@@ -359,6 +359,20 @@ def test_a_calibrator_with_a_field_of_the_wrong_kind_is_refused(
         Calibrator.load(path)
     with pytest.raises(InputError, match=message):  # and when built in Python
         Calibrator(**fields)
+
+
+def test_a_calibrator_saved_with_minus_infinity_still_never_abstains(tmp_path) -> None:
+    """Files saved before ``null`` meant "never abstain" hold ``-Infinity``; they load as
+    before, and are saved again as strict JSON."""
+    path = tmp_path / "calib.json"
+    fitted_calibrator(0.3).save(path)
+    path.write_text(path.read_text().replace('"threshold": 0.3', '"threshold": -Infinity'))
+    calibrator = Calibrator.load(path)
+    assert calibrator.threshold is None and not calibrator.decide([-9.0, -9.0, -9.0])[0]
+    calibrator.save(path)
+    assert json.loads(path.read_text())["threshold"] is None
+    with pytest.raises(InputError, match="min_quality must be a finite number"):
+        Calibrator(n=3).fit([[1.0, 0.5, 0.2], [0.4, 0.3, 0.1]], [0.9, 0.2], min_quality="0.5")
 
 
 def test_risk_coverage_bounds() -> None:

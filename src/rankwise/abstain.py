@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rankwise._checks import check_real, check_whole, is_finite, is_real
+from rankwise._checks import check_real, check_whole, is_finite
 from rankwise.errors import InputError
 
 ConfidenceName = Literal["max", "std", "margin", "entropy"]
@@ -188,13 +188,14 @@ class Calibrator:
     to its quality (nDCG@10 by default), fitted on labelled reference queries.
 
     The decision threshold comes from a target abstention rate (the rate-quantile of the
-    reference predictions) or a minimum predicted quality.
+    reference predictions) or a minimum predicted quality. ``threshold=None`` never abstains
+    (``abstention_rate=0``); it is saved as JSON ``null``, which every JSON parser reads.
     """
 
     n: int = 10
     alpha: float = 0.1
     weights: list[float] = field(default_factory=list)
-    threshold: float = float("-inf")
+    threshold: float | None = None
     method: str = ""
     model: str = ""
     metric: str = "ndcg@10"
@@ -206,9 +207,11 @@ class Calibrator:
         check_whole("n", self.n, 1)
         check_whole("reference_size", self.reference_size, 0)
         check_real("alpha", self.alpha, 0)
-        if not is_real(self.threshold):
+        if self.threshold == float("-inf"):  # how files saved before null meant "never"
+            self.threshold = None
+        if self.threshold is not None and not is_finite(self.threshold):
             raise InputError(
-                f"threshold must be a number (-Infinity: never abstain), got {self.threshold!r}"
+                f"threshold must be a number (null: never abstain), got {self.threshold!r}"
             )
         if not isinstance(self.weights, list) or not all(map(is_finite, self.weights)):
             raise InputError(
@@ -241,10 +244,12 @@ class Calibrator:
         self.reference_size = len(rows)
         predictions = [self.predict(scores) for scores in score_lists]
         if abstention_rate == 0:  # the lowest prediction would abstain, at or below it
-            self.threshold = float("-inf")
+            self.threshold = None
         elif abstention_rate is not None:
             self.threshold = quantile(predictions, abstention_rate)
         elif min_quality is not None:
+            if not is_finite(min_quality):
+                raise InputError(f"min_quality must be a finite number, got {min_quality!r}")
             self.threshold = min_quality
         return self
 
@@ -262,12 +267,16 @@ class Calibrator:
     def decide(self, ranked_scores: Sequence[float]) -> tuple[bool, float]:
         """(abstain?, predicted quality)."""
         value = self.predict(ranked_scores)
-        return value <= self.threshold, value
+        return self.abstains_at(value), value
+
+    def abstains_at(self, predicted: float) -> bool:
+        """Whether a list of this predicted quality is abstained on."""
+        return self.threshold is not None and predicted <= self.threshold
 
     def save(self, path: str | Path) -> None:
         """Write the calibrator as JSON, with the method and model it was fitted for."""
         Path(path).expanduser().write_text(
-            json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8"
+            json.dumps(asdict(self), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
 
     @classmethod

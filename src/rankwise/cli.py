@@ -774,7 +774,7 @@ def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type:
         confidences = [calibrator.predict(s) for s in scores]
         curve = risk_coverage(confidences, metrics)
         answered = [
-            m for c, m in zip(confidences, metrics, strict=True) if c > calibrator.threshold
+            m for c, m in zip(confidences, metrics, strict=True) if not calibrator.abstains_at(c)
         ]
         report = {
             "mode": "calibrator",
@@ -809,9 +809,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     calibrator = Calibrator(n=args.top, method=args.method, model=results[0].model)
     calibrator.fit(scores, metrics, abstention_rate=args.abstention_rate)
     calibrator.save(args.out)
+    threshold = calibrator.threshold
+    rule = "never abstains" if threshold is None else f"threshold {threshold:.4f}"
     print(
-        f"wrote {args.out}: fitted on {len(metrics)} queries, threshold "
-        f"{calibrator.threshold:.4f} (abstains on {args.abstention_rate:.0%} of them)"
+        f"wrote {args.out}: fitted on {len(metrics)} queries, {rule} "
+        f"(abstains on {args.abstention_rate:.0%} of them)"
     )
     return 0
 
