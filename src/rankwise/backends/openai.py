@@ -20,7 +20,7 @@ import os
 import random
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -88,6 +88,7 @@ class _Answer:
 class _LoopResources:
     client: openai.AsyncOpenAI
     semaphore: asyncio.Semaphore
+    closer: AsyncGenerator[None, None] | None = None
 
 
 class OpenAIBackend:
@@ -284,11 +285,21 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         for resources in list(self._resources.values()):
-            await resources.client.close()
+            if resources.closer is not None:
+                await resources.closer.aclose()
+            else:
+                await resources.client.close()
         self._resources.clear()
 
     # ------------------------------------------------------------------ plumbing
-    def _loop_resources(self) -> _LoopResources:
+    async def _loop_resources(self) -> _LoopResources:
+        """The client and semaphore of the running event loop, made on its first request.
+
+        Clients are bound to their loop, so each loop gets its own. Each client is closed when
+        its loop shuts down (``asyncio.run`` does so on return): before, an app that ran
+        ``asyncio.run(reranker.arerank(...))`` per request kept every client's connections
+        open until it ran out of file descriptors. A client given ``http_client`` is the
+        caller's to close."""
         loop = asyncio.get_running_loop()
         resources = self._resources.get(loop)
         if resources is None:
@@ -301,14 +312,29 @@ class OpenAIBackend:
             )
             resources = _LoopResources(client, asyncio.Semaphore(self.concurrency))
             self._resources[loop] = resources
+            if "http_client" not in self._client_kwargs:
+                resources.closer = self._close_at_loop_shutdown(client)
+                await anext(resources.closer)
         return resources
+
+    async def _close_at_loop_shutdown(
+        self, client: openai.AsyncOpenAI
+    ) -> AsyncGenerator[None, None]:
+        """Suspended for the life of the loop it started on: the loop's shutdown closes
+        every async generator still open (``loop.shutdown_asyncgens``), and this one then
+        closes ``client`` and forgets the loop."""
+        try:
+            yield
+        finally:
+            self._resources.pop(asyncio.get_running_loop(), None)
+            await client.close()
 
     async def _complete(
         self, messages: Sequence[Message], *, stream: bool = False, **params: Any
     ) -> tuple[_Answer, int]:
         """One chat completion, retried; with ``stream``, streamed and its chunks put back
         together. Returns the answer and the retry count."""
-        resources = self._loop_resources()
+        resources = await self._loop_resources()
 
         async def attempt() -> Any:
             body = self._body(messages, stream, params)  # as the model's refusals taught
