@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rankwise.backends.batching import (
@@ -15,6 +17,7 @@ from rankwise.backends.batching import (
     prefix_shared_cost,
     shared_prefix_length,
 )
+from rankwise.backends.framework import LoopSemaphores
 
 
 def _lengths(batch: list[list[int]]) -> list[int]:
@@ -198,3 +201,28 @@ async def test_a_batch_with_missing_results_fails_its_waiters_instead_of_hanging
             timeout=10,
         )
         assert all(isinstance(r, RuntimeError) for r in results), results
+
+
+def test_each_event_loop_and_its_state_are_let_go_once_the_loop_closes() -> None:
+    """A backend serving ``asyncio.run(reranker.arerank(...))`` per request kept every
+    finished loop alive, with its queue and worker task (about 6.6 kB a request with the
+    embedded model), because the state kept per loop refers to its loop. The batcher, and
+    the framework backends' per-loop semaphores, now let closed loops go."""
+    batcher = _batcher(max_batch=2, max_queue=1)  # one slot: a second request waits on it
+    semaphores = LoopSemaphores(1)
+    finished: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def serve() -> list[int]:
+        finished.append(weakref.ref(asyncio.get_running_loop()))
+
+        async def limited(request: list[int]) -> int:
+            async with semaphores.get():
+                await asyncio.sleep(0)
+                return await batcher.submit(request)
+
+        return await asyncio.gather(*(limited([0] * n) for n in (1, 2, 3)))
+
+    for _ in range(3):
+        assert asyncio.run(serve()) == [1, 2, 3]
+    gc.collect()
+    assert [ref() for ref in finished[:-1]] == [None, None]  # the last one is let go on next use

@@ -19,13 +19,13 @@ cut in arrival order and pad more.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from rankwise._checks import check_whole
+from rankwise._loops import PerLoop
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -150,9 +150,9 @@ class MicroBatcher(Generic[Request, Result]):
         self.max_batch_tokens = max_batch_tokens
         self.max_queue = max_queue
         self.dispatch_early = dispatch_early
-        self._states: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, _LoopState[Request, Result]
-        ] = weakref.WeakKeyDictionary()
+        self._states: PerLoop[_LoopState[Request, Result]] = PerLoop(
+            lambda: _LoopState(slots=asyncio.Semaphore(self.max_queue))
+        )
 
     @staticmethod
     def check_limits(max_batch: int, max_batch_tokens: int, max_queue: int) -> None:
@@ -168,10 +168,7 @@ class MicroBatcher(Generic[Request, Result]):
     async def submit(self, request: Request) -> Result:
         """Queue one request and wait for its result."""
         loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = _LoopState(slots=asyncio.Semaphore(self.max_queue))
-            self._states[loop] = state
+        state = self._states.get()
         async with state.slots:
             future: asyncio.Future[Result] = loop.create_future()
             state.pending.append((request, future))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rankwise._checks import check_flag, check_whole
+from rankwise._loops import PerLoop
 from rankwise.backends.base import (
     Capabilities,
     ContinuationLogprobs,
@@ -133,17 +133,11 @@ class LoopSemaphores:
     def __init__(self, limit: int) -> None:
         check_concurrency(limit)
         self.limit = limit
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(limit))
 
     def get(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._by_loop.get(loop)
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(self.limit)
-            self._by_loop[loop] = semaphore
-        return semaphore
+        """The running loop's semaphore."""
+        return self._by_loop.get()
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""State kept per event loop, forgotten once its loop is closed.
+
+A backend may serve several event loops (the synchronous API's own loop, and one per
+``asyncio.run``), and its semaphores, queues and tasks belong to one loop each. A
+``WeakKeyDictionary`` alone does not forget them: a value that refers to its loop (a task, a
+semaphore that has made a caller wait) keeps the key alive, so every ``asyncio.run`` left
+its loop and state behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One value per running event loop, made by ``make`` on the loop's first use."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> T:
+        """The running loop's value (call from a coroutine)."""
+        loop = asyncio.get_running_loop()
+        value = self._by_loop.get(loop)
+        if value is None:
+            for closed in [known for known in self._by_loop if known.is_closed()]:
+                del self._by_loop[closed]
+            value = self._by_loop[loop] = self._make()
+        return value
+
+    def __len__(self) -> int:
+        """How many loops hold a value (closed loops are dropped at the next new loop)."""
+        return len(self._by_loop)
