@@ -36,6 +36,12 @@ class PerLoop(Generic[T]):
             value = self._by_loop[loop] = self._make()
         return value
 
-    def __len__(self) -> int:
-        """How many loops hold a value (closed loops are dropped at the next new loop)."""
-        return len(self._by_loop)
+    def forget(self) -> None:
+        """Drop the running loop's value (it is made again on the loop's next use)."""
+        self._by_loop.pop(asyncio.get_running_loop(), None)
+
+    def clear(self) -> list[T]:
+        """Drop every loop's value, and return them (to close what they hold)."""
+        values = list(self._by_loop.values())
+        self._by_loop.clear()
+        return values

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import urllib.parse
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ import httpx
 import openai
 
 from rankwise._checks import check_flag, check_whole, checked_names, is_real
+from rankwise._loops import PerLoop
 from rankwise.backends.base import (
     API_CONCURRENCY,
     API_MAX_CONTEXT,
@@ -199,9 +199,7 @@ class OpenAIBackend:
         )
         self._tokens = TokenCounter()
         self._capabilities = Capabilities(chat=True, logprobs=logprobs, max_context=max_context)
-        self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._resources: PerLoop[_LoopResources] = PerLoop(self._new_resources)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -284,12 +282,11 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        for resources in list(self._resources.values()):
+        for resources in self._resources.clear():
             if resources.closer is not None:
                 await resources.closer.aclose()
             else:
                 await resources.client.close()
-        self._resources.clear()
 
     # ------------------------------------------------------------------ plumbing
     async def _loop_resources(self) -> _LoopResources:
@@ -300,22 +297,21 @@ class OpenAIBackend:
         ``asyncio.run(reranker.arerank(...))`` per request kept every client's connections
         open until it ran out of file descriptors. A client given ``http_client`` is the
         caller's to close."""
-        loop = asyncio.get_running_loop()
-        resources = self._resources.get(loop)
-        if resources is None:
-            client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
-                **self._client_kwargs,
-            )
-            resources = _LoopResources(client, asyncio.Semaphore(self.concurrency))
-            self._resources[loop] = resources
-            if "http_client" not in self._client_kwargs:
-                resources.closer = self._close_at_loop_shutdown(client)
-                await anext(resources.closer)
+        resources = self._resources.get()
+        if resources.closer is None and "http_client" not in self._client_kwargs:
+            resources.closer = self._close_at_loop_shutdown(resources.client)
+            await anext(resources.closer)
         return resources
+
+    def _new_resources(self) -> _LoopResources:
+        client = openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,
+            **self._client_kwargs,
+        )
+        return _LoopResources(client, asyncio.Semaphore(self.concurrency))
 
     async def _close_at_loop_shutdown(
         self, client: openai.AsyncOpenAI
@@ -326,7 +322,7 @@ class OpenAIBackend:
         try:
             yield
         finally:
-            self._resources.pop(asyncio.get_running_loop(), None)
+            self._resources.forget()
             await client.close()
 
     async def _complete(
