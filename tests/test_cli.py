@@ -296,7 +296,7 @@ def test_eval_refuses_an_abstention_or_plot_it_could_not_finish_before_any_call(
     assert main([*common, "--plot", str(tmp_path / "curve.png")]) == 2
     assert "--plot draws the risk-coverage curve of --abstention" in capsys.readouterr().err
     # a picture format matplotlib cannot write failed with a ValueError traceback at the end
-    plot = ["--abstention", "cv", "--queries", "3", "--plot", str(tmp_path / "curve.xyz")]
+    plot = ["--abstention", "cv", "--queries", "4", "--plot", str(tmp_path / "curve.xyz")]
     assert main([*common, *plot]) == 2
     err = capsys.readouterr().err
     assert "--plot 'curve.xyz': matplotlib cannot write .xyz pictures" in err and ".png" in err
@@ -434,9 +434,9 @@ def _local_eval(tmp_path, *extra: str) -> list[str]:
         (["--method", "listwise", "-o", "windw=5"], "bad options for method 'listwise': 'windw'"),
         (["--method", "listwise", "-o", "window=abc"], "window must be a whole number"),
         (["--prices", "absent-prices.json"], "could not read the price table absent-prices.json"),
-        (["--abstention", "cv", "--queries", "2"], "needs at least 3; this run has 2"),
+        (["--abstention", "cv", "--queries", "3"], "needs at least 4; this run has 3"),
         (
-            ["--abstention", "cv", "--queries", "3", "--method", "listwise"],
+            ["--abstention", "cv", "--queries", "4", "--method", "listwise"],
             "--abstention reads the scores, and method 'listwise' gives rank-only scores",
         ),
     ],
@@ -482,7 +482,7 @@ def test_an_api_eval_refuses_a_bad_price_table_or_rank_only_abstention_before_an
     from tests.oracle import oracle
 
     stub.handler = oracle
-    common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "3"]
+    common = ["eval", "--data", str(DL19 / "bm25-top100.jsonl"), "--queries", "4"]
     common += ["--qrels", str(DL19 / "qrels.txt"), "--depth", "3", "--backend", "openai"]
     common += ["--model", "oracle", "--base-url", stub.base_url, "--api-key", "unused"]
     broken = tmp_path / "prices.json"
@@ -493,7 +493,7 @@ def test_an_api_eval_refuses_a_bad_price_table_or_rank_only_abstention_before_an
     assert "method 'listwise' gives rank-only scores" in capsys.readouterr().err
     assert stub.requests == []
     assert main([*common, "--method", "pointwise", "--abstention", "cv"]) == 0
-    assert len(stub.requests) == 9
+    assert len(stub.requests) == 12
 
 
 @pytest.mark.parametrize("method", ["pointwise", "first"])

@@ -301,13 +301,13 @@ def test_cli_dry_run_prices_only_the_queries_the_qrels_judge(
 )
 @pytest.mark.parametrize(
     ("method", "queries", "refusal"),
-    [("pointwise", "2", "needs at least 3"), ("listwise", "3", "gives rank-only scores")],
+    [("pointwise", "2", "this run has 2"), ("listwise", "4", "gives rank-only scores")],
 )
 def test_cli_dry_run_refuses_what_the_run_refuses(
     tmp_path, capsys, command, extra, method, queries, refusal
 ) -> None:
-    """A calibration, or an ``eval --abstention cv``, needs three judged queries and a method
-    that scores; its run refuses anything less before any call, but its dry run predicted the cost of
+    """A calibration, or an ``eval --abstention cv``, needs three (four) judged queries and a
+    method that scores; its run refuses anything less before any call, but its dry run predicted the cost of
     such a run all the same."""
     args = [command, "--backend", "openai", "--model", "gpt-x", "--api-key", "unused"]
     args += ["--base-url", "http://127.0.0.1:9/v1", "--data", str(DL19 / "bm25-top100.jsonl")]

@@ -375,6 +375,23 @@ def test_a_calibrator_saved_with_minus_infinity_still_never_abstains(tmp_path) -
         Calibrator(n=3).fit([[1.0, 0.5, 0.2], [0.4, 0.3, 0.1]], [0.9, 0.2], min_quality="0.5")
 
 
+def test_cross_validation_over_few_queries_tests_at_least_two_at_a_time() -> None:
+    """With under eight queries, each 20% test split held one query, whose nAUC is not
+    defined (it was counted as 0.0): five queries whose top score tracks their quality
+    perfectly reported 0.0 for every confidence, as if no better than chance."""
+    lists = [[0.1 * i, 0.02, 0.01] for i in range(5)]
+    cv = cross_validated_nauc(lists, [0.1 * i for i in range(5)], n=3)
+    assert cv["max"] == pytest.approx(1.0) and cv["calibrator"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="every query has the same quality"):
+        cross_validated_nauc(lists, [0.0] * 5, n=3)
+    with pytest.raises(InputError, match="at least two queries each"):
+        cross_validated_nauc(lists[:3], [0.1, 0.2, 0.3], n=3)
+    quality = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.9]  # some splits test only zeros
+    with pytest.warns(UserWarning, match="of the 5 test splits hold queries of one quality"):
+        partly = cross_validated_nauc([[q, 0.0] for q in quality], quality, n=2)
+    assert partly["max"] == pytest.approx(1.0)
+
+
 def test_risk_coverage_bounds() -> None:
     metrics = [0.1, 0.9, 0.5, 0.3, 0.7]
     assert risk_coverage(metrics, metrics)["nauc"] == pytest.approx(1.0)

@@ -388,7 +388,11 @@ def cross_validated_nauc(
     n: int = 10,
 ) -> dict[str, float]:
     """nAUC on held-out test splits, averaged over repeated 80/20 reference/test splits:
-    the calibrator (fitted on each reference split) and each reference-free function."""
+    the calibrator (fitted on each reference split) and each reference-free function.
+
+    A test split holds at least two queries. One whose queries all have the same quality
+    has no nAUC (abstaining on any of them is as good as on any other), so it is left out
+    of the average, with a warning; if every split is like that, :class:`InputError`."""
     import random
 
     totals: dict[str, list[float]] = {
@@ -399,20 +403,37 @@ def cross_validated_nauc(
     for seed in seeds:
         shuffled = indices[:]
         random.Random(seed).shuffle(shuffled)
-        cut = max(1, round(len(shuffled) * test_share))
+        cut = max(2, round(len(shuffled) * test_share))
         test, reference = shuffled[:cut], shuffled[cut:]
         if len(reference) < 2:
             raise InputError(
                 f"too few queries for a reference/test split: {len(reference)} left for "
-                "reference after the test share; label more queries or lower test_share"
+                "reference after the test share (at least two queries each); label more "
+                "queries or lower test_share"
             )
+        test_metrics = [metrics[i] for i in test]
+        if len(set(test_metrics)) == 1:
+            continue
         calibrator = Calibrator(n=n).fit(
             [score_lists[i] for i in reference], [metrics[i] for i in reference]
         )
-        test_metrics = [metrics[i] for i in test]
         confidences = [calibrator.predict(score_lists[i]) for i in test]
         totals["calibrator"].append(risk_coverage(confidences, test_metrics)["nauc"])
         for name, function in CONFIDENCE_FUNCTIONS.items():
             values = [function(sorted(score_lists[i], reverse=True)[:n]) for i in test]
             totals[name].append(risk_coverage(values, test_metrics)["nauc"])
+    counted = len(totals["calibrator"])
+    if not counted:
+        raise InputError(
+            f"in each of the {len(seeds)} test splits, every query has the same quality "
+            f"({metrics[0]}), so no confidence can do better or worse than another; label "
+            "more queries, of different quality"
+        )
+    if counted < len(seeds):
+        warnings.warn(
+            f"{len(seeds) - counted} of the {len(seeds)} test splits hold queries of one "
+            "quality only and have no nAUC; the average is over the other "
+            f"{counted}: label more queries for a steadier figure",
+            stacklevel=2,
+        )
     return {name: round(statistics.fmean(values), 4) for name, values in totals.items()}

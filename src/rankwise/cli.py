@@ -37,8 +37,11 @@ from rankwise.reranker import Reranker
 from rankwise.types import RankedList, Usage
 
 MIN_LABELLED_QUERIES = 3
-"""Fewest judged queries ``calibrate`` and ``eval --abstention cv`` accept: a calibrator
-fits on at least two reference queries, and each split also holds out a test query."""
+"""Fewest judged queries ``calibrate`` accepts: a calibrator fits on at least two."""
+
+MIN_CV_QUERIES = 4
+"""Fewest judged queries ``eval --abstention cv`` accepts: each split fits a calibrator on at
+least two reference queries and holds out two test queries (one has no nAUC)."""
 
 DEMO_METHOD = "pointwise-qlm"
 DEMO_QUERIES = 5
@@ -675,10 +678,10 @@ def _eval_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]:
     """The queries ``eval`` reranks (:func:`_judged_records`), refused if too few for
     ``--abstention cv``."""
     records, qrels = _judged_records(args)
-    if args.abstention == "cv" and len(records) < MIN_LABELLED_QUERIES:
+    if args.abstention == "cv" and len(records) < MIN_CV_QUERIES:
         raise InputError(
             f"--abstention cv splits the judged queries into reference and test sets, 5 "
-            f"times, and needs at least {MIN_LABELLED_QUERIES}; this run has {len(records)}"
+            f"times, and needs at least {MIN_CV_QUERIES}; this run has {len(records)}"
             + (" (raise --queries)" if args.queries else "")
         )
     return records, qrels
