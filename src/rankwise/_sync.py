@@ -8,6 +8,7 @@ itself inside ``asyncio`` (a notebook cell) is not refused as ``asyncio.run`` wo
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -16,6 +17,19 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+
+
+def _forget_the_loop() -> None:
+    """In a forked child (``multiprocessing``, gunicorn ``--preload``, Celery): the parent's
+    loop was copied, but not the thread that ran it, so a call sent to it would wait forever.
+    The child starts its own on first use."""
+    global _loop, _lock
+    _lock = threading.Lock()  # it may have been held by another thread at the fork
+    _loop = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_the_loop)
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
@@ -41,6 +40,7 @@ from rankwise.backends.model_files import (
     DEFAULT_MODEL_NAME,
     default_gguf_path,
 )
+from rankwise.backends.model_thread import ModelThread
 from rankwise.backends.prefix_cache import PrefixStore
 from rankwise.backends.special_text import SpecialText
 from rankwise.backends.tokens import whole_characters
@@ -328,7 +328,7 @@ class TransformersBackend:
         self._adds_special_tokens = self.tokenizer.encode("a") != self.tokenizer.encode(
             "a", add_special_tokens=False
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankwise-model")
+        self._executor = ModelThread("rankwise-model")
         self._label_ids: dict[tuple[str, str], int] = {}
         self._affixes: tuple[Any, tuple[str, str]] | None = None  # (template, affixes)
         self.stats = BatchStats()
