@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rankwise import ContextOverflowError, OpenAIBackend, Reranker
+from rankwise import OpenAIBackend, Reranker
 from rankwise.cli import main
 from rankwise.llamacpp import serve_gguf
 from tests.conftest import DL19
@@ -75,15 +75,15 @@ async def test_streamed_logprobs_rank_as_whole_replies_do(llama_server, dl19, me
     assert 0.5 < streamed.usage.prompt_tokens / whole.usage.prompt_tokens < 2
 
 
-async def test_prompts_fit_the_servers_context_when_told_it(llama_server, dl19) -> None:
+async def test_prompts_fit_the_servers_context_when_told_or_refused(llama_server, dl19) -> None:
     """Twenty passages of 300 words, past the server's 4,096-token context: fitted to the
-    default max_context (8,192) the server refuses the prompt, and the error names the
-    option; fitted to a max_context below the server's, the window runs."""
+    default max_context (8,192), the server refuses the prompt and states its context, which
+    the backend learns (the rerank failed with ContextOverflowError); fitted to a
+    max_context below the server's, the window runs at once."""
     record = dl19[2]
     docs = [{**d, "text": " ".join([d["text"]] * 6)} for d in record.documents(20)]
     too_big = OpenAIBackend("smollm2", base_url=llama_server, timeout=120)
-    with pytest.raises(ContextOverflowError, match=r"max_context=8192 tokens"):
-        await Reranker("listwise", too_big).arerank(record.query, docs)
+    await assert_learns_the_servers_context(too_big, record)
     await too_big.aclose()
     fitted = OpenAIBackend("smollm2", base_url=llama_server, timeout=120, max_context=3000)
     ranked = await Reranker("listwise", fitted).arerank(record.query, docs)
@@ -155,12 +155,28 @@ async def test_langchain_chat_model_drives_pointwise(llama_server, dl19) -> None
         Reranker("pointwise", without)
     listed = await Reranker("listwise-full", without).arerank(record.query, docs)
     assert sorted(listed.ids) == sorted(d["id"] for d in docs) and listed.usage.calls == 1
-    # The server refuses a prompt past its context; the error names the option that fits it.
-    # (Here, not in a test of its own: ChatOpenAI keeps one HTTP client per base URL, bound
-    # to the event loop of the test that first used it.)
+    # The server refuses a prompt past its 4096-token context, and says so: the backend
+    # learns it, and the rerank runs again with prompts fitted to it. (Here, not in a test
+    # of its own: ChatOpenAI keeps one HTTP client per base URL, bound to the event loop of
+    # the test that first used it.)
+    await assert_learns_the_servers_context(without, record)
+
+
+async def assert_learns_the_servers_context(backend, record) -> None:
+    """A listwise rerank of 20 passages, each six times over (about 12,000 tokens), through
+    ``backend`` to the server, whose 4096-token context is shorter than the 8192 tokens that
+    prompts are fitted to by default, ranks, where it failed with ContextOverflowError; the
+    next rerank is fitted from the start."""
     long_docs = [{**d, "text": " ".join([d["text"]] * 6)} for d in record.documents(20)]
-    with pytest.raises(ContextOverflowError, match=r"LangChainBackend\(\.\.\., max_context=N\)"):
-        await Reranker("listwise", without).arerank(record.query, long_docs)
+    ranked = await Reranker("listwise", backend).arerank(record.query, long_docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in long_docs)
+    learned = backend.capabilities.max_context
+    assert learned < 4096
+    (retry,) = [event for event in ranked.trace.events if event.kind == "retry"]
+    assert f"again with them fitted to {learned}" in retry.message
+    assert "maximum context length is 4096 tokens" in retry.data["refusal"]
+    again = await Reranker("listwise", backend).arerank(record.query, long_docs)
+    assert again.trace.count("retry") == 0 and sorted(again.ids) == sorted(ranked.ids)
 
 
 async def test_llamaindex_llm_drives_a_generation_method(llama_server, dl19) -> None:

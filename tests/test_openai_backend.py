@@ -20,6 +20,8 @@ from rankwise import (
     OpenAIBackend,
     Reranker,
 )
+from rankwise.backends.refusals import stated_context
+from rankwise.backends.tokens import TokenCounter
 from tests.oracle import oracle, relevance_docs
 from tests.stub_server import (
     Reply,
@@ -291,6 +293,78 @@ async def test_a_prompt_refused_as_too_long_says_to_set_max_context(stub, error)
     with pytest.raises(ContextOverflowError, match=r"max_context=3000 tokens.*--max-context N"):
         await Reranker("listwise", backend_for(stub, max_context=3000)).arerank("q", DOCS)
     assert len(stub.requests) == 1  # not retried
+
+
+SERVER_CONTEXT = 1500
+
+
+def _refusal_as(server: str, prompt: int, completion: int) -> dict:
+    """The error body of ``server``'s refusal of a prompt of ``prompt`` tokens."""
+    if server == "llama.cpp":  # llama.cpp's server says it in fields of its own
+        return {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": prompt,
+            "n_ctx": SERVER_CONTEXT,
+        }
+    if server == "vllm":
+        return {
+            "message": f"The decoder prompt (length {prompt}) is longer than the maximum "
+            f"model length of {SERVER_CONTEXT}. Make sure that `max_model_len` is no smaller "
+            "than the number of text tokens."
+        }
+    return {  # OpenAI's message, which vLLM and llama-cpp-python send too
+        "message": f"This model's maximum context length is {SERVER_CONTEXT} tokens. However, "
+        f"you requested {prompt + completion} tokens ({prompt} in the messages, {completion} "
+        "in the completion). Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "code": "context_length_exceeded",
+    }
+
+
+@pytest.mark.parametrize("server", ["openai", "llama.cpp", "vllm"])
+async def test_a_context_the_server_states_is_learned_and_the_rerank_fits_it(
+    stub, caplog, server
+) -> None:
+    """A server whose model has a shorter context than the 8192 tokens that API prompts are
+    fitted to by default (llama-cpp-python's server runs 2048 unless told) refused the first
+    window, and the rerank failed with advice to pass max_context. The refusal states the
+    context: the backend now fits prompts to it, scaled to the server's count of the refused
+    prompt (its tokenizer counts 30% more tokens here), and the rerank runs again."""
+    counter = TokenCounter()
+    filler = " ".join(["word"] * 150)
+    docs = [{**d, "text": f"{d['text']} {filler}"} for d in relevance_docs([0.1, 0.9, 0.5] * 4)]
+
+    def small_context(request) -> Reply:
+        prompt = sum(round(1.3 * counter.count(m["content"])) + 4 for m in request["messages"])
+        if prompt + request["max_tokens"] > SERVER_CONTEXT:
+            return Reply(status=400, body={"error": _refusal_as(server, prompt, 128)})
+        return oracle(request)
+
+    stub.handler = small_context
+    backend = backend_for(stub)
+    with caplog.at_level("WARNING", logger="rankwise.backends"):
+        ranked = await Reranker("listwise", backend).arerank("q", docs)
+    assert sorted(ranked.ids) == sorted(d["id"] for d in docs)
+    assert ranked.ids[:4] == ["d1", "d4", "d7", "d10"]
+    (retry,) = [event for event in ranked.trace.events if event.kind == "retry"]
+    learned = backend.capabilities.max_context
+    assert f"fitted to 8192 tokens, and the rerank ran again with them fitted to {learned}" in (
+        retry.message
+    )
+    assert learned < SERVER_CONTEXT * 0.85  # scaled down by the server's count
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "rankwise.backends"]
+    assert f"pass OpenAIBackend(..., max_context={learned})" in warning
+    stub.requests.clear()
+    again = await Reranker("listwise", backend).arerank("q", docs)  # fitted from the start
+    assert again.ids == ranked.ids and again.trace.count("retry") == 0
+    assert len(stub.requests) == 1
+
+
+def test_stated_context_reads_no_length_where_none_is_stated() -> None:
+    assert stated_context(ValueError("maximum context length exceeded")) is None
+    assert stated_context(ValueError("exceed_context_size")) is None
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "localhost:11434", "ftp://host/v1", ""])

@@ -33,7 +33,15 @@ class BackendUnavailableError(BackendError):
 
 
 class ContextOverflowError(RankwiseError):
-    """A prompt cannot be fitted into the model's context even after truncation."""
+    """A prompt cannot be fitted into the model's context even after truncation.
+
+    ``context_length`` is set when the server's refusal stated a context shorter than the
+    one prompts were fitted to: the backend fits prompts to it from then on, so a prompt
+    built again fits (a :class:`~rankwise.Reranker` ranks again once by itself)."""
+
+    def __init__(self, message: str, *, context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.context_length = context_length
 
 
 class CacheError(RankwiseError):

@@ -16,7 +16,7 @@ from rankwise.backends.base import LOCAL_MODEL, Backend
 from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
 from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import BudgetExhausted, RankContext
-from rankwise.errors import CapabilityError, InputError
+from rankwise.errors import CapabilityError, ContextOverflowError, InputError
 from rankwise.inputs import DocumentLike, normalise_documents, normalise_query
 from rankwise.methods import (
     AUTO,
@@ -400,7 +400,7 @@ class Reranker:
             return MethodResult(list(range(len(candidates))), [1.0] * len(candidates))
         try:
             async with asyncio.timeout(self.deadline):
-                result = await self.method.rank(query, candidates, context)
+                result = await self._rank_fitted(query, candidates, context)
         except (BudgetExhausted, TimeoutError) as stop:
             known = context.best_order
             order = known or list(range(len(candidates)))
@@ -420,6 +420,28 @@ class Reranker:
                 f"method {self.method.name!r} returned an invalid ranking; please report this bug"
             )
         return result
+
+    async def _rank_fitted(
+        self, query: str, candidates: list[Candidate], context: RankContext
+    ) -> MethodResult:
+        """The method's ranking, run once more if the server refused a prompt as longer
+        than the model's context and stated a shorter one than prompts were fitted to: the
+        backend then fits them to it (its ``max_context``), so the prompts built again fit."""
+        fitted_to = context.backend.capabilities.max_context
+        try:
+            return await self.method.rank(query, candidates, context)
+        except ContextOverflowError as error:
+            learned = context.backend.capabilities.max_context
+            if learned >= fitted_to:
+                raise
+            context.trace.record(
+                "retry",
+                f"the server refused a prompt as longer than the model's context, which it "
+                f"stated; prompts had been fitted to {fitted_to} tokens, and the rerank ran "
+                f"again with them fitted to {learned}",
+                refusal=str(error),
+            )
+            return await self.method.rank(query, candidates, context)
 
     async def aclose(self) -> None:
         """Close the backend's clients and threads."""

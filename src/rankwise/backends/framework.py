@@ -7,7 +7,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rankwise._checks import check_flag, check_whole
@@ -19,9 +19,9 @@ from rankwise.backends.base import (
     LabelLogprobs,
     MissingLogprobsWarning,
 )
-from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
+from rankwise.backends.refusals import context_overflow, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter
-from rankwise.errors import BackendError, CapabilityError, ContextOverflowError, InputError
+from rankwise.errors import BackendError, CapabilityError, InputError
 from rankwise.prompts import Message
 
 logger = logging.getLogger(__name__)
@@ -265,14 +265,18 @@ class FrameworkBackend(ABC):
                 return await self._call(messages, extra)
             except Exception as error:
                 if refused_as_too_long(error):
-                    advice = context_refusal_advice(
-                        self._capabilities.max_context,
-                        f"{type(self).__name__}(..., max_context=N)",
+                    overflow = context_overflow(
+                        error,
+                        self,
+                        messages,
+                        where=self.model_name,
+                        option=f"{type(self).__name__}(..., max_context=N)",
                     )
-                    raise ContextOverflowError(
-                        f"{self.model_name} refused a prompt longer than its context "
-                        f"({type(error).__name__}: {error}); {advice}"
-                    ) from error
+                    if overflow.context_length is not None:
+                        self._capabilities = replace(
+                            self._capabilities, max_context=overflow.context_length
+                        )
+                    raise overflow from error
                 hint = ""
                 if self.max_tokens_kwarg and self.max_tokens_kwarg in str(error):
                     hint = (

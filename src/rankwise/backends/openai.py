@@ -20,7 +20,7 @@ import os
 import random
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -45,7 +45,7 @@ from rankwise.backends.framework import (
     check_top_logprobs,
     read_labels,
 )
-from rankwise.backends.refusals import context_refusal_advice, refused_as_too_long
+from rankwise.backends.refusals import context_overflow, refused_as_too_long
 from rankwise.backends.tokens import TokenCounter, estimate_chat_prompt_tokens
 from rankwise.errors import (
     BackendError,
@@ -340,6 +340,8 @@ class OpenAIBackend:
                 except openai.BadRequestError as error:
                     if self._adapt_to_refusal(error, body):
                         raise _Resend from error
+                    if refused_as_too_long(error):
+                        raise self._overflow(error, messages) from error
                     raise
                 if stream:
                     async with response:
@@ -369,6 +371,22 @@ class OpenAIBackend:
         if self.request_options:
             body["extra_body"] = self.request_options
         return body
+
+    def _overflow(
+        self, error: openai.BadRequestError, messages: Sequence[Message]
+    ) -> ContextOverflowError:
+        """The error for a prompt refused as too long; where the server states a shorter
+        context than prompts were fitted to, prompts are fitted to it from now on."""
+        overflow = context_overflow(
+            error,
+            self,
+            messages,
+            where=self.base_url or "the OpenAI API",
+            option="OpenAIBackend(..., max_context=N) (--max-context N on the command line)",
+        )
+        if overflow.context_length is not None:
+            self._capabilities = replace(self._capabilities, max_context=overflow.context_length)
+        return overflow
 
     def _adapt_to_refusal(self, error: openai.BadRequestError, body: dict[str, Any]) -> bool:
         """Whether ``error`` refused a field of ``body`` that can be sent otherwise: then
@@ -438,9 +456,7 @@ class OpenAIBackend:
             except Exception as error:
                 delay = self._retry_delay(error, retries)
                 if delay is None:
-                    raise _final_error(
-                        error, self.base_url, self._capabilities.max_context
-                    ) from error
+                    raise _final_error(error, self.base_url) from error
                 retries += 1
                 await asyncio.sleep(delay)
 
@@ -506,18 +522,10 @@ def _retry_after(error: Exception) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _final_error(error: Exception, base_url: str | None, max_context: int) -> RankwiseError:
+def _final_error(error: Exception, base_url: str | None) -> RankwiseError:
     where = base_url or "the OpenAI API"
-    if isinstance(error, BackendError):
+    if isinstance(error, BackendError | ContextOverflowError):
         return error
-    if isinstance(error, openai.BadRequestError) and refused_as_too_long(error):
-        return ContextOverflowError(
-            f"{where} refused a prompt longer than the model's context ({error}); "
-            + context_refusal_advice(
-                max_context,
-                "OpenAIBackend(..., max_context=N) (--max-context N on the command line)",
-            )
-        )
     if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
         return BackendUnavailableError(
             f"could not reach {where} ({type(error).__name__}: {error}); check that the server "
