@@ -1,5 +1,6 @@
-"""Telling a server's "the prompt is longer than the model's context" refusal from other
-failures, whichever client raised it (the ``openai`` SDK, or a framework model over it)."""
+"""A server's "the prompt is longer than the model's context" refusal: telling it from other
+failures, whichever client raised it (the ``openai`` SDK, or a framework model over it), and
+learning from it the context that prompts should be fitted to, where it states one."""
 
 from __future__ import annotations
 
