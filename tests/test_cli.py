@@ -762,3 +762,44 @@ def test_a_calibrator_that_never_abstains_is_strict_json(stub, tmp_path, capsys)
     assert json.loads(report.read_text())["abstention"]["coverage"] == 1.0
     calibrator = Calibrator.load(out)
     assert calibrator.decide([-1e9, -1e9, -1e9]) == (False, calibrator.predict([-1e9] * 3))
+
+
+def test_data_and_qrels_are_read_from_standard_input_given_as_a_dash(
+    stub, tmp_path, monkeypatch, capsys
+) -> None:
+    """``zcat queries.jsonl.gz | rankwise rerank --data - --output -`` is how a pipeline
+    feeds a command; '-' was taken as a file name ("cannot read the queries file '-'"),
+    though ``--output -`` wrote to standard output."""
+    import gzip
+    import io
+    import subprocess
+    import sys
+
+    stub.handler = oracle
+    lines = "".join(json.dumps(record) + "\n" for record in dl19_lines(2)).encode()
+    common = ["--depth", "3", "--method", "pointwise", "--backend", "openai", "--model"]
+    common += ["oracle", "--base-url", stub.base_url, "--api-key", "unused"]
+    command = [sys.executable, "-m", "rankwise.cli", "rerank", "--data", "-", "--output", "-"]
+    piped = subprocess.run(
+        [*command, *common], input=gzip.compress(lines), capture_output=True, timeout=120
+    )
+    assert piped.returncode == 0, piped.stderr.decode()
+    data = tmp_path / "q.jsonl"
+    data.write_bytes(lines)
+    assert main(["rerank", "--data", str(data), "--output", str(tmp_path / "run"), *common]) == 0
+    assert piped.stdout.decode().splitlines() == (tmp_path / "run").read_text().splitlines()
+
+    def stdin_of(content: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(content)))
+
+    stdin_of((DL19 / "qrels.txt").read_bytes())
+    report = tmp_path / "report.json"
+    args = ["eval", "--data", str(data), "--qrels", "-", "--report", str(report), *common]
+    assert main(args) == 0
+    assert json.loads(report.read_text())["queries"] == 2
+    capsys.readouterr()
+    stdin_of(lines + b"{not json}\n")
+    assert main(["rerank", "--data", "-", "--output", str(tmp_path / "run"), *common]) == 2
+    assert "rankwise: error: <stdin>:3: expected a JSON object" in capsys.readouterr().err
+    assert main(["eval", "--data", "-", "--qrels", "-", *common]) == 2
+    assert "cannot both read standard input" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from rankwise.cache import cache_path
 from rankwise.costs import PriceTable
 from rankwise.errors import InputError, RankwiseError
 from rankwise.evaluate import (
+    STDIN,
     Qrels,
     QueryRecord,
     check_trec_ids,
@@ -30,6 +31,7 @@ from rankwise.evaluate import (
     load_queries,
     mean,
     ndcg_at_k,
+    shown_path,
     write_trec_run,
 )
 from rankwise.methods import AUTO, RankingMethod, method_names, scoring_method_names
@@ -172,7 +174,10 @@ def _check_backend_options(args: argparse.Namespace) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     parser.add_argument(
-        "--data", type=_file, required=data_required, help="queries JSONL (may be gzipped)"
+        "--data",
+        type=_file,
+        required=data_required,
+        help="queries JSONL (may be gzipped); '-' reads standard input",
     )
     parser.add_argument(
         "--method",
@@ -238,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="rerank and score against qrels")
     _add_run_options(evaluate)
-    evaluate.add_argument("--qrels", type=_file, required=True)
+    evaluate.add_argument(
+        "--qrels", type=_file, required=True, help="TREC or BEIR qrels; '-' reads standard input"
+    )
     evaluate.add_argument("--report", type=_file, default=None, help="write the report JSON here")
     evaluate.add_argument(
         "--abstention",
@@ -660,15 +667,16 @@ def _judged_records(args: argparse.Namespace) -> tuple[list[QueryRecord], Qrels]
     qrels = load_qrels(args.qrels)
     records = load_queries(args.data)
     judged = [record for record in records if record.qid in qrels]
+    data, judgements = shown_path(args.data), shown_path(args.qrels)
     if not judged:
         raise InputError(
-            f"none of the {len(records)} queries in {args.data!r} is judged in "
-            f"{args.qrels!r}; check that both files use the same qids"
+            f"none of the {len(records)} queries in {data!r} is judged in "
+            f"{judgements!r}; check that both files use the same qids"
         )
     if len(judged) < len(records):
         print(
             f"rankwise: {len(records) - len(judged)} of the {len(records)} queries in "
-            f"{args.data} are not judged in {args.qrels}; they are skipped, not reranked",
+            f"{data} are not judged in {judgements}; they are skipped, not reranked",
             file=sys.stderr,
         )
     return judged[: args.queries] if args.queries else judged, qrels
@@ -795,7 +803,7 @@ def abstention_report(args, records, results, qrels) -> dict[str, Any]:  # type:
 
             curve = risk_coverage([CONFIDENCE_FUNCTIONS["max"](s) for s in scores], metrics)
             label = "top score, all queries"
-        title = f"{args.method} on {Path(args.data).name}"
+        title = f"{args.method} on {Path(shown_path(args.data)).name}"
         plot_risk_coverage(curve, args.plot, title=title, label=label)
         report["plot"] = args.plot
     return report
@@ -950,11 +958,23 @@ def _printable(text: str) -> str:
     return "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
 
 
+def _check_stdin(args: argparse.Namespace) -> None:
+    """Standard input (``-``) can be read for one file option only."""
+    reading = [
+        option for option in ("data", "qrels") if str(getattr(args, option, None) or "") == STDIN
+    ]
+    if len(reading) > 1:
+        raise InputError(
+            "--data and --qrels cannot both read standard input ('-'); pass a path for one"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rankwise`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_stdin(args)
         if getattr(args, "dry_run", False):
             return _dry_run(args)
         return int(args.handler(args))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from rankwise._checks import is_real
 from rankwise.errors import InputError
@@ -37,41 +39,61 @@ class QueryRecord:
         return [{"id": str(c["docid"]), "text": c["text"], "score": c.get("score")} for c in chosen]
 
 
+STDIN = "-"
+"""The path that names standard input, as on the command line (``--data -``)."""
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as messages name it: ``<stdin>`` for :data:`STDIN`."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _open_binary(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading bytes, or standard input read whole for :data:`STDIN`
+    (a pipe cannot be read again to tell its encoding)."""
+    if str(path) == STDIN:
+        return io.BytesIO(sys.stdin.buffer.read())
+    return open(path, "rb")
+
+
 def _numbered_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
-    """``path``'s lines, numbered from 1, as text: UTF-8 (a byte order mark, as Windows
-    editors write, is skipped), gzip-compressed UTF-8, or UTF-16 with its byte order mark
-    (what Windows PowerShell's ``>`` writes). An :class:`InputError` names the file, and the
-    line, that cannot be read or is not such text."""
+    """``path``'s lines (standard input's for :data:`STDIN`), numbered from 1, as text:
+    UTF-8 (a byte order mark, as Windows editors write, is skipped), gzip-compressed UTF-8,
+    or UTF-16 with its byte order mark (what Windows PowerShell's ``>`` writes). An
+    :class:`InputError` names the file, and the line, that cannot be read or is not such
+    text."""
+    name = shown_path(path)
     try:
-        with open(path, "rb") as probe:
-            start = probe.read(2)
-        if start in (b"\xff\xfe", b"\xfe\xff"):
-            with open(path, encoding="utf-16") as text:
-                yield from enumerate(text, start=1)
-            return
-        opener = gzip.open if start == b"\x1f\x8b" else open
-        with opener(path, "rb") as raw:
-            for number, line in enumerate(raw, start=1):
+        with _open_binary(path) as raw:
+            start = raw.read(2)
+            raw.seek(0)
+            if start in (b"\xff\xfe", b"\xfe\xff"):
+                yield from enumerate(io.TextIOWrapper(raw, encoding="utf-16"), start=1)
+                return
+            lines = gzip.GzipFile(fileobj=raw) if start == b"\x1f\x8b" else raw
+            for number, line in enumerate(lines, start=1):
                 try:
                     yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as error:
                     raise InputError(
-                        f"{path}:{number}: not UTF-8 text ({error}); save the file as UTF-8"
+                        f"{name}:{number}: not UTF-8 text ({error}); save the file as UTF-8"
                     ) from None
     except (OSError, EOFError) as error:  # a damaged gzip file is an OSError too
         reason = getattr(error, "strerror", None) or str(error)
-        raise InputError(f"cannot read the {what} {str(path)!r}: {reason}") from error
+        raise InputError(f"cannot read the {what} {name!r}: {reason}") from error
     except UnicodeError as error:
         raise InputError(
-            f"the {what} {str(path)!r} is not UTF-16 text as its start says ({error})"
+            f"the {what} {name!r} is not UTF-16 text as its start says ({error})"
         ) from None
 
 
 def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord]:
-    """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines: the first
-    ``limit`` queries, or all of them when ``limit`` is ``None``."""
+    """Read ``{"qid", "query", "candidates": [{"docid", "text", "score"}]}`` lines (from
+    standard input for ``"-"``): the first ``limit`` queries, or all of them when ``limit``
+    is ``None``."""
     if limit is not None and limit < 1:
         raise InputError(f"limit must be at least 1 (or None for every query), got {limit}")
+    name = shown_path(path)
     records: list[QueryRecord] = []
     lines_by_qid: dict[str, int] = {}
     with closing(_numbered_lines(path, "queries file")) as lines:
@@ -80,23 +102,23 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[QueryRecord
                 continue
             try:
                 raw = json.loads(line)
-                _check_query(raw, f"{path}:{number}")
+                _check_query(raw, f"{name}:{number}")
                 record = QueryRecord(
-                    str(raw["qid"]), raw["query"], raw["candidates"], f"{path}:{number}"
+                    str(raw["qid"]), raw["query"], raw["candidates"], f"{name}:{number}"
                 )
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(
-                    f"{path}:{number}: expected a JSON object with qid, query and candidates "
+                    f"{name}:{number}: expected a JSON object with qid, query and candidates "
                     f"({error})"
                 ) from error
             if record.qid in lines_by_qid:
                 raise InputError(
-                    f"{path}:{number}: qid {record.qid!r} is also on line "
+                    f"{name}:{number}: qid {record.qid!r} is also on line "
                     f"{lines_by_qid[record.qid]}; give each query its own qid, or merge its "
                     "candidates into one line"
                 )
             lines_by_qid[record.qid] = number
-            _check_candidates(record.candidates, f"{path}:{number}")
+            _check_candidates(record.candidates, f"{name}:{number}")
             records.append(record)
             if limit is not None and len(records) >= limit:
                 break
@@ -154,7 +176,9 @@ def _check_candidates(candidates: list[Any], where: str) -> None:
 
 def load_qrels(path: str | Path) -> Qrels:
     """Read TREC qrels (``qid iteration docid relevance`` per line), or BEIR's
-    (``query-id corpus-id score``, tab-separated under a header line)."""
+    (``query-id corpus-id score``, tab-separated under a header line); from standard input
+    for ``"-"``."""
+    name = shown_path(path)
     qrels: Qrels = defaultdict(dict)
     with closing(_numbered_lines(path, "qrels file")) as lines:
         for number, line in lines:
@@ -165,7 +189,7 @@ def load_qrels(path: str | Path) -> Qrels:
                 continue  # BEIR's header line
             if len(parts) not in (3, 4):
                 raise InputError(
-                    f"{path}:{number}: expected 'qid 0 docid rel' (TREC) or "
+                    f"{name}:{number}: expected 'qid 0 docid rel' (TREC) or "
                     f"'qid docid rel' (BEIR), got {line!r}"
                 )
             qid, docid, relevance = parts[0], parts[-2], parts[-1]
@@ -173,7 +197,7 @@ def load_qrels(path: str | Path) -> Qrels:
                 qrels[qid][docid] = int(relevance)
             except ValueError:
                 raise InputError(
-                    f"{path}:{number}: the relevance {relevance!r} is not a whole number "
+                    f"{name}:{number}: the relevance {relevance!r} is not a whole number "
                     "(expected 'qid 0 docid rel')"
                 ) from None
     return dict(qrels)
