@@ -425,9 +425,9 @@ def cross_validated_nauc(
     counted = len(totals["calibrator"])
     if not counted:
         raise InputError(
-            f"in each of the {len(seeds)} test splits, every query has the same quality "
-            f"({metrics[0]}), so no confidence can do better or worse than another; label "
-            "more queries, of different quality"
+            f"in each of the {len(seeds)} test splits, every query has the same quality, so "
+            "no confidence can do better or worse than another; label more queries, of "
+            "different quality"
         )
     if counted < len(seeds):
         warnings.warn(
