@@ -292,11 +292,10 @@ class OpenAIBackend:
     async def _loop_resources(self) -> _LoopResources:
         """The client and semaphore of the running event loop, made on its first request.
 
-        Clients are bound to their loop, so each loop gets its own. Each client is closed when
-        its loop shuts down (``asyncio.run`` does so on return): before, an app that ran
-        ``asyncio.run(reranker.arerank(...))`` per request kept every client's connections
-        open until it ran out of file descriptors. A client given ``http_client`` is the
-        caller's to close."""
+        Clients are bound to their loop, so each loop gets its own, closed with its
+        connections when the loop shuts down (``asyncio.run`` does so on return), so that
+        an app running ``asyncio.run(reranker.arerank(...))`` per request keeps no
+        connections open. A client given ``http_client`` is the caller's to close."""
         resources = self._resources.get()
         if resources.closer is None and "http_client" not in self._client_kwargs:
             resources.closer = self._close_at_loop_shutdown(resources.client)
