@@ -424,3 +424,38 @@ async def test_a_model_placed_by_device_map_stays_where_it_was_placed(
         TransformersBackend("/no/such/model", device="cpu", model_kwargs=placement)
     with pytest.raises(InputError, match="cuda_graphs cannot replay a model that device_map"):
         TransformersBackend("/no/such/model", cuda_graphs=True, model_kwargs=placement)
+
+
+async def test_rerankers_naming_one_local_model_share_it_loaded_once_off_the_loop(
+    monkeypatch,
+) -> None:
+    """Each Reranker or QueryRewriter given no backend (or a model's name) loaded a copy of
+    the model of its own (540 MB of weights here, in float32), and loaded it on the event
+    loop's thread inside its first call, stalling every other task for the seconds a load
+    takes. Those that name one model now share it, loaded once on a worker thread; closing
+    one leaves it working for the others."""
+    import threading
+
+    from rankwise.backends.transformers import TransformersBackend
+    from rankwise.rewrite import QueryRewriter
+    from tests.oracle import relevance_docs
+
+    built_on: list[int] = []
+    build = TransformersBackend.__init__
+
+    def recording_build(self, *args, **kwargs) -> None:
+        built_on.append(threading.get_ident())
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersBackend, "__init__", recording_build)
+    name = str(default_gguf_path())  # a name no other test loads the model by
+    pointwise, listwise = Reranker("pointwise", name), Reranker("listwise", name)
+    rewriter = QueryRewriter(name, ["keywords"], max_tokens=8)
+    docs = relevance_docs([0.1, 0.9, 0.5])
+    for reranker in (pointwise, listwise):
+        assert sorted((await reranker.arerank("q", docs)).ids) == ["d0", "d1", "d2"]
+    assert len((await rewriter.arewrite("fleas life cycle")).rewrites) >= 1
+    assert pointwise.backend is listwise.backend is rewriter.backend
+    assert len(built_on) == 1 and built_on[0] != threading.get_ident()
+    await pointwise.aclose()
+    assert sorted((await listwise.arerank("q", docs)).ids) == ["d0", "d1", "d2"]

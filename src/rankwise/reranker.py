@@ -13,7 +13,12 @@ from rankwise._checks import check_whole, is_real
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
 from rankwise.backends.base import LOCAL_MODEL, Backend
-from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
+from rankwise.backends.resolve import (
+    FrameworkModel,
+    aload_local_backend,
+    local_backend,
+    resolve_backend,
+)
 from rankwise.cache import ResponseCache, open_cache
 from rankwise.context import BudgetExhausted, RankContext
 from rankwise.errors import CapabilityError, ContextOverflowError, InputError
@@ -199,6 +204,14 @@ class Reranker:
             self._check(self._backend)
         return self._backend
 
+    async def _ready_backend(self) -> Backend:
+        """:attr:`backend`, with a local model loaded off the event loop."""
+        if self._backend is None:
+            backend = await aload_local_backend(self._backend_spec)
+            self._check(backend)
+            self._backend = backend
+        return self._backend
+
     @property
     def loaded_backend(self) -> Backend | None:
         """The backend if it is built already (one passed in, or the local model once
@@ -221,7 +234,7 @@ class Reranker:
         self, query: str, documents: Iterable[DocumentLike], *, top_n: int | None = None
     ) -> RankedList:
         """Rank ``documents`` for ``query``. Every document comes back exactly once."""
-        return await self._arerank(query, documents, top_n, self.backend, self.cache)
+        return await self._arerank(query, documents, top_n, await self._ready_backend(), self.cache)
 
     async def aestimate(self, query: str, documents: Iterable[DocumentLike]) -> Usage:
         """Predict the calls and tokens a rerank would cost, without calling the model.
@@ -237,7 +250,12 @@ class Reranker:
         from rankwise.backends.dry_run import DryRunBackend
 
         result = await self._arerank(
-            query, documents, None, DryRunBackend(self.backend), self.cache, cache_writes=False
+            query,
+            documents,
+            None,
+            DryRunBackend(await self._ready_backend()),
+            self.cache,
+            cache_writes=False,
         )
         return result.usage
 

@@ -29,7 +29,12 @@ from rankwise._checks import check_flag, check_whole
 from rankwise._concurrency import gather_all
 from rankwise._sync import run_sync
 from rankwise.backends.base import Backend
-from rankwise.backends.resolve import FrameworkModel, local_backend, resolve_backend
+from rankwise.backends.resolve import (
+    FrameworkModel,
+    aload_local_backend,
+    local_backend,
+    resolve_backend,
+)
 from rankwise.backends.tokens import prompt_counter
 from rankwise.errors import InputError
 from rankwise.inputs import normalise_query
@@ -211,6 +216,8 @@ class QueryRewriter:
             )
         if not question.strip():
             raise InputError("question is empty; pass the text to rewrite")
+        if self._backend is None:  # a local model, loaded off the event loop
+            self._backend = await aload_local_backend(self._local_name)
         result = RewriteResult([Rewrite(question, "original")] if self.include_original else [])
         strategies = list(self.strategies)
         if "adaptive" in strategies:

@@ -8,7 +8,10 @@ object is built, not an ``AttributeError`` at the first call.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+import weakref
 from typing import Any, TypeAlias
 
 from rankwise.backends.base import Backend
@@ -40,11 +43,28 @@ def resolve_backend(value: object) -> Backend | str | None:
     )
 
 
-def local_backend(name: str | None) -> Backend:
-    """Load the local model ``name`` names (``None`` or ``"default"``: the embedded one)."""
-    from rankwise.backends.transformers import TransformersBackend
+_shared_local: weakref.WeakValueDictionary[str, Backend] = weakref.WeakValueDictionary()
+_shared_local_lock = threading.Lock()
 
-    return TransformersBackend(name or "default")
+
+def local_backend(name: str | None) -> Backend:
+    """The local model ``name`` names (``None`` or ``"default"``: the embedded one), loaded
+    on first use and shared by every reranker and rewriter that names it while any of them
+    holds it: one copy of the weights in memory, and their calls batched together."""
+    key = name or "default"
+    with _shared_local_lock:
+        backend = _shared_local.get(key)
+        if backend is None:
+            from rankwise.backends.transformers import TransformersBackend
+
+            backend = _shared_local[key] = TransformersBackend(key)
+        return backend
+
+
+async def aload_local_backend(name: str | None) -> Backend:
+    """:func:`local_backend` on a worker thread: loading a model takes seconds, which would
+    stall every other task on the event loop."""
+    return await asyncio.to_thread(local_backend, name)
 
 
 def is_framework_model(value: object) -> bool:
