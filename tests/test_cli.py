@@ -803,3 +803,22 @@ def test_data_and_qrels_are_read_from_standard_input_given_as_a_dash(
     assert "rankwise: error: <stdin>:3: expected a JSON object" in capsys.readouterr().err
     assert main(["eval", "--data", "-", "--qrels", "-", *common]) == 2
     assert "cannot both read standard input" in capsys.readouterr().err
+
+
+def test_a_run_piped_into_a_reader_that_stops_early_ends_quietly(stub) -> None:
+    """``rankwise rerank --output - | head -1`` ended in a BrokenPipeError traceback, with
+    status 1, once the run outgrew the pipe's buffer and ``head`` had left."""
+    import subprocess
+    import sys
+
+    stub.handler = oracle
+    command = [sys.executable, "-m", "rankwise.cli", "rerank", "--output", "-", "--queries"]
+    command += ["20", "--data", str(DL19 / "bm25-top100.jsonl"), "--depth", "100"]
+    command += ["--method", "pointwise", "--backend", "openai", "--model", "oracle"]
+    command += ["--base-url", stub.base_url, "--api-key", "unused"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = run.stdout.readline()  # 2,000 lines follow, more than a pipe holds
+    run.stdout.close()  # the reader leaves, as head does
+    _, errors = run.communicate(timeout=300)
+    assert first.decode().split()[:2] == ["264014", "Q0"]
+    assert run.returncode == 141 and b"Traceback" not in errors, errors.decode()[-2000:]

@@ -978,6 +978,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "dry_run", False):
             return _dry_run(args)
         return int(args.handler(args))
+    except BrokenPipeError:
+        # The reader of standard output left (``rankwise rerank --output - | head``): stop
+        # quietly, as other commands in a pipeline do, without a traceback, and keep Python
+        # from failing again as it flushes standard output on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command stopped by SIGPIPE
     except InterruptedRunError as error:
         print(f"rankwise: {error}", file=sys.stderr)
         return 130  # as a shell reports a command stopped by Ctrl-C
