@@ -822,3 +822,14 @@ def test_a_run_piped_into_a_reader_that_stops_early_ends_quietly(stub) -> None:
     _, errors = run.communicate(timeout=300)
     assert first.decode().split()[:2] == ["264014", "Q0"]
     assert run.returncode == 141 and b"Traceback" not in errors, errors.decode()[-2000:]
+
+
+def test_the_command_says_its_version(capsys) -> None:
+    """``rankwise --version``, what a bug report asks for first, was refused as a missing
+    command."""
+    import rankwise
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rankwise {rankwise.__version__}"

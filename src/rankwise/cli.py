@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from rankwise import __version__
 from rankwise.backends.base import API_CONCURRENCY, API_MAX_CONTEXT, API_TIMEOUT, Backend
 from rankwise.backends.dry_run import DryRunBackend
 from rankwise.cache import cache_path
@@ -223,6 +224,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rankwise", description="LLM reranking.")
+    parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="rerank a few TREC DL19 queries with the local model")
