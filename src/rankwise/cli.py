@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser("calibrate", help="fit an abstention calibrator on qrels")
     _add_run_options(calibrate)
-    calibrate.add_argument("--qrels", type=_file, required=True)
+    calibrate.add_argument(
+        "--qrels", type=_file, required=True, help="TREC or BEIR qrels; '-' reads standard input"
+    )
     calibrate.add_argument("--out", type=_file, required=True, help="calibrator JSON to write")
     calibrate.add_argument(
         "--abstention-rate",
