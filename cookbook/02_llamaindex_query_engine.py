@@ -18,7 +18,6 @@ from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.postprocessor.rankwise import RankwiseRerank
 
-from rankwise._sync import run_sync
 from rankwise.backends.transformers import TransformersBackend
 from rankwise.prompts import Message
 
@@ -33,9 +32,16 @@ class EmbeddedLLM(CustomLLM):
         return LLMMetadata(model_name=BACKEND.model_name, context_window=8192, num_output=80)
 
     @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        reply = run_sync(BACKEND.generate([Message("user", prompt)], max_tokens=80))
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        reply = await BACKEND.generate([Message("user", prompt)], max_tokens=80)
         return CompletionResponse(text=reply.text)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        reply = asyncio.run(BACKEND.generate([Message("user", prompt)], max_tokens=80))
+        return CompletionResponse(text=reply.text)  # from synchronous code only
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
