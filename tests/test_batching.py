@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import random
+import sys
 import threading
 import time
 import weakref
@@ -226,3 +227,35 @@ def test_each_event_loop_and_its_state_are_let_go_once_the_loop_closes() -> None
         assert asyncio.run(serve()) == [1, 2, 3]
     gc.collect()
     assert [ref() for ref in finished[:-1]] == [None, None]  # the last one is let go on next use
+
+
+def test_threads_that_each_run_their_own_loop_share_the_per_loop_state() -> None:
+    """A threaded web server whose handlers each call ``asyncio.run`` shares one backend
+    across threads, and its per-loop state was kept unlocked: one thread dropping closed
+    loops while another added its own failed with "dictionary changed size during
+    iteration" or a KeyError, a few times in 2,400 requests here."""
+    semaphores = LoopSemaphores(2)
+    failures: list[str] = []
+
+    async def serve() -> None:
+        async with semaphores.get():
+            await asyncio.sleep(0)
+
+    def handler_thread() -> None:
+        for _ in range(500):
+            try:
+                asyncio.run(serve())
+            except Exception as error:  # what the test looks for
+                failures.append(repr(error))
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as Python can: races show
+    try:
+        threads = [threading.Thread(target=handler_thread) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    assert failures == []
