@@ -222,6 +222,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, data_required: bool = T
     _add_backend_options(parser)
 
 
+def _add_qrels_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--qrels", type=_file, required=True, help="TREC or BEIR qrels; '-' reads standard input"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rankwise", description="LLM reranking.")
     parser.add_argument("--version", action="version", version=f"rankwise {__version__}")
@@ -245,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="rerank and score against qrels")
     _add_run_options(evaluate)
-    evaluate.add_argument(
-        "--qrels", type=_file, required=True, help="TREC or BEIR qrels; '-' reads standard input"
-    )
+    _add_qrels_option(evaluate)
     evaluate.add_argument("--report", type=_file, default=None, help="write the report JSON here")
     evaluate.add_argument(
         "--abstention",
@@ -262,9 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser("calibrate", help="fit an abstention calibrator on qrels")
     _add_run_options(calibrate)
-    calibrate.add_argument(
-        "--qrels", type=_file, required=True, help="TREC or BEIR qrels; '-' reads standard input"
-    )
+    _add_qrels_option(calibrate)
     calibrate.add_argument("--out", type=_file, required=True, help="calibrator JSON to write")
     calibrate.add_argument(
         "--abstention-rate",
