@@ -599,3 +599,29 @@ def test_the_tool_refuses_parts_of_the_wrong_kind_when_built(store, local_backen
         rankwise_tool("pointwise-qlm")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="retriever must be a LangChain retriever"):
         rankwise_tool(compressor, retriever=vector_store)  # type: ignore[arg-type]
+
+
+def test_the_sync_api_works_with_a_chat_model_the_app_also_awaits(stub) -> None:
+    """ChatOpenAI keeps one async HTTP client per model, bound to the event loop that first
+    used it. After the app's own ``asyncio.run`` awaited the model, every synchronous
+    ``rerank`` (which runs on rankwise's own loop) failed with "Event loop is closed". The
+    sync API now calls the model through its synchronous interface."""
+    from langchain_openai import ChatOpenAI
+
+    stub.handler = oracle
+    chat = ChatOpenAI(model="oracle", base_url=stub.base_url, api_key="k", max_retries=0)
+
+    async def the_apps_own_calls() -> list:
+        return await asyncio.gather(*(chat.ainvoke("hello") for _ in range(3)))
+
+    asyncio.run(the_apps_own_calls())
+    reranker = Reranker("listwise", chat)
+    for _ in range(3):
+        assert reranker.rerank("q", relevance_docs([0.1, 0.9, 0.5])).ids == ["d1", "d2", "d0"]
+    compressor = RankwiseRerank(method="listwise", llm=chat, top_n=2)
+    documents = [Document(page_content=d["text"]) for d in relevance_docs([0.1, 0.9, 0.5])]
+    kept = compressor.compress_documents(documents, "q")
+    assert [d.page_content for d in kept] == [
+        "passage 1 relevance 0.900",
+        "passage 2 relevance 0.500",
+    ]

@@ -11,12 +11,15 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+SYNC_CALL_THREADS = 32
+"""Threads for framework models' synchronous calls made for the sync API (at most)."""
 
 
 def _forget_the_loop() -> None:
@@ -37,6 +40,11 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _loop.is_closed():
             _loop = asyncio.new_event_loop()
+            # Framework models called through their synchronous interface run on the loop's
+            # executor (see FrameworkBackend): as many at once as a backend's concurrency.
+            _loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=SYNC_CALL_THREADS, thread_name_prefix="rankwise")
+            )
             thread = threading.Thread(
                 target=_loop.run_forever, name="rankwise-sync-loop", daemon=True
             )
@@ -56,6 +64,11 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     except BaseException:
         future.cancel()
         raise
+
+
+def on_sync_loop() -> bool:
+    """Whether the running code is a synchronous call's, on the loop that serves them."""
+    return _loop is not None and _running_loop() is _loop
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rankwise._checks import check_flag, check_whole
 from rankwise._loops import PerLoop
+from rankwise._sync import on_sync_loop
 from rankwise.backends.base import (
     Capabilities,
     ContinuationLogprobs,
@@ -218,6 +219,10 @@ class FrameworkBackend(ABC):
     async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
         """Call the wrapped model with extra keyword arguments."""
 
+    @abstractmethod
+    def _call_blocking(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
+        """Call the wrapped model through its synchronous interface (for the sync API)."""
+
     async def generate(
         self,
         messages: Sequence[Message],
@@ -262,6 +267,13 @@ class FrameworkBackend(ABC):
     async def _guarded(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
         async with self._semaphores.get():
             try:
+                if on_sync_loop():
+                    # The caller used rankwise's synchronous API, so the model is called
+                    # through its synchronous interface. Frameworks keep one async HTTP client
+                    # per model, bound to the event loop that first used it (LangChain's
+                    # ChatOpenAI does): calling it from rankwise's own loop after the app's
+                    # failed with "Event loop is closed".
+                    return await asyncio.to_thread(self._call_blocking, messages, extra)
                 return await self._call(messages, extra)
             except Exception as error:
                 if refused_as_too_long(error):

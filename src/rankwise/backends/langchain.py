@@ -87,21 +87,31 @@ class LangChainBackend(FrameworkBackend):
         return _settings_of(self.model)
 
     async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
-        converted = [_ROLES[m.role](content=m.content) for m in messages]
-        response = await self.model.ainvoke(converted, **extra)
-        content = (response.response_metadata.get("logprobs") or {}).get("content") or []
-        positions = [
-            [(entry.get("token", ""), entry.get("logprob", float("-inf")))]
-            + [(alt["token"], alt["logprob"]) for alt in entry.get("top_logprobs", [])]
-            for entry in content
-        ]
-        usage = getattr(response, "usage_metadata", None) or {}
-        return Reply(
-            _text(response),
-            positions,
-            int(usage.get("input_tokens", 0)),
-            int(usage.get("output_tokens", 0)),
-        )
+        return _reply_of(await self.model.ainvoke(_converted(messages), **extra))
+
+    def _call_blocking(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
+        return _reply_of(self.model.invoke(_converted(messages), **extra))
+
+
+def _converted(messages: Sequence[Message]) -> list[Any]:
+    return [_ROLES[m.role](content=m.content) for m in messages]
+
+
+def _reply_of(response: Any) -> Reply:
+    """A chat model's message as a :class:`Reply`: text, log-probs and usage."""
+    content = (response.response_metadata.get("logprobs") or {}).get("content") or []
+    positions = [
+        [(entry.get("token", ""), entry.get("logprob", float("-inf")))]
+        + [(alt["token"], alt["logprob"]) for alt in entry.get("top_logprobs", [])]
+        for entry in content
+    ]
+    usage = getattr(response, "usage_metadata", None) or {}
+    return Reply(
+        _text(response),
+        positions,
+        int(usage.get("input_tokens", 0)),
+        int(usage.get("output_tokens", 0)),
+    )
 
 
 def chat_model_of(value: object) -> BaseChatModel | None:

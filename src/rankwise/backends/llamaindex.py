@@ -93,11 +93,21 @@ class LlamaIndexBackend(FrameworkBackend):
         return f"{kind} {json.dumps(fields, sort_keys=True)}"
 
     async def _call(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
-        converted = [ChatMessage(role=_ROLES[m.role], content=m.content) for m in messages]
-        response = await self.llm.achat(converted, **extra)
-        positions = [[(lp.token, lp.logprob) for lp in entry] for entry in response.logprobs or []]
-        prompt, completion = _usage(response)
-        return Reply(str(response.message.content or ""), positions, prompt, completion)
+        return _reply_of(await self.llm.achat(_converted(messages), **extra))
+
+    def _call_blocking(self, messages: Sequence[Message], extra: dict[str, Any]) -> Reply:
+        return _reply_of(self.llm.chat(_converted(messages), **extra))
+
+
+def _converted(messages: Sequence[Message]) -> list[ChatMessage]:
+    return [ChatMessage(role=_ROLES[m.role], content=m.content) for m in messages]
+
+
+def _reply_of(response: ChatResponse) -> Reply:
+    """An LLM's chat response as a :class:`Reply`: text, log-probs and usage."""
+    positions = [[(lp.token, lp.logprob) for lp in entry] for entry in response.logprobs or []]
+    prompt, completion = _usage(response)
+    return Reply(str(response.message.content or ""), positions, prompt, completion)
 
 
 def _usage(response: ChatResponse) -> tuple[int, int]:
