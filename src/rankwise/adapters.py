@@ -164,3 +164,33 @@ def check_part(name: str, value: object, kind: type, what: str, example: str) ->
     not as an AttributeError at its first call."""
     if not isinstance(value, kind):
         raise InputError(f"{name} must be {what}, got {value!r:.100}; pass {example}")
+
+
+def check_parts(
+    reranker: object,
+    retriever: object | None,
+    *,
+    framework: str,
+    reranker_kind: type,
+    reranker_role: str,
+    retriever_kind: type,
+    retriever_example: str,
+) -> None:
+    """Refuse an adapter's ``reranker`` that is not the ``framework``'s ``RankwiseRerank``
+    (``reranker_kind``, a ``reranker_role`` there), and a ``retriever``, where one is given,
+    that is not one of its retrievers (``retriever_kind``; ``retriever_example`` builds one)."""
+    check_part(
+        "reranker",
+        reranker,
+        reranker_kind,
+        f"a RankwiseRerank {reranker_role}",
+        "RankwiseRerank(method=..., top_n=...)",
+    )
+    if retriever is not None:
+        check_part(
+            "retriever",
+            retriever,
+            retriever_kind,
+            f"a {framework} retriever",
+            f"one such as {retriever_example}",
+        )

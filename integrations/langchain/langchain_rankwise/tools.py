@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from langchain_rankwise._convert import to_candidates
 from langchain_rankwise.compressor import RankwiseRerank
 from rankwise._sync import run_sync
-from rankwise.adapters import check_part
+from rankwise.adapters import check_parts
 from rankwise.errors import ContextOverflowError
 from rankwise.types import Candidate
 
@@ -47,7 +47,15 @@ def rankwise_tool(
     ``handle_tool_error=True``), instead of ending the agent's run; arguments that do not fit
     the schema are LangChain's validation errors, and a failing backend or a misconfigured
     reranker still raises."""
-    _check_parts(reranker, retriever)
+    check_parts(
+        reranker,
+        retriever,
+        framework="LangChain",
+        reranker_kind=RankwiseRerank,
+        reranker_role="compressor",
+        retriever_kind=BaseRetriever,
+        retriever_example="vector_store.as_retriever()",
+    )
     if retriever is None:
 
         async def rerank(query: str, passages: list[str], top_n: int = 3) -> dict[str, Any]:
@@ -78,16 +86,6 @@ def rankwise_tool(
         args_schema=SearchInput,
         handle_tool_error=True,
     )
-
-
-def _check_parts(reranker: object, retriever: object | None) -> None:
-    """Refuse a ``reranker`` that is not a :class:`RankwiseRerank`, and a ``retriever``
-    (where one is given) that is not a LangChain retriever."""
-    example = "RankwiseRerank(method=..., top_n=...)"
-    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank compressor", example)
-    if retriever is not None:
-        example = "one such as vector_store.as_retriever()"
-        check_part("retriever", retriever, BaseRetriever, "a LangChain retriever", example)
 
 
 def _check_query(query: str, purpose: str) -> None:

@@ -133,7 +133,6 @@ class LoopSemaphores:
 
     def __init__(self, limit: int) -> None:
         check_concurrency(limit)
-        self.limit = limit
         self._by_loop: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(limit))
 
     def get(self) -> asyncio.Semaphore:

@@ -14,7 +14,8 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rankwise._sync import run_sync
 from rankwise.abstain import Abstention, Calibrator
-from rankwise.adapters import AdapterReranker, CandidateKeys, check_part
+from rankwise.adapters import AdapterReranker, CandidateKeys
+from rankwise.adapters import check_parts as check_adapter_parts
 from rankwise.errors import InputError
 from rankwise.reranker import Reranker
 from rankwise.types import Candidate, RankedList
@@ -130,8 +131,12 @@ class RankwiseRerank(BaseNodePostprocessor):
 def check_parts(reranker: object, retriever: object | None) -> None:
     """Refuse a ``reranker`` that is not a :class:`RankwiseRerank`, and a ``retriever``
     (where one is given) that is not a LlamaIndex retriever."""
-    example = "RankwiseRerank(method=..., top_n=...)"
-    check_part("reranker", reranker, RankwiseRerank, "a RankwiseRerank postprocessor", example)
-    if retriever is not None:
-        example = "one such as index.as_retriever(similarity_top_k=20)"
-        check_part("retriever", retriever, BaseRetriever, "a LlamaIndex retriever", example)
+    check_adapter_parts(
+        reranker,
+        retriever,
+        framework="LlamaIndex",
+        reranker_kind=RankwiseRerank,
+        reranker_role="postprocessor",
+        retriever_kind=BaseRetriever,
+        retriever_example="index.as_retriever(similarity_top_k=20)",
+    )
